@@ -1,0 +1,58 @@
+"""redpromise: durable promises and durable dispatch for Python services, on Redis.
+
+A stateless process creates a promise and dispatches a named function to a worker group
+in one atomic write (:meth:`Redpromise.begin_rpc`); any worker of the group runs it,
+checkpointing each step (``ctx.run``); anyone re-attaches by id (:meth:`Redpromise.get`)
+and reads the outcome — after any process, or all of them, restarted.
+"""
+
+from ._client import Handle, Redpromise
+from ._context import Context
+from ._errors import (
+    ApplicationError,
+    ConfigurationError,
+    CorruptRecord,
+    InvalidId,
+    LeaseLost,
+    NondeterminismError,
+    PayloadError,
+    PayloadTooLarge,
+    PromiseCanceled,
+    PromiseNotFound,
+    PromiseRejected,
+    PromiseTimedOut,
+    RedpromiseError,
+    StoreUnavailable,
+)
+from ._options import Constant, Exponential, Linear, Never, Options, RetryPolicy, Settings
+from ._runner import run_worker
+
+__all__ = [
+    "ApplicationError",
+    "ConfigurationError",
+    "Constant",
+    "Context",
+    "CorruptRecord",
+    "Exponential",
+    "Handle",
+    "InvalidId",
+    "LeaseLost",
+    "Linear",
+    "Never",
+    "NondeterminismError",
+    "Options",
+    "PayloadError",
+    "PayloadTooLarge",
+    "PromiseCanceled",
+    "PromiseNotFound",
+    "PromiseRejected",
+    "PromiseTimedOut",
+    "Redpromise",
+    "RedpromiseError",
+    "RetryPolicy",
+    "Settings",
+    "StoreUnavailable",
+    "run_worker",
+]
+
+__version__ = "0.1.0"

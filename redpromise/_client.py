@@ -1,0 +1,386 @@
+"""The Redpromise client: create, dispatch, re-attach to and settle durable promises."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar, overload
+
+from redis import exceptions as rex
+from redis.asyncio import Redis
+
+from ._codec import decode, decode_error, encode, encode_error, error_of
+from ._errors import (
+    ConfigurationError,
+    PromiseCanceled,
+    PromiseNotFound,
+    PromiseRejected,
+    PromiseTimedOut,
+    StoreUnavailable,
+)
+from ._keys import Keys, validate_group, validate_id
+from ._options import Options, RetryPolicy, Settings, parse_target
+from ._registry import Registry
+from ._store import Record, Store, translate_errors
+from ._waiter import Waiter
+from ._worker import Worker
+
+__all__ = ["Handle", "Redpromise"]
+
+log = logging.getLogger("redpromise")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_TARGET = "poll://any@worker"
+
+
+def _seconds(t: float | timedelta | None) -> float | None:
+    return t.total_seconds() if isinstance(t, timedelta) else t
+
+
+class Handle:
+    """A durable promise, by id. Holds no state: every call reads Redis."""
+
+    __slots__ = ("_id", "_rp")
+
+    def __init__(self, rp: Redpromise, id: str) -> None:
+        self._rp = rp
+        self._id = id
+
+    @property
+    def id(self) -> str:
+        """The promise id."""
+        return self._id
+
+    def __repr__(self) -> str:
+        return f"Handle({self._id!r})"
+
+    async def state(self) -> str:
+        """The current state: ``pending``, ``resolved``, ``rejected``, ``rejected_*``."""
+        return (await self._rp._read(self._id)).state
+
+    async def done(self) -> bool:
+        """Whether the promise is completed. One read; never blocks on the promise."""
+        return not (await self._rp._read(self._id)).pending
+
+    async def result(self, timeout: float | timedelta | None = None) -> Any:
+        """Wait for completion; return the value, or raise the rejection.
+
+        Waits on a completion notification, not by polling. Raises
+        :class:`PromiseRejected` (with the remote error's type and message),
+        :class:`PromiseCanceled`, :class:`PromiseTimedOut`, :class:`PromiseNotFound`, or
+        :class:`TimeoutError` when ``timeout`` passes first (the promise stays pending).
+        """
+        return self._rp._outcome(await self._rp._wait(self._id, _seconds(timeout)))
+
+
+class Redpromise:
+    """Durable promises and durable dispatch on Redis; one per process.
+
+    A process that registers functions is a worker of ``group``: :meth:`start` makes it
+    consume the group's dispatches. Any process can create (:meth:`begin_rpc`),
+    re-attach to (:meth:`get`) and settle (:meth:`resolve`, :meth:`reject`,
+    :meth:`cancel`) promises.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        group: str = "worker",
+        settings: Settings | None = None,
+        redis: Redis | None = None,
+    ) -> None:
+        self.group = validate_group(group)
+        self.settings = settings or Settings()
+        self.url = url or DEFAULT_URL
+        self._own_redis = redis is None
+        self.redis: Redis = redis or Redis.from_url(
+            self.url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=15
+        )
+        self.keys = Keys(self.settings.namespace, self.settings.partitions)
+        self.store = Store(self.redis, self.keys, self.settings)
+        self.registry = Registry()
+        self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._waiter = Waiter(
+            self.redis, self.store, self.keys, self.settings.safety_poll.total_seconds()
+        )
+        self._worker: Worker | None = None
+        self._checked = False
+        self._default_timeout_ms = int(self.settings.timeout.total_seconds() * 1000)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Redpromise:
+        """Configure from ``REDPROMISE_URL``, ``REDPROMISE_GROUP`` and ``Settings.from_env``."""
+        return cls(
+            os.environ.get("REDPROMISE_URL") or DEFAULT_URL,
+            group=os.environ.get("REDPROMISE_GROUP") or "worker",
+            settings=Settings.from_env(**overrides),
+        )
+
+    # -- registration -------------------------------------------------------------------
+
+    @overload
+    def register(self, fn: F, /) -> F: ...
+
+    @overload
+    def register(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+    ) -> Callable[[F], F]: ...
+
+    @overload
+    def register(
+        self,
+        fn: F,
+        /,
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+    ) -> F: ...
+
+    def register(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+    ) -> Any:
+        """Register ``fn(ctx, *args, **kwargs)`` under ``name`` (default: its ``__name__``).
+
+        Use as ``@rp.register``, ``@rp.register(name=…, retry=…)`` or
+        ``rp.register(fn, name=…)``. ``fn`` may be ``async def``, a generator function
+        (Resonate style: ``value = yield ctx.run(step, …)``) or a plain function (run in
+        a thread). ``retry`` overrides ``Settings.retry``; ``timeout`` bounds one attempt.
+        """
+
+        def add(f: F) -> F:
+            self.registry.add(f, name, retry, timeout)
+            return f
+
+        return add(fn) if fn is not None else add
+
+    def options(
+        self,
+        *,
+        target: str | None = None,
+        timeout: timedelta | None = None,
+        retry: RetryPolicy | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Options:
+        """An options bag for :meth:`begin_rpc` (``options=``), as in Resonate's SDKs."""
+        return Options(target=target, timeout=timeout, retry=retry, tags=tags)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, check the namespace, and start working if functions are registered."""
+        await self._ready()
+        await self._warn_eviction()
+        if self.registry and self._worker is None:
+            self._worker = Worker(self.redis, self.store, self.registry, self.group, self.consumer)
+            async with translate_errors():
+                await self._worker.start()
+            log.info(
+                "worker %s serving group %r: %s",
+                self.consumer,
+                self.group,
+                ", ".join(self.registry.names()),
+            )
+
+    async def stop(self, grace: float | timedelta | None = None) -> None:
+        """Stop gracefully: in-flight functions get ``grace`` (default from settings)."""
+        if self._worker is not None:
+            g = _seconds(grace)
+            await self._worker.stop(
+                self.settings.shutdown_grace.total_seconds() if g is None else g
+            )
+            self._worker = None
+        await self._waiter.close()
+        if self._own_redis:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> Redpromise:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def worker(self) -> Worker | None:
+        """The running worker, if this process serves a group."""
+        return self._worker
+
+    async def _ready(self) -> None:
+        if self._checked:
+            return
+        async with translate_errors():
+            await self.redis.hsetnx(self.keys.meta, "partitions", self.keys.partitions)
+            stored = await self.redis.hget(self.keys.meta, "partitions")
+        if stored is None or int(stored) != self.keys.partitions:
+            raise ConfigurationError(
+                f"namespace {self.keys.namespace!r} was created with {stored!r} partitions, "
+                f"this process uses {self.keys.partitions}; they must match"
+            )
+        self._checked = True
+
+    async def _warn_eviction(self) -> None:
+        try:
+            cfg = await self.redis.config_get("maxmemory-policy")
+        except rex.ResponseError:
+            return  # CONFIG may be forbidden by ACL: nothing to check
+        except (rex.ConnectionError, rex.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+        raw: Any = next(iter(cfg.values()), None) if cfg else None
+        policy = raw.decode() if isinstance(raw, bytes) else raw
+        if policy and policy != "noeviction":
+            log.warning(
+                "Redis maxmemory-policy is %r, not 'noeviction': under memory pressure Redis "
+                "may evict promises, and evicted promises are LOST. Set noeviction.",
+                policy,
+            )
+
+    # -- promises -----------------------------------------------------------------------
+
+    async def begin_rpc(
+        self,
+        id: str,
+        name: str,
+        *args: Any,
+        target: str | None = None,
+        timeout: timedelta | None = None,
+        retry: RetryPolicy | None = None,
+        tags: dict[str, str] | None = None,
+        options: Options | None = None,
+        **kwargs: Any,
+    ) -> Handle:
+        """Create promise ``id`` and dispatch ``name(*args, **kwargs)`` to ``target``.
+
+        Creation and dispatch are one atomic write. If ``id`` exists already, nothing is
+        written and the handle re-attaches to it: the same id never executes twice.
+        Returns as soon as the promise is durable in Redis.
+        """
+        validate_id(id)
+        validate_group(name)
+        opts = (options or Options()).merge(target=target, timeout=timeout, retry=retry, tags=tags)
+        group = parse_target(opts.target or DEFAULT_TARGET)
+        limit = self.settings.max_payload_bytes
+        payload = encode({"a": list(args), "k": kwargs}, limit)
+        tags_blob = encode(opts.tags, limit) if opts.tags else b""
+        retry_blob = encode(opts.retry.to_wire(), limit) if opts.retry else b""
+        timeout_ms = (
+            int(opts.timeout.total_seconds() * 1000)
+            if opts.timeout is not None
+            else self._default_timeout_ms
+        )
+        if timeout_ms <= 0:
+            raise ConfigurationError("timeout must be positive")
+        await self._ready()
+        async with translate_errors():
+            await self.store.create(id, name, payload, group, timeout_ms, tags_blob, retry_blob)
+        return Handle(self, id)
+
+    async def rpc(self, id: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`begin_rpc`, then wait for and return the result."""
+        handle = await self.begin_rpc(id, name, *args, **kwargs)
+        return await handle.result()
+
+    async def get(self, id: str) -> Handle:
+        """Re-attach to promise ``id``; raises :class:`PromiseNotFound` if unknown."""
+        await self._read(id)
+        return Handle(self, id)
+
+    async def resolve(self, id: str, value: Any = None) -> Handle:
+        """Resolve a pending promise from outside. First completion wins."""
+        return await self._settle(id, "resolved", encode(value, self.settings.max_payload_bytes))
+
+    async def reject(self, id: str, error: BaseException | str) -> Handle:
+        """Reject a pending promise from outside with an exception or a message."""
+        info = error_of(error) if isinstance(error, BaseException) else {
+            "type": "Error",
+            "message": str(error),
+        }
+        blob = encode_error(info["type"], info["message"], self.settings.max_payload_bytes)
+        return await self._settle(id, "rejected", blob)
+
+    async def cancel(self, id: str) -> Handle:
+        """Cancel a pending promise (``rejected_canceled``); a running function stops at
+        its next step or heartbeat, and its result is never recorded."""
+        blob = encode_error("PromiseCanceled", "Promise canceled", self.settings.max_payload_bytes)
+        return await self._settle(id, "rejected_canceled", blob)
+
+    async def _settle(self, id: str, state: str, blob: bytes) -> Handle:
+        validate_id(id)
+        await self._ready()
+        async with translate_errors():
+            res = await self.store.complete(id, None, None, state, blob)
+        if res[0] == -1:
+            raise PromiseNotFound(id)
+        return Handle(self, id)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def _read(self, id: str) -> Record:
+        validate_id(id)
+        await self._ready()
+        async with translate_errors():
+            rec = await self.store.read(id)
+            if rec is None:
+                raise PromiseNotFound(id)
+            if rec.pending and rec.timeout_at <= time.time() * 1000:
+                rec = await self._expire(rec)
+        return rec
+
+    async def _expire(self, rec: Record) -> Record:
+        """Apply a passed timeout now, even with no worker alive (the lazy timeout)."""
+        blob = encode_error("PromiseTimedOut", "Promise timedout", self.settings.max_payload_bytes)
+        await self.store.complete(
+            rec.id, rec.group, None, "rejected_timedout", blob, require_due=True
+        )
+        return await self.store.read(rec.id) or rec
+
+    async def _wait(self, id: str, timeout: float | None) -> Record:
+        validate_id(id)
+        await self._ready()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            rec = await self._read(id)
+            if not rec.pending:
+                return rec
+            # Wake at the promise's own timeout too, to apply it if no worker does.
+            until_timeout = max(0.0, rec.timeout_at / 1000 - time.time()) + 0.05
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            wait = until_timeout if left is None else min(left, until_timeout)
+            async with translate_errors():
+                done = await self._waiter.wait(id, wait)
+            if done is not None:
+                return done
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"promise {id!r} still pending after {timeout}s")
+
+    def _outcome(self, rec: Record) -> Any:
+        if rec.state == "resolved":
+            return decode(rec.value) if rec.value is not None else None
+        if rec.state == "rejected_canceled":
+            raise PromiseCanceled(rec.id)
+        if rec.state == "rejected_timedout":
+            raise PromiseTimedOut(rec.id)
+        type_name, message = decode_error(rec.value) if rec.value is not None else ("", "")
+        raise PromiseRejected(rec.id, type_name, message)

@@ -1,0 +1,132 @@
+"""The exceptions redpromise raises, all rooted at :class:`RedpromiseError`.
+
+::
+
+    RedpromiseError
+    ├── ConfigurationError        bad settings, or a namespace made with other settings
+    ├── InvalidId                 (also ValueError) an id or group name we refuse to store
+    ├── PayloadError              (also ValueError) a value msgpack cannot carry
+    │   └── PayloadTooLarge       an encoded payload over the configured limit
+    ├── StoreUnavailable          Redis unreachable or timing out (wraps redis-py errors)
+    ├── CorruptRecord             a record in Redis that redpromise did not write
+    ├── PromiseNotFound           (also KeyError) no promise with this id
+    ├── PromiseRejected           the promise was rejected; carries the remote error
+    │   ├── PromiseCanceled       … by cancel()
+    │   └── PromiseTimedOut       … because its timeout passed
+    ├── LeaseLost                 a worker's execution was fenced out (another owns it)
+    ├── ApplicationError          raise it in a function to choose retry behaviour
+    └── NondeterminismError       a replay asked for a step other than the one recorded
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApplicationError",
+    "ConfigurationError",
+    "CorruptRecord",
+    "InvalidId",
+    "LeaseLost",
+    "NondeterminismError",
+    "PayloadError",
+    "PayloadTooLarge",
+    "PromiseCanceled",
+    "PromiseNotFound",
+    "PromiseRejected",
+    "PromiseTimedOut",
+    "RedpromiseError",
+    "StoreUnavailable",
+]
+
+
+class RedpromiseError(Exception):
+    """Root of every exception redpromise raises on purpose."""
+
+
+class ConfigurationError(RedpromiseError):
+    """Settings are invalid, or disagree with those the namespace was created with."""
+
+
+class InvalidId(RedpromiseError, ValueError):
+    """An id, group or function name that redpromise refuses before writing anything."""
+
+
+class PayloadError(RedpromiseError, ValueError):
+    """A value that cannot be encoded with msgpack, or stored bytes that cannot be decoded."""
+
+
+class PayloadTooLarge(PayloadError):
+    """An encoded payload is larger than ``Settings.max_payload_bytes``."""
+
+
+class StoreUnavailable(RedpromiseError):
+    """Redis could not be reached or did not answer in time.
+
+    The operation may or may not have been applied; every redpromise operation is safe to
+    repeat with the same id.
+    """
+
+
+class CorruptRecord(RedpromiseError):
+    """A promise record or stream entry in Redis that redpromise did not write."""
+
+
+class PromiseNotFound(RedpromiseError, KeyError):
+    """No promise with this id exists (never created, or expired after its retention)."""
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.id = id
+
+    def __str__(self) -> str:
+        return f"{self.id} not found"
+
+
+class PromiseRejected(RedpromiseError):
+    """The promise was rejected. ``type`` and ``message`` are those of the remote error."""
+
+    def __init__(self, id: str, type: str, message: str) -> None:
+        super().__init__(f"{type}: {message}" if type else message)
+        self.id = id
+        self.type = type
+        self.message = message
+
+
+class PromiseCanceled(PromiseRejected):
+    """The promise was canceled (state ``rejected_canceled``)."""
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id, "", "Promise canceled")
+
+
+class PromiseTimedOut(PromiseRejected):
+    """The promise's timeout passed before it completed (state ``rejected_timedout``)."""
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id, "", "Promise timedout")
+
+
+class LeaseLost(RedpromiseError):
+    """A worker's write was refused: its execution no longer owns the promise.
+
+    Raised inside a function when the fence refuses a checkpoint; the execution stops
+    and its result is never recorded. Another execution, or a completion, won.
+    """
+
+
+class ApplicationError(RedpromiseError):
+    """Raise from a registered function to reject with a chosen type, or without retries.
+
+    ``non_retryable=True`` rejects the promise at once, whatever the retry policy says.
+    """
+
+    def __init__(
+        self, message: str, *, type: str | None = None, non_retryable: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.type = type or "ApplicationError"
+        self.non_retryable = non_retryable
+
+
+class NondeterminismError(RedpromiseError):
+    """A replayed function asked for a different step than the one recorded at that point."""

@@ -1,0 +1,287 @@
+"""Frozen option types: retry policies, per-call options, and process settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from ._errors import ConfigurationError
+
+__all__ = [
+    "Constant",
+    "Exponential",
+    "Linear",
+    "Never",
+    "Options",
+    "RetryPolicy",
+    "Settings",
+    "parse_target",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Policy:
+    non_retryable: tuple[type[BaseException], ...] = ()
+    """Exception types that reject the promise at once instead of retrying."""
+
+    max_retries: int | None = None
+    """Retries after the first attempt; ``None`` retries until the promise times out."""
+
+    def next_delay(self, retry: int) -> timedelta | None:
+        """Delay before retry number ``retry`` (1 = first retry); ``None`` = give up."""
+        if self.max_retries is not None and retry > self.max_retries:
+            return None
+        return self._delay(retry)
+
+    def _delay(self, retry: int) -> timedelta | None:
+        raise NotImplementedError
+
+    def retries(self, exc: BaseException) -> bool:
+        """Whether ``exc`` may be retried under this policy."""
+        if getattr(exc, "non_retryable", False) is True:
+            return False
+        return not isinstance(exc, self.non_retryable)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The policy as plain data, stored with a promise created with it."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exponential(_Policy):
+    """``delay * factor ** (n - 1)`` before retry n, capped at ``max_delay``."""
+
+    delay: timedelta = timedelta(seconds=1)
+    """The first retry's delay."""
+    factor: float = 2.0
+    """Growth per retry."""
+    max_delay: timedelta = timedelta(seconds=30)
+    """The largest delay."""
+
+    def _delay(self, retry: int) -> timedelta:
+        seconds = self.delay.total_seconds() * self.factor ** (retry - 1)
+        return min(timedelta(seconds=seconds), self.max_delay)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "kind": "exponential",
+            "delay": self.delay.total_seconds(),
+            "factor": self.factor,
+            "max_delay": self.max_delay.total_seconds(),
+            "max_retries": self.max_retries,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Linear(_Policy):
+    """``delay * n`` before retry n."""
+
+    delay: timedelta = timedelta(seconds=1)
+    """The step between delays."""
+
+    def _delay(self, retry: int) -> timedelta:
+        return self.delay * retry
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "kind": "linear",
+            "delay": self.delay.total_seconds(),
+            "max_retries": self.max_retries,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Constant(_Policy):
+    """The same ``delay`` before every retry."""
+
+    delay: timedelta = timedelta(seconds=1)
+    """The delay before each retry."""
+
+    def _delay(self, retry: int) -> timedelta:
+        return self.delay
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "kind": "constant",
+            "delay": self.delay.total_seconds(),
+            "max_retries": self.max_retries,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Never(_Policy):
+    """No retries: the first error rejects the promise."""
+
+    def _delay(self, retry: int) -> None:
+        return None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"kind": "never"}
+
+
+RetryPolicy = Exponential | Linear | Constant | Never
+
+
+def _policy_from_wire(data: Any) -> RetryPolicy | None:
+    """Rebuild a policy stored by :meth:`to_wire`; ``None`` for anything unknown."""
+    if not isinstance(data, dict):
+        return None
+    kind = data.get("kind")
+    try:
+        max_retries = data.get("max_retries")
+        mr = int(max_retries) if max_retries is not None else None
+        if kind == "never":
+            return Never()
+        delay = timedelta(seconds=float(data["delay"]))
+        if kind == "exponential":
+            return Exponential(
+                delay=delay,
+                factor=float(data["factor"]),
+                max_delay=timedelta(seconds=float(data["max_delay"])),
+                max_retries=mr,
+            )
+        if kind == "linear":
+            return Linear(delay=delay, max_retries=mr)
+        if kind == "constant":
+            return Constant(delay=delay, max_retries=mr)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None
+
+
+def parse_target(target: str) -> str:
+    """The group of a target: ``poll://any@<group>`` or a bare group name."""
+    from ._keys import validate_group
+
+    if target.startswith("poll://"):
+        rest = target[len("poll://") :]
+        mode, sep, group = rest.partition("@")
+        if not sep or mode != "any":
+            raise ConfigurationError(
+                f"unsupported target {target!r}: use poll://any@<group> or a group name"
+            )
+        return validate_group(group.split("/", 1)[0])
+    return validate_group(target)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """Per-call options for :meth:`Redpromise.begin_rpc`; ``None`` means "the default"."""
+
+    target: str | None = None
+    """Where to dispatch: ``poll://any@<group>`` or a bare group name."""
+    timeout: timedelta | None = None
+    """How long the promise may stay pending before it is rejected as timed out."""
+    retry: RetryPolicy | None = None
+    """Retry policy for this promise, overriding the function's registered policy."""
+    tags: dict[str, str] | None = None
+    """Free-form string tags stored with the promise."""
+
+    def merge(self, **overrides: Any) -> Options:
+        """A copy with every non-``None`` override applied."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _env_seconds(name: str, default: timedelta | None) -> timedelta | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("none", "forever", "0"):
+        return None
+    try:
+        return timedelta(seconds=float(raw))
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}={raw!r} is not a number of seconds") from exc
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}={raw!r} is not an integer") from exc
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Settings of one :class:`Redpromise` process. Durations are ``timedelta``."""
+
+    namespace: str = "rp"
+    """Prefix of every key; processes that share work share a namespace."""
+    partitions: int = 16
+    """Partitions of the id space; fixed for the life of a namespace (stored in Redis)."""
+    lease: timedelta = timedelta(seconds=15)
+    """A worker silent for this long loses its entries to other workers of its group."""
+    heartbeat: timedelta | None = None
+    """How often a worker renews its leases; ``None`` = lease / 3."""
+    reclaim_interval: timedelta | None = None
+    """How often a worker looks for entries of silent workers; ``None`` = lease / 3."""
+    poll_interval: timedelta = timedelta(milliseconds=250)
+    """How often a worker promotes due retries and times out expired promises."""
+    concurrency: int = 100
+    """Functions a worker process runs at once."""
+    block: timedelta = timedelta(seconds=1)
+    """How long one XREADGROUP waits for new entries."""
+    max_deliveries: int = 10
+    """Deliveries of one dispatch without a completion before it is rejected as poison."""
+    unknown_function_deliveries: int = 3
+    """Deliveries to workers lacking the function before the promise is rejected."""
+    timeout: timedelta = timedelta(hours=24)
+    """Default promise timeout."""
+    retention: timedelta | None = timedelta(hours=24)
+    """How long a completed promise stays readable; ``None`` keeps it forever."""
+    max_payload_bytes: int = 1024 * 1024
+    """Largest encoded argument, result or step outcome."""
+    shutdown_grace: timedelta = timedelta(seconds=30)
+    """How long a stopping worker lets in-flight functions finish before leaving them."""
+    safety_poll: timedelta = timedelta(seconds=5)
+    """How often waiters re-read what they wait on, in case a notification was missed."""
+    retry: RetryPolicy = field(default_factory=Exponential)
+    """Retry policy of functions registered without one."""
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1 or self.partitions > 1024:
+            raise ConfigurationError("partitions must be between 1 and 1024")
+        if self.concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
+        if self.lease < timedelta(milliseconds=100):
+            raise ConfigurationError("lease must be at least 100 ms")
+        if self.max_deliveries < 1:
+            raise ConfigurationError("max_deliveries must be at least 1")
+        if self.max_payload_bytes < 1024:
+            raise ConfigurationError("max_payload_bytes must be at least 1024")
+
+    @property
+    def heartbeat_every(self) -> timedelta:
+        return self.heartbeat or self.lease / 3
+
+    @property
+    def reclaim_every(self) -> timedelta:
+        return self.reclaim_interval or self.lease / 3
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Settings from ``REDPROMISE_*`` variables (seconds for durations), then overrides.
+
+        Reads NAMESPACE, PARTITIONS, LEASE, CONCURRENCY, MAX_DELIVERIES, TIMEOUT,
+        RETENTION (``none`` keeps forever), MAX_PAYLOAD_BYTES, SHUTDOWN_GRACE.
+        """
+        d = cls()
+        values: dict[str, Any] = {
+            "namespace": os.environ.get("REDPROMISE_NAMESPACE") or d.namespace,
+            "partitions": _env_int("REDPROMISE_PARTITIONS", d.partitions),
+            "lease": _env_seconds("REDPROMISE_LEASE", d.lease) or d.lease,
+            "concurrency": _env_int("REDPROMISE_CONCURRENCY", d.concurrency),
+            "max_deliveries": _env_int("REDPROMISE_MAX_DELIVERIES", d.max_deliveries),
+            "timeout": _env_seconds("REDPROMISE_TIMEOUT", d.timeout) or d.timeout,
+            "retention": _env_seconds("REDPROMISE_RETENTION", d.retention),
+            "max_payload_bytes": _env_int("REDPROMISE_MAX_PAYLOAD_BYTES", d.max_payload_bytes),
+            "shutdown_grace": _env_seconds("REDPROMISE_SHUTDOWN_GRACE", d.shutdown_grace)
+            or d.shutdown_grace,
+        }
+        values.update(overrides)
+        return cls(**values)

@@ -1,0 +1,109 @@
+"""Loads the Lua scripts in ``redpromise/lua`` and calls them by SHA.
+
+Each ``<name>.lua`` is one state transition; ``--- @include <name>`` pulls in a file of
+``lua/includes`` (once). Scripts are sent with EVALSHA; on NOSCRIPT (a restarted or
+failed-over Redis has an empty script cache) the source is loaded and the call repeated.
+The return codes of every script are mapped in :data:`CODES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
+
+__all__ = ["CODES", "SCRIPT_NAMES", "Script", "load_scripts", "run_pipelined"]
+
+_INCLUDE = re.compile(r"^--- @include (\w+)\s*$", re.MULTILINE)
+
+SCRIPT_NAMES = ("acquire", "checkpoint", "complete", "create", "heartbeat", "promote", "retry")
+
+# One table for every refusal code the scripts return (see each file's header).
+CODES: dict[int, str] = {
+    -1: "not_found",
+    -2: "not_pending",
+    -3: "stale_version",
+    -4: "stale_entry",
+    -5: "wrong_group",
+    -6: "not_owner",
+    -7: "poison",
+    -8: "not_due",
+}
+
+
+def _source(name: str) -> str:
+    root = resources.files("redpromise") / "lua"
+    text = (root / f"{name}.lua").read_text(encoding="utf-8")
+    seen: set[str] = set()
+
+    def include(match: re.Match[str]) -> str:
+        inc = match.group(1)
+        if inc in seen:
+            return ""
+        seen.add(inc)
+        return (root / "includes" / f"{inc}.lua").read_text(encoding="utf-8")
+
+    # Includes come in before the body so their local functions are in scope.
+    while _INCLUDE.search(text):
+        text = _INCLUDE.sub(include, text)
+    return text
+
+
+class Script:
+    """One Lua script, called by SHA with a NOSCRIPT fallback."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = _source(name)
+        self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+
+    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await redis.script_load(self.source)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+
+    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Add a call to a pipeline; use :func:`run_pipelined` to execute it."""
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+def load_scripts() -> dict[str, Script]:
+    return {name: Script(name) for name in SCRIPT_NAMES}
+
+
+async def run_pipelined(
+    redis: Redis, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]
+) -> list[Any]:
+    """Run many script calls in one round trip; results (or exceptions) in order.
+
+    Calls refused with NOSCRIPT never ran, so after loading their scripts exactly those
+    are sent again.
+    """
+    if not calls:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for script, keys, args in calls:
+        script.queue(pipe, keys, args)
+    results: list[Any] = await pipe.execute(raise_on_error=False)
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        for script in {calls[i][0].name: calls[i][0] for i in missing}.values():
+            await redis.script_load(script.source)
+        pipe = redis.pipeline(transaction=False)
+        for i in missing:
+            script, keys, args = calls[i]
+            script.queue(pipe, keys, args)
+        again = await pipe.execute(raise_on_error=False)
+        for i, r in zip(missing, again, strict=True):
+            results[i] = r
+    return results

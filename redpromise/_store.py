@@ -1,0 +1,274 @@
+"""The promise store: typed calls of the Lua transitions, and reads of promise records."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import exceptions as rex
+from redis.asyncio import Redis
+
+from ._errors import CorruptRecord, StoreUnavailable
+from ._keys import Keys
+from ._options import Settings
+from ._scripts import Script, load_scripts, run_pipelined
+
+__all__ = ["PENDING", "STATES", "Call", "Record", "Store", "translate_errors"]
+
+PENDING = "pending"
+STATES = frozenset({PENDING, "resolved", "rejected", "rejected_canceled", "rejected_timedout"})
+
+Call = tuple[Script, Sequence[str], Sequence[Any]]
+
+_FIELDS = (
+    "state",
+    "func",
+    "group",
+    "value",
+    "created_at",
+    "timeout_at",
+    "completed_at",
+    "attempt",
+    "version",
+    "tags",
+)
+
+
+@contextlib.asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Turn redis-py's connection and type errors into redpromise's."""
+    try:
+        yield
+    except (rex.ConnectionError, rex.TimeoutError) as exc:
+        raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+    except rex.ResponseError as exc:
+        if str(exc).startswith("WRONGTYPE"):
+            raise CorruptRecord(f"a key of the wrong type in Redis: {exc}") from exc
+        raise
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _int(v: Any, default: int = 0) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return default
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A snapshot of one promise as stored in Redis."""
+
+    id: str
+    state: str
+    func: str
+    group: str
+    value: bytes | None
+    created_at: int
+    timeout_at: int
+    completed_at: int | None
+    attempt: int
+    version: int
+    tags: bytes | None
+
+    @property
+    def pending(self) -> bool:
+        return self.state == PENDING
+
+    @classmethod
+    def parse(cls, id: str, raw: Sequence[Any]) -> Record | None:
+        """Build from an HMGET of :data:`_FIELDS`; ``None`` when the hash is absent."""
+        if all(v is None for v in raw):
+            return None
+        state = _text(raw[0]) if raw[0] is not None else ""
+        if state not in STATES or raw[5] is None:
+            raise CorruptRecord(f"promise {id!r} has a record redpromise did not write")
+        return cls(
+            id=id,
+            state=state,
+            func=_text(raw[1] or b""),
+            group=_text(raw[2] or b""),
+            value=raw[3],
+            created_at=_int(raw[4]),
+            timeout_at=_int(raw[5]),
+            completed_at=_int(raw[6]) if raw[6] is not None else None,
+            attempt=_int(raw[7]),
+            version=_int(raw[8]),
+            tags=raw[9],
+        )
+
+
+class Store:
+    """Typed access to one namespace. Every write is one of the Lua transitions."""
+
+    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.settings = settings
+        self.scripts = load_scripts()
+        r = settings.retention
+        self.retention_ms = int(r.total_seconds() * 1000) if r is not None else 0
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def read(self, id: str) -> Record | None:
+        raw = await self.redis.hmget(self.keys.promise(id), list(_FIELDS))
+        return Record.parse(id, raw)
+
+    async def read_many(self, ids: Sequence[str]) -> list[Record | BaseException | None]:
+        """Read several promises in one round trip; a corrupt one comes back as its error."""
+        pipe = self.redis.pipeline(transaction=False)
+        for id in ids:
+            pipe.hmget(self.keys.promise(id), list(_FIELDS))
+        out: list[Record | BaseException | None] = []
+        for id, raw in zip(ids, await pipe.execute(), strict=True):
+            try:
+                out.append(Record.parse(id, raw))
+            except CorruptRecord as exc:
+                out.append(exc)
+        return out
+
+    # -- transitions --------------------------------------------------------------------
+
+    async def create(
+        self,
+        id: str,
+        func: str,
+        args: bytes,
+        group: str,
+        timeout_ms: int,
+        tags: bytes,
+        retry: bytes,
+    ) -> tuple[bool, str, int]:
+        """Create-if-absent; returns ``(created, state, timeout_at)``."""
+        k = self.keys.partition(id)
+        res = await self.scripts["create"](
+            self.redis,
+            [self.keys.promise(id), self.keys.stream(k, group), self.keys.timeouts(k)],
+            [id, func, args, group, timeout_ms, tags, retry],
+        )
+        if res[0] == 1:
+            return True, PENDING, _int(res[1])
+        return False, _text(res[1]), _int(res[2])
+
+    def complete_call(
+        self,
+        id: str,
+        group: str,
+        version: int | None,
+        state: str,
+        value: bytes,
+        *,
+        require_due: bool = False,
+    ) -> Call:
+        k = self.keys.partition(id)
+        keys = [
+            self.keys.promise(id),
+            self.keys.steps(id),
+            self.keys.stream(k, group),
+            self.keys.timeouts(k),
+            self.keys.delayed(k),
+        ]
+        args = [
+            id,
+            group,
+            "" if version is None else version,
+            state,
+            value,
+            self.retention_ms,
+            self.keys.channel(k),
+            "1" if require_due else "0",
+        ]
+        return self.scripts["complete"], keys, args
+
+    async def complete(
+        self,
+        id: str,
+        group: str | None,
+        version: int | None,
+        state: str,
+        value: bytes,
+        *,
+        require_due: bool = False,
+    ) -> list[Any]:
+        """Settle a promise; ``group=None`` looks the group up (outside completions).
+
+        Returns the script's reply: ``[1, state]``, ``[0, state, value]`` or a refusal.
+        """
+        if group is None:
+            raw = await self.redis.hget(self.keys.promise(id), "group")
+            group = _text(raw) if raw is not None else ""
+        for _ in range(2):
+            script, keys, args = self.complete_call(
+                id, group, version, state, value, require_due=require_due
+            )
+            res: list[Any] = await script(self.redis, keys, args)
+            if res[0] != -5:
+                return res
+            group = _text(res[1])
+        return res
+
+    def acquire_call(
+        self, k: int, group: str, entry: str, id: str, consumer: str, poison: bytes
+    ) -> Call:
+        keys = [
+            self.keys.promise(id),
+            self.keys.steps(id),
+            self.keys.stream(k, group),
+            self.keys.dead(k),
+            self.keys.timeouts(k),
+            self.keys.delayed(k),
+        ]
+        args = [
+            id,
+            entry,
+            group,
+            consumer,
+            self.settings.max_deliveries,
+            poison,
+            self.retention_ms,
+            self.keys.channel(k),
+        ]
+        return self.scripts["acquire"], keys, args
+
+    async def checkpoint(self, id: str, version: int, seq: int, outcome: bytes) -> int:
+        res = await self.scripts["checkpoint"](
+            self.redis, [self.keys.promise(id), self.keys.steps(id)], [version, seq, outcome]
+        )
+        return int(res[0])
+
+    def heartbeat_call(
+        self, id: str, group: str, consumer: str, version: int, entry: str
+    ) -> Call:
+        k = self.keys.partition(id)
+        return (
+            self.scripts["heartbeat"],
+            [self.keys.promise(id), self.keys.stream(k, group)],
+            [group, consumer, version, entry],
+        )
+
+    async def retry(
+        self, id: str, group: str, version: int, delay_ms: int, error: bytes
+    ) -> int:
+        k = self.keys.partition(id)
+        res = await self.scripts["retry"](
+            self.redis,
+            [self.keys.promise(id), self.keys.stream(k, group), self.keys.delayed(k)],
+            [id, group, version, delay_ms, error],
+        )
+        return int(res[0])
+
+    def promote_call(self, k: int, group: str, id: str) -> Call:
+        return (
+            self.scripts["promote"],
+            [self.keys.delayed(k), self.keys.promise(id), self.keys.stream(k, group)],
+            [id, group],
+        )
+
+    async def pipelined(self, calls: Sequence[Call]) -> list[Any]:
+        return await run_pipelined(self.redis, calls)

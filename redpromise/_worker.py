@@ -1,0 +1,564 @@
+"""The worker runtime: read the group's streams, run functions, keep leases, reclaim.
+
+One worker per process serves one group. Four loops run beside the executions:
+
+- read: ``XREADGROUP`` on every partition's stream, then one pipelined ``acquire`` per
+  entry (the fence advances there), then each function runs in its own task;
+- heartbeat: every ``lease / 3`` the fenced heartbeat renews each in-flight entry; a
+  refusal cancels that execution at once;
+- reclaim: ``XAUTOCLAIM`` entries idle longer than the lease (their worker is silent),
+  then acquire them like new ones; also sweeps consumers that left nothing pending;
+- promote: dispatch due retries and reject promises whose timeout passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import exceptions as rex
+from redis.asyncio import Redis
+
+from ._codec import decode, encode, encode_error, error_of
+from ._context import Context
+from ._errors import LeaseLost, PayloadError
+from ._options import RetryPolicy, Settings, _policy_from_wire
+from ._registry import Function, Registry
+from ._scripts import CODES
+from ._store import Store
+
+__all__ = ["Execution", "Worker"]
+
+log = logging.getLogger("redpromise.worker")
+
+_TRANSIENT = (rex.ConnectionError, rex.TimeoutError, OSError)
+_SWEEP_EVERY = 60.0
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+@dataclass(eq=False)
+class Execution:
+    """One acquired delivery of a promise, owned by this worker until it completes."""
+
+    worker: Worker
+    id: str
+    k: int
+    entry: str
+    version: int
+    func: str
+    args: bytes
+    attempt: int
+    timeout_at: int
+    retry: bytes
+    deliveries: int
+    steps: dict[int, bytes]
+    last_hb: float = field(default_factory=time.monotonic)
+    lost: str | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def limit(self) -> int:
+        return self.worker.settings.max_payload_bytes
+
+    def ensure_alive(self) -> None:
+        """Raise :class:`LeaseLost` unless this execution may still start a step."""
+        if self.lost is not None:
+            raise LeaseLost(f"execution of {self.id!r} lost its lease: {self.lost}")
+        if time.monotonic() - self.last_hb > self.worker.lease:
+            raise LeaseLost(f"execution of {self.id!r} has not renewed its lease in time")
+
+    async def checkpoint(self, seq: int, blob: bytes) -> int:
+        return await self.worker.store.checkpoint(self.id, self.version, seq, blob)
+
+
+class Worker:
+    """Runs the registered functions of one group. Use through :class:`Redpromise`."""
+
+    def __init__(
+        self, redis: Redis, store: Store, registry: Registry, group: str, consumer: str
+    ) -> None:
+        self.redis = redis
+        self.store = store
+        self.registry = registry
+        self.group = group
+        self.consumer = consumer
+        self.settings: Settings = store.settings
+        self.keys = store.keys
+        self.lease = self.settings.lease.total_seconds()
+        self._lease_ms = int(self.lease * 1000)
+        self._inflight: dict[tuple[int, str], Execution] = {}
+        self._sem = asyncio.Semaphore(self.settings.concurrency)
+        self._room = asyncio.Event()
+        self._room.set()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._reader: asyncio.Task[None] | None = None
+        self._cursors = ["0-0"] * self.keys.partitions
+        self._streams = [self.keys.stream(k, group) for k in range(self.keys.partitions)]
+        self._poison = encode_error(
+            "PoisonError",
+            f"delivered more than {self.settings.max_deliveries} times without completing "
+            "(the worker running it died or stalled every time)",
+            self.settings.max_payload_bytes,
+        )
+        self.completed = 0
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.ensure_groups()
+        self._reader = asyncio.create_task(self._read_loop(), name="redpromise-read")
+        self._loops = [
+            asyncio.create_task(self._heartbeat_loop(), name="redpromise-heartbeat"),
+            asyncio.create_task(self._reclaim_loop(), name="redpromise-reclaim"),
+            asyncio.create_task(self._promote_loop(), name="redpromise-promote"),
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Stop reading, let in-flight functions finish for ``grace`` s, leave the rest.
+
+        What is left stays in this consumer's pending list with its lease lapsing, so
+        another worker of the group reclaims it: nothing is lost.
+        """
+        self._stopping = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        tasks = [ex.task for ex in self._inflight.values() if ex.task is not None]
+        if tasks:
+            log.info("waiting up to %.1fs for %d in-flight functions", grace, len(tasks))
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for t in late:
+                t.cancel()
+            if late:
+                log.warning("left %d functions for other workers to reclaim", len(late))
+                await asyncio.wait(late, timeout=5)
+        for t in self._loops:
+            t.cancel()
+        for t in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        with contextlib.suppress(*_TRANSIENT, rex.ResponseError):
+            await self._leave()
+
+    async def _leave(self) -> None:
+        """Delete this consumer from streams where it holds nothing pending."""
+        pipe = self.redis.pipeline(transaction=False)
+        for s in self._streams:
+            pipe.xpending_range(s, self.group, "-", "+", 1, consumername=self.consumer)
+        pending = await pipe.execute(raise_on_error=False)
+        pipe = self.redis.pipeline(transaction=False)
+        for s, p in zip(self._streams, pending, strict=True):
+            if isinstance(p, list) and not p:
+                pipe.xgroup_delconsumer(s, self.group, self.consumer)
+        await pipe.execute(raise_on_error=False)
+
+    async def ensure_groups(self) -> None:
+        """Create the group on every partition's stream (from the start: nothing missed)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for s in self._streams:
+            pipe.xgroup_create(s, self.group, id="0", mkstream=True)
+        for r in await pipe.execute(raise_on_error=False):
+            if isinstance(r, Exception) and "BUSYGROUP" not in str(r):
+                raise r
+
+    # -- reading and acquiring ----------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        backoff = 0.05
+        block_ms = int(self.settings.block.total_seconds() * 1000)
+        while not self._stopping:
+            free = self.settings.concurrency - len(self._inflight)
+            if free <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            count = max(1, min(free, 500) // self.keys.partitions)
+            try:
+                resp = await self.redis.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    dict.fromkeys(self._streams, ">"),
+                    count=count,
+                    block=block_ms,
+                )
+                backoff = 0.05
+            except rex.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("consumer group missing (Redis lost it?): creating it again")
+                await self._guard(self.ensure_groups())
+                continue
+            except _TRANSIENT as exc:
+                log.warning("reading %s failed (%s); retrying in %.2fs", self.group, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            await self._guard(self._acquire(self._parse_read(resp)))
+
+    def _parse_read(self, resp: Any) -> list[tuple[int, str, Any]]:
+        out: list[tuple[int, str, Any]] = []
+        items = resp.items() if isinstance(resp, dict) else (resp or [])
+        index = {s: k for k, s in enumerate(self._streams)}
+        for stream, entries in items:
+            k = index.get(_text(stream))
+            if k is None:
+                continue
+            if isinstance(entries, list) and entries and isinstance(entries[0], list):
+                entries = entries[0]
+            for entry_id, fields in entries:
+                out.append((k, _text(entry_id), fields))
+        return out
+
+    async def _guard(self, coro: Any) -> None:
+        """Run one step of a loop; a Redis outage is logged, never fatal."""
+        try:
+            await coro
+        except _TRANSIENT as exc:
+            log.warning("Redis unavailable (%s); will retry", exc)
+            await asyncio.sleep(0.5)
+
+    async def _acquire(self, deliveries: Sequence[tuple[int, str, Any]]) -> None:
+        calls, valid = [], []
+        garbage: list[tuple[int, str]] = []
+        for k, entry, fields in deliveries:
+            raw = fields.get(b"id", fields.get("id")) if isinstance(fields, dict) else None
+            if raw is None:
+                garbage.append((k, entry))
+                continue
+            id = _text(raw)
+            calls.append(
+                self.store.acquire_call(k, self.group, entry, id, self.consumer, self._poison)
+            )
+            valid.append((k, entry, id))
+        if garbage:
+            await self._bury(garbage, "entry without a promise id")
+        if not calls:
+            return
+        results = await self.store.pipelined(calls)
+        for (k, entry, id), res in zip(valid, results, strict=True):
+            if isinstance(res, rex.ResponseError):
+                log.error("acquire of %r failed: %s; moving its entry to dead", id, res)
+                await self._bury([(k, entry)], f"acquire failed: {res}")
+                continue
+            if isinstance(res, BaseException):
+                raise res
+            code = int(res[0])
+            if code != 1:
+                if code == -7:
+                    log.error("promise %r rejected as poison", id)
+                else:
+                    log.debug("skipped entry %s of %r: %s", entry, id, CODES.get(code, code))
+                continue
+            steps = res[8] or []
+            ex = Execution(
+                worker=self,
+                id=id,
+                k=k,
+                entry=entry,
+                version=int(res[1]),
+                func=_text(res[2] or b""),
+                args=res[3] or b"",
+                attempt=int(res[4] or 0),
+                timeout_at=int(res[5] or 0),
+                retry=res[6] or b"",
+                deliveries=int(res[7] or 0),
+                steps={int(steps[i]): steps[i + 1] for i in range(0, len(steps), 2)},
+            )
+            self._inflight[(k, entry)] = ex
+            ex.task = asyncio.create_task(self._execute(ex), name=f"redpromise:{id}")
+
+    async def _bury(self, entries: Sequence[tuple[int, str]], reason: str) -> None:
+        """Move entries redpromise cannot read to the dead stream, out of the group."""
+        pipe = self.redis.pipeline(transaction=True)
+        for k, entry in entries:
+            stream = self.keys.stream(k, self.group)
+            pipe.xadd(self.keys.dead(k), {"group": self.group, "entry": entry, "reason": reason})
+            pipe.xack(stream, self.group, entry)
+            pipe.xdel(stream, entry)
+        await pipe.execute()
+
+    # -- executing ----------------------------------------------------------------------
+
+    async def _execute(self, ex: Execution) -> None:
+        try:
+            async with self._sem:
+                await self._run(ex)
+        except asyncio.CancelledError:
+            if ex.lost is None and self._stopping:
+                log.info("left %r to be reclaimed (shutdown)", ex.id)
+            elif ex.lost is not None:
+                log.warning("stopped %r: %s", ex.id, ex.lost)
+            else:
+                raise
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        except Exception:
+            log.exception("internal error while running %r", ex.id)
+        finally:
+            self._inflight.pop((ex.k, ex.entry), None)
+            self._room.set()
+
+    async def _run(self, ex: Execution) -> None:
+        func = self.registry.get(ex.func)
+        if func is None:
+            await self._unknown(ex)
+            return
+        try:
+            payload = decode(ex.args)
+            args, kwargs = payload["a"], payload["k"]
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise PayloadError("arguments are not a list and a dict")
+        except (PayloadError, KeyError, TypeError) as exc:
+            await self._reject(ex, "PayloadError", f"unreadable arguments: {exc}")
+            return
+        ex.ensure_alive()
+        ctx = Context(ex)
+        try:
+            call = func.invoke(ctx, args, kwargs)
+            if func.timeout is not None:
+                value = await asyncio.wait_for(call, func.timeout.total_seconds())
+            else:
+                value = await call
+        except (asyncio.CancelledError, LeaseLost):
+            raise
+        except Exception as exc:
+            if ex.lost is not None:
+                raise LeaseLost(f"execution of {ex.id!r} lost its lease: {ex.lost}") from exc
+            await self._failed(ex, func, exc)
+            return
+        try:
+            blob = encode(value, self.settings.max_payload_bytes)
+        except PayloadError as exc:
+            await self._reject(ex, type(exc).__name__, f"result of {func.name!r}: {exc}")
+            return
+        await self._complete(ex, "resolved", blob)
+
+    async def _failed(self, ex: Execution, func: Function, exc: Exception) -> None:
+        info = error_of(exc)
+        if isinstance(exc, TimeoutError) and func.timeout is not None:
+            info = {"type": "TimeoutError", "message": f"attempt exceeded {func.timeout}"}
+        policy: RetryPolicy = (
+            _policy_from_wire(decode(ex.retry)) if ex.retry else None
+        ) or func.retry or self.settings.retry
+        retryable = policy.retries(exc) and (func.retry is None or func.retry.retries(exc))
+        delay = policy.next_delay(ex.attempt + 1) if retryable else None
+        error = encode_error(info["type"], info["message"], self.settings.max_payload_bytes)
+        if delay is not None:
+            delay_ms = int(delay.total_seconds() * 1000)
+            if time.time() * 1000 + delay_ms < ex.timeout_at:
+                log.info(
+                    "%r attempt %d failed (%s: %s); retry in %s",
+                    ex.id,
+                    ex.attempt + 1,
+                    info["type"],
+                    info["message"],
+                    delay,
+                )
+                code = await self._persist(
+                    lambda: self.store.retry(ex.id, self.group, ex.version, delay_ms, error)
+                )
+                if code is not None and code < 0:
+                    log.warning("retry of %r refused: %s", ex.id, CODES.get(code, code))
+                return
+        log.info("%r rejected after %d attempts: %s", ex.id, ex.attempt + 1, info["type"])
+        await self._complete(ex, "rejected", error)
+
+    async def _reject(self, ex: Execution, type_name: str, message: str) -> None:
+        log.error("rejecting %r: %s: %s", ex.id, type_name, message)
+        await self._complete(
+            ex, "rejected", encode_error(type_name, message, self.settings.max_payload_bytes)
+        )
+
+    async def _unknown(self, ex: Execution) -> None:
+        if ex.deliveries >= self.settings.unknown_function_deliveries:
+            await self._reject(
+                ex,
+                "UnknownFunction",
+                f"no worker of group {self.group!r} has a function named {ex.func!r}",
+            )
+            return
+        # Leave the entry unrenewed: after the lease any worker of the group (one that
+        # may know the function) reclaims it; each delivery counts toward the bound.
+        log.warning(
+            "%r needs function %r, not registered here (%s); leaving it for another worker",
+            ex.id,
+            ex.func,
+            ", ".join(self.registry.names()),
+        )
+
+    async def _complete(self, ex: Execution, state: str, blob: bytes) -> None:
+        res = await self._persist(
+            lambda: self.store.complete(ex.id, self.group, ex.version, state, blob)
+        )
+        if res is None:
+            return
+        code = int(res[0])
+        if code == 1:
+            self.completed += 1
+        elif code == 0:
+            log.info("%r was already completed (%s)", ex.id, _text(res[1]))
+        else:
+            log.warning("completion of %r refused: %s", ex.id, CODES.get(code, code))
+
+    async def _persist(self, op: Any) -> Any:
+        """Run a fenced write, retrying through a Redis outage for up to one lease.
+
+        Every transition is safe to replay, so an ambiguous failure is simply repeated.
+        """
+        deadline = time.monotonic() + max(self.lease, 1.0)
+        backoff = 0.05
+        while True:
+            try:
+                return await op()
+            except _TRANSIENT as exc:
+                if time.monotonic() > deadline:
+                    log.error("gave up writing after Redis stayed unavailable: %s", exc)
+                    return None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        every = self.settings.heartbeat_every.total_seconds()
+        while True:
+            await asyncio.sleep(every)
+            await self._guard(self.heartbeat())
+
+    async def heartbeat(self) -> None:
+        """Renew every in-flight lease once; cancel executions whose renewal is refused."""
+        items = list(self._inflight.values())
+        if not items:
+            return
+        sent = time.monotonic()
+        calls = [
+            self.store.heartbeat_call(ex.id, self.group, self.consumer, ex.version, ex.entry)
+            for ex in items
+        ]
+        for ex, res in zip(items, await self.store.pipelined(calls), strict=True):
+            if isinstance(res, BaseException):
+                log.warning("heartbeat of %r failed: %s", ex.id, res)
+                continue
+            code = int(res[0])
+            if code == 1:
+                ex.last_hb = sent
+            elif ex.lost is None:
+                ex.lost = CODES.get(code, str(code))
+                if ex.task is not None:
+                    ex.task.cancel()
+
+    async def _reclaim_loop(self) -> None:
+        every = self.settings.reclaim_every.total_seconds()
+        next_sweep = time.monotonic() + _SWEEP_EVERY
+        while True:
+            await asyncio.sleep(every)
+            if self._stopping:
+                continue
+            await self._guard(self.reclaim())
+            if time.monotonic() > next_sweep:
+                next_sweep = time.monotonic() + _SWEEP_EVERY
+                await self._guard(self.sweep_consumers())
+
+    async def reclaim(self) -> int:
+        """Claim entries idle longer than the lease and acquire them; returns how many."""
+        free = self.settings.concurrency - len(self._inflight)
+        if free <= 0:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for k, s in enumerate(self._streams):
+            pipe.xautoclaim(
+                s, self.group, self.consumer, self._lease_ms, self._cursors[k], count=min(free, 100)
+            )
+        claimed: list[tuple[int, str, Any]] = []
+        for k, res in enumerate(await pipe.execute(raise_on_error=False)):
+            if isinstance(res, rex.ResponseError) and "NOGROUP" in str(res):
+                await self.ensure_groups()
+                continue
+            if isinstance(res, BaseException):
+                raise res
+            self._cursors[k] = _text(res[0])
+            for item in res[1]:
+                if item is None:
+                    continue
+                entry, fields = item
+                if fields is None:
+                    continue
+                claimed.append((k, _text(entry), fields))
+        if claimed:
+            log.info("reclaimed %d entries of silent workers", len(claimed))
+            await self._acquire(claimed)
+        return len(claimed)
+
+    async def sweep_consumers(self) -> None:
+        """Delete consumers of the group with nothing pending that have been idle long."""
+        idle_ms = max(10 * self._lease_ms, 60_000)
+        pipe = self.redis.pipeline(transaction=False)
+        for s in self._streams:
+            pipe.xinfo_consumers(s, self.group)
+        infos = await pipe.execute(raise_on_error=False)
+        pipe = self.redis.pipeline(transaction=False)
+        n = 0
+        for s, info in zip(self._streams, infos, strict=True):
+            if isinstance(info, BaseException):
+                continue
+            for c in info:
+                name = _text(c.get("name", b""))
+                if name != self.consumer and c.get("pending") == 0 and c.get("idle", 0) > idle_ms:
+                    pipe.xgroup_delconsumer(s, self.group, name)
+                    n += 1
+        if n:
+            await pipe.execute(raise_on_error=False)
+
+    # -- promote and timeouts -----------------------------------------------------------
+
+    async def _promote_loop(self) -> None:
+        every = self.settings.poll_interval.total_seconds()
+        while True:
+            await asyncio.sleep(every)
+            await self._guard(self.promote())
+
+    async def promote(self) -> int:
+        """Dispatch due retries and time out expired promises; returns how many moved."""
+        now = int(time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for k in range(self.keys.partitions):
+            pipe.zrangebyscore(self.keys.delayed(k), "-inf", now, start=0, num=100)
+            pipe.zrangebyscore(self.keys.timeouts(k), "-inf", now, start=0, num=100)
+        res = await pipe.execute()
+        calls = []
+        timed_out = encode_error("PromiseTimedOut", "Promise timedout", 1 << 20)
+        for k in range(self.keys.partitions):
+            for member in res[2 * k]:
+                group, _, id = _text(member).partition("|")
+                calls.append(self.store.promote_call(k, group, id))
+            for member in res[2 * k + 1]:
+                group, _, id = _text(member).partition("|")
+                calls.append(
+                    self.store.complete_call(
+                        id, group, None, "rejected_timedout", timed_out, require_due=True
+                    )
+                )
+        if not calls:
+            return 0
+        done = 0
+        for r in await self.store.pipelined(calls):
+            if isinstance(r, BaseException):
+                log.warning("promote step failed: %s", r)
+            elif int(r[0]) == 1:
+                done += 1
+        return done
+

@@ -1,0 +1,68 @@
+--[[
+acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLAIM).
+  Bumps the promise's version (the fencing token) and returns what the worker needs.
+
+  KEYS[1] promise hash      {ns:k}:p:<id>
+  KEYS[2] steps hash        {ns:k}:s:<id>
+  KEYS[3] target stream     {ns:k}:q:<group>
+  KEYS[4] dead stream       {ns:k}:dead
+  KEYS[5] timeouts zset     {ns:k}:timeouts
+  KEYS[6] delayed zset      {ns:k}:delayed
+
+  ARGV[1] id
+  ARGV[2] stream entry id
+  ARGV[3] group
+  ARGV[4] consumer name
+  ARGV[5] max deliveries per dispatch (poison bound)
+  ARGV[6] poison error (msgpack), stored when the bound is passed
+  ARGV[7] retention ms (0 = forever)
+  ARGV[8] completion channel
+
+  Returns
+    { 1, version, func, args, attempt, timeout_at, retry, deliveries, steps }
+                 acquired; steps is the flat HGETALL of the checkpoints
+    { -1 }       promise missing (expired or never written): entry acked and deleted
+    { -2 }       promise no longer pending: entry acked and deleted
+    { -4 }       entry is not the promise's current dispatch: acked and deleted
+    { -5 }       the promise targets another group: entry acked and deleted
+    { -7 }       delivered more than ARGV[5] times: promise rejected as poison, entry
+                 moved to the dead stream
+  Fence rule: this is where the fence advances; a replay yields a newer version, and the
+  worker keeps the version it was last told.
+]]
+--- @include now
+--- @include settle
+local function drop_entry()
+  redis.call('XACK', KEYS[3], ARGV[3], ARGV[2])
+  redis.call('XDEL', KEYS[3], ARGV[2])
+end
+local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'entry')
+if not h[1] then
+  drop_entry()
+  return { -1 }
+end
+if h[1] ~= 'pending' then
+  drop_entry()
+  return { -2 }
+end
+if h[2] ~= ARGV[3] then
+  drop_entry()
+  return { -5 }
+end
+if h[3] ~= ARGV[2] then
+  drop_entry()
+  return { -4 }
+end
+local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+if deliveries > tonumber(ARGV[5]) then
+  redis.call('XADD', KEYS[4], '*', 'id', ARGV[1], 'group', ARGV[3], 'entry', ARGV[2],
+    'deliveries', deliveries)
+  settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected', ARGV[6],
+    tonumber(ARGV[7]), ARGV[8])
+  return { -7 }
+end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[4])
+local f = redis.call('HMGET', KEYS[1], 'func', 'args', 'attempt', 'timeout_at', 'retry')
+return { 1, version, f[1], f[2], f[3], f[4], f[5], deliveries,
+  redis.call('HGETALL', KEYS[2]) }

@@ -1,0 +1,49 @@
+--[[
+complete: settle a pending promise (resolve, reject, cancel, time out) exactly once.
+
+  KEYS[1] promise hash      {ns:k}:p:<id>
+  KEYS[2] steps hash        {ns:k}:s:<id>
+  KEYS[3] target stream     {ns:k}:q:<group>
+  KEYS[4] timeouts zset     {ns:k}:timeouts
+  KEYS[5] delayed zset      {ns:k}:delayed
+
+  ARGV[1] id
+  ARGV[2] group the caller believes the promise targets
+  ARGV[3] version ('' = not fenced: an outside resolve/reject/cancel, or a timeout)
+  ARGV[4] state: resolved | rejected | rejected_canceled | rejected_timedout
+  ARGV[5] value (msgpack)
+  ARGV[6] retention ms (0 = forever)
+  ARGV[7] completion channel
+  ARGV[8] '1' = only when the promise's timeout has passed (the timeout transition)
+
+  Returns
+    { 1, state }            completed now by this call
+    { 0, state, value }     already completed: nothing written, stored outcome returned
+    { -1 }                  no such promise
+    { -3 }                  fenced out: ARGV[3] is not the current version
+    { -5, group }           wrong group: call again with the stream of the returned group
+    { -8 }                  not due: the timeout has not passed yet
+  Fence rule: a non-empty ARGV[3] must equal the stored version, checked before any write.
+  The first completion wins; a replay of a completed call answers { 0, … }.
+]]
+--- @include now
+--- @include settle
+local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'timeout_at', 'value')
+if not h[1] then
+  return { -1 }
+end
+if h[1] ~= 'pending' then
+  return { 0, h[1], h[5] }
+end
+if h[2] ~= ARGV[2] then
+  return { -5, h[2] }
+end
+if ARGV[3] ~= '' and h[3] ~= ARGV[3] then
+  return { -3 }
+end
+if ARGV[8] == '1' and tonumber(h[4]) > now_ms() then
+  return { -8 }
+end
+settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4], ARGV[5],
+  tonumber(ARGV[6]), ARGV[7])
+return { 1, ARGV[4] }

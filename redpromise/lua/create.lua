@@ -1,0 +1,41 @@
+--[[
+create: create a promise if absent and dispatch it to its target group, atomically.
+  The SET NX of the design: the same id twice is one promise and at most one dispatch.
+
+  KEYS[1] promise hash      {ns:k}:p:<id>
+  KEYS[2] target stream     {ns:k}:q:<group>   (unused when group is '')
+  KEYS[3] timeouts zset     {ns:k}:timeouts
+
+  ARGV[1] id
+  ARGV[2] function name
+  ARGV[3] args (msgpack, opaque here)
+  ARGV[4] target group ('' = latent promise: nothing is dispatched)
+  ARGV[5] timeout in ms, relative to the server clock
+  ARGV[6] tags (msgpack, opaque)
+  ARGV[7] retry policy (msgpack, opaque, '' = the worker's default)
+
+  Returns
+    { 1, timeout_at }              created (and dispatched when group ~= '')
+    { 0, state, timeout_at }       already existed: nothing written
+  Fence rule: none; creation is keyed by id only. Safe to replay.
+]]
+--- @include now
+local state = redis.call('HGET', KEYS[1], 'state')
+if state then
+  return { 0, state, redis.call('HGET', KEYS[1], 'timeout_at') }
+end
+local timeout_ms = tonumber(ARGV[5])
+if not timeout_ms then
+  return redis.error_reply('ERR redpromise create: timeout is not a number')
+end
+local now = now_ms()
+local timeout_at = now + timeout_ms
+local entry = ''
+if ARGV[4] ~= '' then
+  entry = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'func', ARGV[2], 'args', ARGV[3],
+  'group', ARGV[4], 'created_at', now, 'timeout_at', timeout_at, 'version', 0,
+  'attempt', 0, 'deliveries', 0, 'entry', entry, 'tags', ARGV[6], 'retry', ARGV[7])
+redis.call('ZADD', KEYS[3], timeout_at, ARGV[4] .. '|' .. ARGV[1])
+return { 1, timeout_at }

@@ -1,0 +1,23 @@
+-- settle(): the one way a pending promise becomes completed. Callers have already checked
+-- that the promise is pending and that they may complete it (fence, group, due time).
+--   pkey, skey, stream, timeouts, delayed: keys of the promise's partition
+--   id, group: the promise id and its target group ('' for a latent promise)
+--   state, value: the final state and the msgpack-encoded outcome
+--   retention_ms: TTL of the completed record (0 = keep forever); channel: completion channel
+local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, value,
+                      retention_ms, channel)
+  local entry = redis.call('HGET', pkey, 'entry')
+  if group ~= '' and entry and entry ~= '' then
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+  end
+  redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_ms())
+  redis.call('HDEL', pkey, 'args', 'entry', 'owner', 'deliveries', 'retry')
+  redis.call('ZREM', timeouts, group .. '|' .. id)
+  redis.call('ZREM', delayed, group .. '|' .. id)
+  redis.call('DEL', skey)
+  if retention_ms > 0 then
+    redis.call('PEXPIRE', pkey, retention_ms)
+  end
+  redis.call('PUBLISH', channel, id)
+end

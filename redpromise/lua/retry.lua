@@ -1,0 +1,48 @@
+--[[
+retry: hand the promise back for another attempt after a delay (a retry after an error).
+  The current entry is acked and deleted; promote dispatches a fresh one when due.
+
+  KEYS[1] promise hash      {ns:k}:p:<id>
+  KEYS[2] target stream     {ns:k}:q:<group>
+  KEYS[3] delayed zset      {ns:k}:delayed
+
+  ARGV[1] id
+  ARGV[2] group
+  ARGV[3] version of the caller's execution
+  ARGV[4] delay in ms (server clock)
+  ARGV[5] last error (msgpack), kept for inspection
+
+  Returns
+    { 1, due_at }   scheduled
+    { 0, due_at }   already scheduled by this version (a replay): nothing written
+    { -1 }          no such promise
+    { -2 }          promise no longer pending
+    { -3 }          fenced out
+    { -5 }          wrong group
+  Fence rule: version must equal the stored version, checked before any write.
+]]
+--- @include now
+local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'entry')
+if not h[1] then
+  return { -1 }
+end
+if h[1] ~= 'pending' then
+  return { -2 }
+end
+if h[2] ~= ARGV[2] then
+  return { -5 }
+end
+if h[3] ~= ARGV[3] then
+  return { -3 }
+end
+local member = ARGV[2] .. '|' .. ARGV[1]
+if h[4] == '' then
+  return { 0, redis.call('ZSCORE', KEYS[3], member) }
+end
+redis.call('XACK', KEYS[2], ARGV[2], h[4])
+redis.call('XDEL', KEYS[2], h[4])
+local due = now_ms() + tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 'entry', '', 'last_error', ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('ZADD', KEYS[3], due, member)
+return { 1, due }

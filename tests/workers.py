@@ -1,0 +1,67 @@
+"""Worker functions for process tests: ``python -m redpromise worker tests.workers:make``.
+
+Configured by environment: REDPROMISE_URL / REDPROMISE_NAMESPACE / REDPROMISE_LEASE …
+(see ``Settings.from_env``), REDPROMISE_GROUP, and TEST_FX_URL: where side effects are
+counted (``fx:<name>`` keys), outside redpromise's keys, so a test can count each call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from redpromise import ApplicationError, Context, Exponential, Redpromise
+
+FX_PREFIX = "fx:"
+
+
+def make() -> Redpromise:
+    rp = Redpromise.from_env()
+    fx = Redis.from_url(os.environ["TEST_FX_URL"])
+    ns = rp.settings.namespace
+
+    async def bump(name: str) -> int:
+        return int(await fx.incr(f"{FX_PREFIX}{ns}:{name}"))
+
+    @rp.register
+    async def echo(ctx: Context, value: Any) -> Any:
+        return value
+
+    @rp.register
+    async def count(ctx: Context, key: str) -> int:
+        """One side effect per execution."""
+        return await bump(key)
+
+    @rp.register
+    async def slow(ctx: Context, key: str, seconds: float) -> str:
+        """Counts starts and finishes around a sleep: a kill in between shows."""
+        await bump(f"{key}:started")
+        await asyncio.sleep(seconds)
+        await bump(f"{key}:finished")
+        return f"{key} done"
+
+    @rp.register
+    async def steps(ctx: Context, key: str, n: int, pause: float) -> list[int]:
+        """n checkpointed steps, each counted, with a pause after each checkpoint."""
+        out = []
+        for i in range(1, n + 1):
+            out.append(await ctx.run(bump, f"{key}:step{i}"))
+            await bump(f"{key}:after{i}")
+            await asyncio.sleep(pause)
+        return out
+
+    @rp.register(retry=Exponential(delay=timedelta(milliseconds=100), max_retries=2))
+    async def fails(ctx: Context, key: str) -> None:
+        await bump(key)
+        raise ValueError(f"attempt {ctx.attempt} failed")
+
+    @rp.register
+    async def fatal(ctx: Context, key: str) -> None:
+        await bump(key)
+        raise ApplicationError("cannot ever work", type="Fatal", non_retryable=True)
+
+    return rp
