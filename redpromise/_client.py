@@ -193,7 +193,7 @@ class Redpromise:
         await self._ready()
         await self._warn_eviction()
         if self.registry and self._worker is None:
-            self._worker = Worker(self.redis, self.store, self.registry, self.group, self.consumer)
+            self._worker = Worker(self)
             async with translate_errors():
                 await self._worker.start()
             log.info(
@@ -330,9 +330,44 @@ class Redpromise:
         await self._ready()
         async with translate_errors():
             res = await self.store.complete(id, None, None, state, blob)
-        if res[0] == -1:
-            raise PromiseNotFound(id)
+            if res[0] == -1:
+                raise PromiseNotFound(id)
+            if state == "rejected_canceled":
+                await self._cancel_children(id, blob)
         return Handle(self, id)
+
+    async def _cancel_children(self, id: str, blob: bytes, depth: int = 0) -> None:
+        """Cancel every child a canceled promise created, and theirs (bounded depth)."""
+        if depth > 32:
+            return
+        members = await self.redis.smembers(self.keys.children(id))
+        for raw in members:
+            child = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            await self.store.complete(child, None, None, "rejected_canceled", blob)
+            await self._cancel_children(child, blob, depth + 1)
+
+    # -- for Context (worker side) ------------------------------------------------------
+
+    async def _adopt(self, parent: str, child: str) -> None:
+        """Remember ``child`` as created by ``parent`` (for cancellation), before creating it."""
+        ttl = self.settings.timeout + (self.settings.retention or timedelta(0))
+        key = self.keys.children(parent)
+        async with translate_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.sadd(key, child)
+            pipe.pexpire(key, int(ttl.total_seconds() * 1000))
+            await pipe.execute()
+
+    async def _create_latent(self, id: str, timeout: timedelta) -> None:
+        """Create a promise with no function: something outside completes it."""
+        validate_id(id)
+        await self._ready()
+        timeout_ms = max(1, int(timeout.total_seconds() * 1000))
+        async with translate_errors():
+            await self.store.create(id, "", b"", "", timeout_ms, b"", b"")
+
+    async def _wait_outcome(self, id: str) -> Any:
+        return self._outcome(await self._wait(id, None))
 
     # -- reading ------------------------------------------------------------------------
 

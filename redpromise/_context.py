@@ -1,31 +1,76 @@
-"""The Context a registered function receives: checkpointed steps and execution info."""
+"""The Context a registered function receives: durable steps, children, timers, promises.
+
+Every durable operation takes the next step number (``seq``) when it is *called*, so
+steps started together (``asyncio.gather``) get deterministic numbers. Each records its
+outcome through the fenced checkpoint script; a replay (after a crash, a retry or a
+suspension) returns the recorded outcome instead of doing the work again, and refuses
+with :class:`NondeterminismError` when the code now asks for a different operation at
+that number than the one recorded.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+import random as _random
+import time
+from collections.abc import Callable, Generator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from ._codec import decode, encode
-from ._errors import LeaseLost, PayloadError
+from ._codec import decode, encode, error_of
+from ._errors import LeaseLost, NondeterminismError, PayloadError, PromiseRejected
 
 if TYPE_CHECKING:
     from ._worker import Execution
 
-__all__ = ["Context"]
+__all__ = ["Context", "DurablePromise", "Suspend"]
+
+
+class Suspend(BaseException):
+    """Unwinds a function that hands itself back until ``wake_at`` (ms, wall clock).
+
+    A BaseException so user code's ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, wake_at: int) -> None:
+        super().__init__(wake_at)
+        self.wake_at = wake_at
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
+
+
+class DurablePromise:
+    """A promise created by :meth:`Context.promise`, completed from outside by id.
+
+    ``await p`` (or ``yield p``) waits for it and returns its value, or raises its
+    rejection, like :meth:`Handle.result`.
+    """
+
+    def __init__(self, ctx: Context, id: str) -> None:
+        self._ctx = ctx
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"DurablePromise({self.id!r})"
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._ctx._await_promise(self.id).__await__()
 
 
 class Context:
     """What a function running on a worker can do durably.
 
-    Steps are numbered in the order they are *started* (``ctx.run`` is called), so
-    several steps started together (``asyncio.gather``) get deterministic numbers.
+    Step functions are called as ``fn(*args, **kwargs)``: they do not receive the
+    context. A step that raises is not recorded; the error propagates to the function.
     """
 
     def __init__(self, execution: Execution) -> None:
         self._ex = execution
         self._seq = 0
+        self._client = execution.worker.client
 
     @property
     def id(self) -> str:
@@ -46,31 +91,33 @@ class Context:
         """
         return self._ex.version
 
-    def idempotency_key(self, seq: int | None = None) -> str:
-        """A key stable across retries and redeliveries: ``<id>.<step seq>``."""
-        return f"{self.id}.{self._seq if seq is None else seq}"
+    def idempotency_key(self) -> str:
+        """A key for the *next* step, stable across retries and redeliveries: ``id.seq``."""
+        return f"{self.id}.{self._seq + 1}"
+
+    # -- steps --------------------------------------------------------------------------
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         """Run ``fn(*args, **kwargs)`` as a checkpointed step; await (or yield) the result.
 
-        If this step's outcome was recorded by an earlier execution, it is returned
-        without calling ``fn``. Otherwise ``fn`` runs (sync functions in a thread), and
-        its value is recorded through the fence before it is returned. An error raised by
-        ``fn`` is not recorded: it propagates, and a retry of the function runs the step
-        again (at-least-once for steps that did not checkpoint).
+        If an earlier execution recorded this step, its value is returned and ``fn`` is
+        not called. Otherwise ``fn`` runs (sync functions in a thread) and its value is
+        recorded through the fence before it is returned. A step that ran but whose
+        checkpoint was not written (the worker died in between) runs again: steps are
+        at-least-once, completions exactly-once.
         """
-        self._seq += 1
-        return asyncio.ensure_future(self._step(self._seq, fn, args, kwargs))
+        seq = self._next()
+        return asyncio.ensure_future(self._run(seq, fn, args, kwargs))
 
-    async def _step(
+    begin_run = run
+
+    async def _run(
         self, seq: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        recorded = self._ex.steps.get(seq)
+        name = _name(fn)
+        recorded = self._recorded(seq, "run", name)
         if recorded is not None:
-            outcome = decode(recorded)
-            if not isinstance(outcome, dict) or "v" not in outcome:
-                raise PayloadError(f"step {seq} of {self.id!r} has an unreadable checkpoint")
-            return outcome["v"]
+            return recorded["v"]
         self._ex.ensure_alive()
         if inspect.iscoroutinefunction(fn):
             value = await fn(*args, **kwargs)
@@ -78,9 +125,173 @@ class Context:
             value = await asyncio.to_thread(fn, *args, **kwargs)
             if inspect.isawaitable(value):
                 value = await value
-        blob = encode({"v": value}, self._ex.limit)
+        await self._record(seq, {"k": "run", "n": name, "v": value})
+        return value
+
+    def time(self) -> asyncio.Future[float]:
+        """The wall clock (seconds), recorded on first execution and replayed after."""
+        return self._value_step("time", time.time)
+
+    def random(self) -> asyncio.Future[float]:
+        """A random float in [0, 1), recorded on first execution and replayed after."""
+        return self._value_step("random", _random.random)
+
+    def _value_step(self, kind: str, make: Callable[[], float]) -> asyncio.Future[Any]:
+        seq = self._next()
+
+        async def step() -> Any:
+            recorded = self._recorded(seq, kind, kind)
+            if recorded is not None:
+                return recorded["v"]
+            self._ex.ensure_alive()
+            value = make()
+            await self._record(seq, {"k": kind, "n": kind, "v": value})
+            return value
+
+        return asyncio.ensure_future(step())
+
+    # -- timers -------------------------------------------------------------------------
+
+    def sleep(self, seconds: float | timedelta) -> asyncio.Future[None]:
+        """A durable timer: the wake-up time is recorded, so a restart keeps the clock.
+
+        Short sleeps wait in the worker. A sleep longer than the worker's suspension
+        threshold hands the promise back to the delayed set and frees the worker; it is
+        dispatched again when due and replays to here.
+        """
+        secs = seconds.total_seconds() if isinstance(seconds, timedelta) else float(seconds)
+        seq = self._next()
+        return asyncio.ensure_future(self._sleep(seq, secs))
+
+    async def _sleep(self, seq: int, secs: float) -> None:
+        recorded = self._recorded(seq, "sleep", "sleep")
+        if recorded is None:
+            self._ex.ensure_alive()
+            wake_at = int((time.time() + max(0.0, secs)) * 1000)
+            await self._record(seq, {"k": "sleep", "n": "sleep", "v": None, "w": wake_at})
+        else:
+            wake_at = int(recorded.get("w", 0))
+        left = wake_at / 1000 - time.time()
+        if left <= 0:
+            return
+        if left > self._ex.worker.suspend_after:
+            raise Suspend(wake_at)
+        await asyncio.sleep(left)
+        self._ex.ensure_alive()
+
+    # -- child and latent promises ------------------------------------------------------
+
+    def rpc(
+        self,
+        name: str,
+        *args: Any,
+        target: str | None = None,
+        timeout: timedelta | None = None,
+        **kwargs: Any,
+    ) -> asyncio.Future[Any]:
+        """Dispatch ``name`` as a child promise ``<id>.<seq>`` and wait for its result.
+
+        The child id is deterministic: a replayed parent re-attaches to the same child and
+        never creates a second one. The child's timeout is capped at the parent's.
+        Awaiting the returned future gives the child's value or raises its rejection.
+        """
+        seq = self._next()
+        return asyncio.ensure_future(self._rpc(seq, name, args, kwargs, target, timeout))
+
+    begin_rpc = rpc
+
+    async def _rpc(
+        self,
+        seq: int,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        target: str | None,
+        timeout: timedelta | None,
+    ) -> Any:
+        recorded = self._recorded(seq, "rpc", name)
+        if recorded is not None:
+            return self._replay_outcome(recorded)
+        child = f"{self.id}.{seq}"
+        self._ex.ensure_alive()
+        await self._client._adopt(self.id, child)
+        await self._client.begin_rpc(
+            child,
+            name,
+            *args,
+            target=target,
+            timeout=self._child_timeout(timeout),
+            **kwargs,
+        )
+        try:
+            value = await self._client._wait_outcome(child)
+        except PromiseRejected as exc:
+            await self._record(seq, {"k": "rpc", "n": name, "e": error_of(exc), "c": child})
+            raise
+        await self._record(seq, {"k": "rpc", "n": name, "v": value, "c": child})
+        return value
+
+    def promise(self, timeout: timedelta | None = None) -> asyncio.Future[DurablePromise]:
+        """Create a promise ``<id>.<seq>`` that something outside completes by id.
+
+        Give its ``id`` to a person or a system; ``Redpromise.resolve(id, value)`` (or the
+        gateway's ``/resolve`` route) completes it; ``await p`` waits for it. For
+        human-in-the-loop steps that may wait for days.
+        """
+        seq = self._next()
+
+        async def create() -> DurablePromise:
+            pid = f"{self.id}.{seq}"
+            if self._recorded(seq, "promise", "promise") is None:
+                self._ex.ensure_alive()
+                await self._client._adopt(self.id, pid)
+                await self._client._create_latent(pid, self._child_timeout(timeout))
+                await self._record(seq, {"k": "promise", "n": "promise", "v": pid})
+            return DurablePromise(self, pid)
+
+        return asyncio.ensure_future(create())
+
+    async def _await_promise(self, pid: str) -> Any:
+        return await self._client._wait_outcome(pid)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _child_timeout(self, timeout: timedelta | None) -> timedelta:
+        left = timedelta(milliseconds=max(1, self._ex.timeout_at - int(time.time() * 1000)))
+        return min(timeout, left) if timeout is not None else left
+
+    def _recorded(self, seq: int, kind: str, name: str) -> dict[str, Any] | None:
+        blob = self._ex.steps.get(seq)
+        if blob is None:
+            return None
+        outcome = decode(blob)
+        if not isinstance(outcome, dict) or ("v" not in outcome and "e" not in outcome):
+            raise PayloadError(f"step {seq} of {self.id!r} has an unreadable checkpoint")
+        was = (outcome.get("k", "run"), outcome.get("n", name))
+        if was != (kind, name):
+            raise NondeterminismError(
+                f"step {seq} of {self.id!r} replays as {kind} {name!r}, but the recorded "
+                f"step {seq} is {was[0]} {was[1]!r}: the function's code changed while "
+                "this promise was in flight"
+            )
+        return outcome
+
+    @staticmethod
+    def _replay_outcome(outcome: dict[str, Any]) -> Any:
+        if "e" in outcome:
+            err = outcome["e"]
+            child = str(outcome.get("c", ""))
+            raise PromiseRejected(child, err.get("type", ""), err.get("message", ""))
+        return outcome["v"]
+
+    async def _record(self, seq: int, outcome: dict[str, Any]) -> None:
+        blob = encode(outcome, self._ex.limit)
         code = await self._ex.checkpoint(seq, blob)
         if code != 1:
+            self._ex.stop_reason(code)
             raise LeaseLost(f"checkpoint of step {seq} of {self.id!r} refused ({code})")
         self._ex.steps[seq] = blob
-        return value

@@ -75,6 +75,10 @@ class Keys:
     def steps(self, id: str) -> str:
         return f"{self._tag(self.partition(id))}:s:{id}"
 
+    def children(self, id: str) -> str:
+        """The set of child promise ids a promise's executions created."""
+        return f"{self._tag(self.partition(id))}:k:{id}"
+
     def stream(self, k: int, group: str) -> str:
         return f"{self._tag(k)}:q:{group}"
 

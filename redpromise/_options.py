@@ -236,6 +236,8 @@ class Settings:
     """How long a completed promise stays readable; ``None`` keeps it forever."""
     max_payload_bytes: int = 1024 * 1024
     """Largest encoded argument, result or step outcome."""
+    suspend_after: timedelta = timedelta(seconds=10)
+    """A durable sleep longer than this frees the worker instead of waiting in it."""
     shutdown_grace: timedelta = timedelta(seconds=30)
     """How long a stopping worker lets in-flight functions finish before leaving them."""
     safety_poll: timedelta = timedelta(seconds=5)

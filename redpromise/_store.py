@@ -253,13 +253,21 @@ class Store:
         )
 
     async def retry(
-        self, id: str, group: str, version: int, delay_ms: int, error: bytes
+        self,
+        id: str,
+        group: str,
+        version: int,
+        delay_ms: int,
+        error: bytes,
+        *,
+        attempt: bool = True,
     ) -> int:
+        """Hand the promise back for later: a retry (``attempt``) or a suspension."""
         k = self.keys.partition(id)
         res = await self.scripts["retry"](
             self.redis,
             [self.keys.promise(id), self.keys.stream(k, group), self.keys.delayed(k)],
-            [id, group, version, delay_ms, error],
+            [id, group, version, delay_ms, error, "1" if attempt else "0"],
         )
         return int(res[0])
 

@@ -19,18 +19,19 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rex
-from redis.asyncio import Redis
 
 from ._codec import decode, encode, encode_error, error_of
-from ._context import Context
-from ._errors import LeaseLost, PayloadError
+from ._context import Context, Suspend
+from ._errors import LeaseLost, NondeterminismError, PayloadError
 from ._options import RetryPolicy, Settings, _policy_from_wire
-from ._registry import Function, Registry
+from ._registry import Function
 from ._scripts import CODES
-from ._store import Store
+
+if TYPE_CHECKING:
+    from ._client import Redpromise
 
 __all__ = ["Execution", "Worker"]
 
@@ -78,19 +79,24 @@ class Execution:
     async def checkpoint(self, seq: int, blob: bytes) -> int:
         return await self.worker.store.checkpoint(self.id, self.version, seq, blob)
 
+    def stop_reason(self, code: int) -> None:
+        """Record why the fence refused this execution (it must stop)."""
+        if self.lost is None:
+            self.lost = CODES.get(code, str(code))
+
 
 class Worker:
     """Runs the registered functions of one group. Use through :class:`Redpromise`."""
 
-    def __init__(
-        self, redis: Redis, store: Store, registry: Registry, group: str, consumer: str
-    ) -> None:
-        self.redis = redis
-        self.store = store
-        self.registry = registry
-        self.group = group
-        self.consumer = consumer
+    def __init__(self, client: Redpromise) -> None:
+        self.client = client
+        self.redis = client.redis
+        self.store = store = client.store
+        self.registry = client.registry
+        self.group = group = client.group
+        self.consumer = client.consumer
         self.settings: Settings = store.settings
+        self.suspend_after = self.settings.suspend_after.total_seconds()
         self.keys = store.keys
         self.lease = self.settings.lease.total_seconds()
         self._lease_ms = int(self.lease * 1000)
@@ -335,6 +341,12 @@ class Worker:
                 value = await call
         except (asyncio.CancelledError, LeaseLost):
             raise
+        except Suspend as sus:
+            await self._suspend(ex, sus.wake_at)
+            return
+        except NondeterminismError as exc:
+            await self._reject(ex, "NondeterminismError", str(exc))
+            return
         except Exception as exc:
             if ex.lost is not None:
                 raise LeaseLost(f"execution of {ex.id!r} lost its lease: {ex.lost}") from exc
@@ -376,6 +388,15 @@ class Worker:
                 return
         log.info("%r rejected after %d attempts: %s", ex.id, ex.attempt + 1, info["type"])
         await self._complete(ex, "rejected", error)
+
+    async def _suspend(self, ex: Execution, wake_at: int) -> None:
+        delay_ms = max(0, wake_at - int(time.time() * 1000))
+        log.info("%r suspended for %.1fs", ex.id, delay_ms / 1000)
+        code = await self._persist(
+            lambda: self.store.retry(ex.id, self.group, ex.version, delay_ms, b"", attempt=False)
+        )
+        if code is not None and code < 0:
+            log.warning("suspension of %r refused: %s", ex.id, CODES.get(code, code))
 
     async def _reject(self, ex: Execution, type_name: str, message: str) -> None:
         log.error("rejecting %r: %s: %s", ex.id, type_name, message)

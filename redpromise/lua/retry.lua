@@ -1,6 +1,7 @@
 --[[
-retry: hand the promise back for another attempt after a delay (a retry after an error).
-  The current entry is acked and deleted; promote dispatches a fresh one when due.
+retry: hand the promise back for another attempt after a delay: a retry after an error,
+  or a suspension (a durable sleep too long to hold a worker for). The current entry is
+  acked and deleted; promote dispatches a fresh one when due.
 
   KEYS[1] promise hash      {ns:k}:p:<id>
   KEYS[2] target stream     {ns:k}:q:<group>
@@ -10,7 +11,8 @@ retry: hand the promise back for another attempt after a delay (a retry after an
   ARGV[2] group
   ARGV[3] version of the caller's execution
   ARGV[4] delay in ms (server clock)
-  ARGV[5] last error (msgpack), kept for inspection
+  ARGV[5] last error (msgpack), kept for inspection ('' for a suspension)
+  ARGV[6] '1' = counts as an attempt (a retry), '0' = a suspension (attempt unchanged)
 
   Returns
     { 1, due_at }   scheduled
@@ -42,7 +44,10 @@ end
 redis.call('XACK', KEYS[2], ARGV[2], h[4])
 redis.call('XDEL', KEYS[2], h[4])
 local due = now_ms() + tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'entry', '', 'last_error', ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'entry', '')
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[1], 'last_error', ARGV[5])
+  redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+end
 redis.call('ZADD', KEYS[3], due, member)
 return { 1, due }

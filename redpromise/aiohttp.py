@@ -1,0 +1,575 @@
+"""The async-HTTP-API pattern for any aiohttp application (``pip install redpromise[aiohttp]``).
+
+Two lines give a service Resonate's gateway routes, backed by durable promises::
+
+    app = web.Application()
+    add_routes(app, Redpromise.from_env(), "foo", target="poll://any@worker")
+
+Routes (under ``prefix``; every body is JSON, errors are ``{"error": "<message>"}``):
+
+``POST /begin?id=<id>``
+    Create promise ``id`` (a UUID when absent) and dispatch ``function(<body>)`` to
+    ``target``; an empty body means ``default_body``. Always ``200 {"promise": id,
+    "status": "pending", "wait": "/wait?id=<id>"}``; the same id again re-attaches to the
+    same promise (it is never executed twice).
+``GET /wait?id=<id>[&timeout=<seconds>]``
+    ``200 {"status": "pending", "promise_id", "message"}`` (with ``Retry-After``),
+    ``200 {"status": "resolved", "promise_id", "result"}``, ``200 {"status": "rejected",
+    "promise_id", "error"}`` (canceled and timed-out promises show as ``rejected`` with
+    ``"Promise canceled"`` / ``"Promise timedout"``), ``404 {"error": "<id> not found"}``,
+    ``400`` without an id. ``timeout`` long-polls: the answer comes as soon as the promise
+    completes, or after ``min(timeout, max_wait)`` seconds with ``pending``.
+``POST /resolve?id=<id>``, ``POST /reject?id=<id>``, ``POST /cancel?id=<id>``
+    Settle a pending promise from outside (human in the loop). ``resolve`` takes the value
+    as its JSON body (empty = ``null``); ``reject`` takes ``{"error": "<message>"}`` or a
+    JSON string. The first completion wins: the answer is the promise's final outcome,
+    shaped like ``/wait``'s.
+``GET /healthz``
+    ``200 {"status": "ok"}`` while Redis answers, else ``503``.
+``GET /openapi.json``
+    An OpenAPI 3.1 description of these routes.
+
+Status codes: 400 bad id / query / JSON, 401 missing or wrong bearer token (when ``token``
+is set; ``/healthz`` and ``/openapi.json`` stay open), 404 unknown id, 413 body over
+``max_body`` or a payload over ``Settings.max_payload_bytes``, 503 Redis unavailable
+(with ``Retry-After``; every operation is safe to repeat with the same id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hmac
+import json
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from redis import exceptions as rex
+
+from ._client import Handle, Redpromise
+from ._errors import (
+    InvalidId,
+    PayloadError,
+    PayloadTooLarge,
+    PromiseNotFound,
+    PromiseRejected,
+    StoreUnavailable,
+)
+from ._keys import validate_group, validate_id
+from ._options import parse_target
+
+__all__ = ["GATEWAYS", "REDPROMISE", "Gateway", "add_routes", "openapi"]
+
+log = logging.getLogger("redpromise.aiohttp")
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_DEFAULT_BODY: Any = {"foo": "bar"}
+_READ_CHUNK = 64 * 1024
+
+
+class _HTTPError(Exception):
+    """An error answer: status and message (and extra headers)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(raw: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity, no numbers that overflow to infinity."""
+    try:
+        return json.loads(
+            raw.decode("utf-8"), parse_float=_finite_float, parse_constant=_reject_constant
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _HTTPError(400, f"malformed JSON body: {exc}") from exc
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, allow_nan=False, ensure_ascii=False)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    try:
+        text = _dumps(data)
+    except (TypeError, ValueError, RecursionError) as exc:
+        log.error("cannot encode a response as JSON: %s", exc)
+        text = _dumps({"error": f"the value cannot be shown as JSON: {exc}"})
+        status = 500
+    return web.json_response(text=text, status=status, headers=headers)
+
+
+@dataclass(eq=False)
+class Gateway:
+    """The state of one :func:`add_routes` call; its handlers are methods."""
+
+    rp: Redpromise
+    function: str
+    target: str
+    prefix: str
+    token: str | None
+    max_body: int
+    max_wait: float
+    retry_after: int
+    default_body: Any
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: int = 0
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def path(self, route: str) -> str:
+        return f"{self.prefix}{route}"
+
+    def _check_token(self, request: web.Request) -> None:
+        if self.token is None:
+            return
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "replace"), self.token.encode("utf-8")
+        ):
+            raise _HTTPError(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
+
+    def guard(self, handler: _Handler, *, auth: bool = True) -> _Handler:
+        """Wrap ``handler``: token check, and every error as a JSON answer."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            try:
+                if auth:
+                    self._check_token(request)
+                return await handler(request)
+            except _HTTPError as exc:
+                return _json({"error": exc.message}, exc.status, exc.headers)
+            except PromiseNotFound as exc:
+                return _json({"error": f"{exc.id} not found"}, 404)
+            except PayloadTooLarge as exc:
+                return _json({"error": str(exc)}, 413)
+            except (InvalidId, PayloadError) as exc:
+                return _json({"error": str(exc)}, 400)
+            except StoreUnavailable as exc:
+                log.warning("%s %s: %s", request.method, request.path, exc)
+                return _json(
+                    {"error": "Redis unavailable, try again"},
+                    503,
+                    {"Retry-After": str(self.retry_after)},
+                )
+            except web.HTTPException:
+                raise
+            except Exception:
+                log.exception("%s %s failed", request.method, request.path)
+                return _json({"error": "internal error"}, 500)
+
+        return guarded
+
+    def _id(self, request: web.Request, *, required: bool = True) -> str | None:
+        if "id" not in request.query:
+            if required:
+                raise _HTTPError(400, "id query parameter is required")
+            return None
+        return validate_id(request.query["id"])
+
+    def _timeout(self, request: web.Request) -> float:
+        raw = request.query.get("timeout")
+        if raw is None or raw == "":
+            return 0.0
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise _HTTPError(400, "timeout must be a non-negative number of seconds")
+        return min(value, self.max_wait)
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The request body, refusing more than ``max_body`` bytes (413)."""
+        too_large = _HTTPError(413, f"request body is larger than {self.max_body} bytes")
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.read(_READ_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > self.max_body:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _json_body(self, request: web.Request, empty: Any) -> Any:
+        raw = await self._body(request)
+        if not raw.strip():
+            return copy.deepcopy(empty)
+        return _loads(raw)
+
+    async def _outcome(self, handle: Handle, timeout: float) -> dict[str, Any] | None:
+        """The completed promise as a ``/wait`` body; ``None`` while pending.
+
+        With ``timeout > 0`` waits (via completion notifications) up to that long, or
+        until the application shuts down.
+        """
+        if timeout <= 0:
+            if not await handle.done():
+                return None
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(handle.result())
+        else:
+            waiter = asyncio.ensure_future(handle.result(timeout=timeout))
+            closing = asyncio.ensure_future(self.closing.wait())
+            self.waiting += 1
+            try:
+                await asyncio.wait(
+                    {waiter, closing}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                self.waiting -= 1
+                closing.cancel()
+                if not waiter.done():
+                    waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await closing
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await waiter
+            if waiter.cancelled():
+                # Time is up (or the app is closing): one fresh read decides, so a
+                # Redis outage shows as 503 rather than as a stale "pending".
+                return await self._outcome(handle, 0.0)
+        try:
+            value = await waiter
+        except TimeoutError:
+            return None
+        except PromiseRejected as exc:
+            body: dict[str, Any] = {"status": "rejected", "promise_id": handle.id}
+            body["error"] = exc.message
+            if exc.type:
+                body["error_type"] = exc.type
+            return body
+        return {"status": "resolved", "promise_id": handle.id, "result": value}
+
+    def _pending(self, id: str) -> web.Response:
+        return _json(
+            {"status": "pending", "promise_id": id, "message": "Processing in progress"},
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+    # -- routes -------------------------------------------------------------------------
+
+    async def begin(self, request: web.Request) -> web.StreamResponse:
+        id = self._id(request, required=False) or str(uuid.uuid4())
+        data = await self._json_body(request, self.default_body)
+        handle = await self.rp.begin_rpc(id, self.function, data, target=self.target)
+        return _json(
+            {
+                "promise": handle.id,
+                "status": "pending",
+                "wait": f"{self.path('/wait')}?id={quote(handle.id, safe='')}",
+            }
+        )
+
+    async def wait(self, request: web.Request) -> web.StreamResponse:
+        id = self._id(request)
+        assert id is not None
+        timeout = self._timeout(request)
+        handle = await self.rp.get(id)
+        outcome = await self._outcome(handle, timeout)
+        return self._pending(id) if outcome is None else _json(outcome)
+
+    async def _settled(self, handle: Handle) -> web.StreamResponse:
+        outcome = await self._outcome(handle, 0.0)
+        return self._pending(handle.id) if outcome is None else _json(outcome)
+
+    async def resolve(self, request: web.Request) -> web.StreamResponse:
+        id = self._id(request)
+        assert id is not None
+        value = await self._json_body(request, None)
+        return await self._settled(await self.rp.resolve(id, value))
+
+    async def reject(self, request: web.Request) -> web.StreamResponse:
+        id = self._id(request)
+        assert id is not None
+        body = await self._json_body(request, "Promise rejected")
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            message = body["error"]
+        elif isinstance(body, str):
+            message = body
+        else:
+            raise _HTTPError(400, 'body must be {"error": "<message>"} or a JSON string')
+        return await self._settled(await self.rp.reject(id, message))
+
+    async def cancel(self, request: web.Request) -> web.StreamResponse:
+        id = self._id(request)
+        assert id is not None
+        return await self._settled(await self.rp.cancel(id))
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(2.0):
+                await self.rp.redis.ping()
+        except (rex.RedisError, OSError, TimeoutError) as exc:
+            return _json(
+                {"status": "unavailable", "error": f"Redis unavailable: {exc}"},
+                503,
+                {"Retry-After": str(self.retry_after)},
+            )
+        return _json({"status": "ok"})
+
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        return _json(openapi(self.prefix, self.function, self.token is not None))
+
+
+GATEWAYS = web.AppKey("redpromise.gateways", list[Gateway])
+"""Every :class:`Gateway` added to an application, in order."""
+
+REDPROMISE = web.AppKey("redpromise", Redpromise)
+"""The :class:`Redpromise` of the first :func:`add_routes` call on an application."""
+
+
+def add_routes(
+    app: web.Application,
+    rp: Redpromise,
+    function: str,
+    *,
+    target: str = "poll://any@worker",
+    prefix: str = "",
+    token: str | None = None,
+    max_body: int = 1024 * 1024,
+    max_wait: float = 30.0,
+    retry_after: int = 1,
+    default_body: Any = _DEFAULT_BODY,
+    manage: bool = True,
+) -> Gateway:
+    """Add ``begin``/``wait``/``resolve``/``reject``/``cancel``/``healthz``/``openapi.json``.
+
+    ``POST {prefix}/begin`` dispatches ``function(<JSON body>)`` to ``target`` (a group
+    name or ``poll://any@<group>``). ``token``, when set, is required as
+    ``Authorization: Bearer <token>`` on every route but ``healthz`` and
+    ``openapi.json``. ``max_body`` bounds request bodies (413); ``max_wait`` caps the
+    long-poll ``timeout`` of ``wait``. With ``manage`` (the default) the application's
+    startup runs ``rp.start()`` and its cleanup ``rp.stop()``; Redis being down at
+    startup is only a warning (requests answer 503 until it is back), unless ``rp`` has
+    registered functions to serve. On shutdown, long-polls return at once.
+
+    Returns the :class:`Gateway` (also listed under ``app[GATEWAYS]``).
+    """
+    validate_group(function)
+    parse_target(target)
+    if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+        raise ValueError("prefix must start with '/' and not end with '/', e.g. '/jobs'")
+    if max_body < 0 or not math.isfinite(max_wait) or max_wait < 0 or retry_after < 0:
+        raise ValueError("max_body, max_wait and retry_after must be non-negative")
+    gw = Gateway(
+        rp=rp,
+        function=function,
+        target=target,
+        prefix=prefix,
+        token=token or None,
+        max_body=max_body,
+        max_wait=max_wait,
+        retry_after=retry_after,
+        default_body=default_body,
+    )
+    first = GATEWAYS not in app
+    if first:
+        app[GATEWAYS] = []
+        app[REDPROMISE] = rp
+    app[GATEWAYS].append(gw)
+
+    r = app.router
+    r.add_post(gw.path("/begin"), gw.guard(gw.begin))
+    r.add_get(gw.path("/wait"), gw.guard(gw.wait))
+    r.add_post(gw.path("/resolve"), gw.guard(gw.resolve))
+    r.add_post(gw.path("/reject"), gw.guard(gw.reject))
+    r.add_post(gw.path("/cancel"), gw.guard(gw.cancel))
+    r.add_get(gw.path("/healthz"), gw.guard(gw.healthz, auth=False))
+    r.add_get(gw.path("/openapi.json"), gw.guard(gw.openapi, auth=False))
+
+    async def wake_waiters(app: web.Application) -> None:
+        gw.closing.set()
+
+    app.on_shutdown.append(wake_waiters)
+
+    if manage and not any(g.rp is rp for g in app[GATEWAYS][:-1]):
+
+        async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+            try:
+                await rp.start()
+            except StoreUnavailable as exc:
+                if rp.registry:
+                    raise
+                log.warning("Redis unavailable at startup (%s); answering 503 until it is", exc)
+            try:
+                yield
+            finally:
+                await rp.stop()
+
+        app.cleanup_ctx.append(lifecycle)
+    return gw
+
+
+def _op(summary: str, params: list[dict[str, Any]], secured: bool, **extra: Any) -> Any:
+    op: dict[str, Any] = {"summary": summary, "parameters": params, **extra}
+    responses = op.setdefault("responses", {})
+    responses.setdefault("400", {"$ref": "#/components/responses/Error"})
+    responses.setdefault("503", {"$ref": "#/components/responses/Error"})
+    if secured:
+        op["security"] = [{"bearer": []}]
+        responses.setdefault("401", {"$ref": "#/components/responses/Error"})
+    return op
+
+
+def openapi(prefix: str = "", function: str = "foo", secured: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 document served at ``{prefix}/openapi.json``."""
+    id_required = {
+        "name": "id",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+    }
+    id_optional = {**id_required, "required": False, "description": "a UUID when absent"}
+    timeout = {
+        "name": "timeout",
+        "in": "query",
+        "required": False,
+        "description": "long-poll: seconds to wait for completion (capped by the server)",
+        "schema": {"type": "number", "minimum": 0},
+    }
+    outcome = {
+        "200": {"$ref": "#/components/responses/Outcome"},
+        "404": {"$ref": "#/components/responses/Error"},
+        "413": {"$ref": "#/components/responses/Error"},
+    }
+    any_json = {"content": {"application/json": {"schema": {}}}, "required": False}
+    paths = {
+        "/begin": {
+            "post": _op(
+                f"Create a promise and dispatch {function}(body) to the worker group",
+                [id_optional],
+                secured,
+                requestBody=any_json,
+                responses={
+                    "200": {
+                        "description": "the promise exists (created now or before)",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["promise", "status", "wait"],
+                                    "properties": {
+                                        "promise": {"type": "string"},
+                                        "status": {"const": "pending"},
+                                        "wait": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "413": {"$ref": "#/components/responses/Error"},
+                },
+            )
+        },
+        "/wait": {
+            "get": _op(
+                "Read (or long-poll) a promise's outcome",
+                [id_required, timeout],
+                secured,
+                responses=dict(outcome),
+            )
+        },
+        "/resolve": {
+            "post": _op(
+                "Resolve a pending promise with the JSON body",
+                [id_required],
+                secured,
+                requestBody=any_json,
+                responses=dict(outcome),
+            )
+        },
+        "/reject": {
+            "post": _op(
+                'Reject a pending promise: {"error": message}',
+                [id_required],
+                secured,
+                requestBody=any_json,
+                responses=dict(outcome),
+            )
+        },
+        "/cancel": {
+            "post": _op("Cancel a pending promise", [id_required], secured, responses=dict(outcome))
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Redis reachable",
+                "responses": {
+                    "200": {"$ref": "#/components/responses/Health"},
+                    "503": {"$ref": "#/components/responses/Health"},
+                },
+            }
+        },
+    }
+    outcome_schema = {
+        "type": "object",
+        "required": ["status", "promise_id"],
+        "properties": {
+            "status": {"enum": ["pending", "resolved", "rejected"]},
+            "promise_id": {"type": "string"},
+            "message": {"type": "string"},
+            "result": {},
+            "error": {"type": "string"},
+            "error_type": {"type": "string"},
+        },
+    }
+    error_schema = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    }
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "redpromise gateway", "version": "1"},
+        "paths": {f"{prefix}{p}": v for p, v in paths.items()},
+        "components": {
+            "responses": {
+                "Outcome": {
+                    "description": "the promise's state",
+                    "content": {"application/json": {"schema": outcome_schema}},
+                },
+                "Error": {
+                    "description": "an error",
+                    "content": {"application/json": {"schema": error_schema}},
+                },
+                "Health": {
+                    "description": "Redis reachable or not",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+            },
+        },
+    }
+    if secured:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    return doc

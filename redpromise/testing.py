@@ -1,0 +1,66 @@
+"""Test helpers for code built on redpromise.
+
+:class:`FaultyRedis` reproduces the *ambiguous write*: Redis runs a command, and the reply
+is lost on the way back. redis-py then raises ``ConnectionError`` (or, with its retry
+policy, sends the command again), so the caller cannot know whether the write happened.
+Every redpromise transition must be safe to run twice; this makes that testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError
+
+from ._scripts import SCRIPT_NAMES, Script
+
+__all__ = ["FaultyRedis"]
+
+
+class FaultyRedis:
+    """Makes chosen commands of one client lose their reply *after* Redis ran them.
+
+    Patches ``redis.execute_command`` on the instance, so every user of that client
+    (a :class:`~redpromise.Redpromise`, its store, its worker) is affected. Pipelines
+    are not. A target is a redpromise script name (``"complete"``: its EVALSHA) or a
+    command name (``"HSET"``).
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.lost: list[str] = []
+        self._armed: dict[str, tuple[int, bool]] = {}
+        self._sha = {Script(name).sha: name for name in SCRIPT_NAMES}
+        inner: Callable[..., Awaitable[Any]] = redis.execute_command
+
+        async def execute_command(*args: Any, **options: Any) -> Any:
+            result = await inner(*args, **options)
+            target = self._target(args)
+            times, resend = self._armed.get(target, (0, False))
+            if times <= 0:
+                return result
+            self._armed[target] = (times - 1, resend)
+            self.lost.append(target)
+            if resend:  # what redis-py's Retry does: send it again, return that reply
+                return await inner(*args, **options)
+            raise ConnectionError(f"FaultyRedis: the reply to {target} was lost")
+
+        redis.execute_command = execute_command  # type: ignore[method-assign]
+
+    def _target(self, args: tuple[Any, ...]) -> str:
+        command = str(args[0]).upper() if args else ""
+        if command in ("EVALSHA", "EVALSHA_RO") and len(args) > 1:
+            return self._sha.get(str(args[1]), command)
+        return command
+
+    def lose_reply(self, target: str, times: int = 1, *, resend: bool = False) -> None:
+        """Lose the reply of the next ``times`` calls of ``target``.
+
+        ``resend=False``: the caller gets ``ConnectionError``. ``resend=True``: the
+        command runs a second time and the caller gets the second reply, as when
+        redis-py retries on its own.
+        """
+        name = target if target in self._sha.values() else target.upper()
+        self._armed[name] = (times, resend)
