@@ -222,6 +222,8 @@ class Settings:
     """How often a worker looks for entries of silent workers; ``None`` = lease / 3."""
     poll_interval: timedelta = timedelta(milliseconds=250)
     """How often a worker promotes due retries and times out expired promises."""
+    reconcile_batch: int = 200
+    """Pending promises a worker checks per reclaim tick for a vanished dispatch entry."""
     concurrency: int = 100
     """Functions a worker process runs at once."""
     block: timedelta = timedelta(seconds=1)

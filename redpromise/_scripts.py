@@ -22,7 +22,16 @@ __all__ = ["CODES", "SCRIPT_NAMES", "Script", "load_scripts", "run_pipelined"]
 
 _INCLUDE = re.compile(r"^--- @include (\w+)\s*$", re.MULTILINE)
 
-SCRIPT_NAMES = ("acquire", "checkpoint", "complete", "create", "heartbeat", "promote", "retry")
+SCRIPT_NAMES = (
+    "acquire",
+    "checkpoint",
+    "complete",
+    "create",
+    "heartbeat",
+    "promote",
+    "reconcile",
+    "retry",
+)
 
 # One table for every refusal code the scripts return (see each file's header).
 CODES: dict[int, str] = {

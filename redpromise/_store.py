@@ -278,5 +278,12 @@ class Store:
             [id, group],
         )
 
+    def reconcile_call(self, k: int, group: str, id: str, last_delivered: str) -> Call:
+        return (
+            self.scripts["reconcile"],
+            [self.keys.promise(id), self.keys.stream(k, group), self.keys.delayed(k)],
+            [id, group, last_delivered],
+        )
+
     async def pipelined(self, calls: Sequence[Call]) -> list[Any]:
         return await run_pipelined(self.redis, calls)

@@ -9,6 +9,9 @@ One worker per process serves one group. Four loops run beside the executions:
 - reclaim: ``XAUTOCLAIM`` entries idle longer than the lease (their worker is silent),
   then acquire them like new ones; also sweeps consumers that left nothing pending;
 - promote: dispatch due retries and reject promises whose timeout passed.
+
+The reclaim loop also reconciles: a few pending promises of the group per tick are
+checked for a dispatch entry that vanished (trim, failover) and re-dispatched.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._reader: asyncio.Task[None] | None = None
         self._cursors = ["0-0"] * self.keys.partitions
+        self._reconcile_at = (0, 0)  # (partition, offset) in the timeouts zsets
         self._streams = [self.keys.stream(k, group) for k in range(self.keys.partitions)]
         self._poison = encode_error(
             "PoisonError",
@@ -364,8 +368,10 @@ class Worker:
         if isinstance(exc, TimeoutError) and func.timeout is not None:
             info = {"type": "TimeoutError", "message": f"attempt exceeded {func.timeout}"}
         policy: RetryPolicy = (
-            _policy_from_wire(decode(ex.retry)) if ex.retry else None
-        ) or func.retry or self.settings.retry
+            (_policy_from_wire(decode(ex.retry)) if ex.retry else None)
+            or func.retry
+            or self.settings.retry
+        )
         retryable = policy.retries(exc) and (func.retry is None or func.retry.retries(exc))
         delay = policy.next_delay(ex.attempt + 1) if retryable else None
         error = encode_error(info["type"], info["message"], self.settings.max_payload_bytes)
@@ -490,6 +496,7 @@ class Worker:
             if self._stopping:
                 continue
             await self._guard(self.reclaim())
+            await self._guard(self.reconcile(self.settings.reconcile_batch))
             if time.monotonic() > next_sweep:
                 next_sweep = time.monotonic() + _SWEEP_EVERY
                 await self._guard(self.sweep_consumers())
@@ -523,6 +530,39 @@ class Worker:
             log.info("reclaimed %d entries of silent workers", len(claimed))
             await self._acquire(claimed)
         return len(claimed)
+
+    async def reconcile(self, budget: int) -> int:
+        """Check up to ``budget`` pending promises of the group for a vanished entry.
+
+        Walks the partitions' timeouts sets (every pending promise is there) a slice per
+        call, so a full pass costs little per tick. Returns how many were re-dispatched.
+        """
+        k, offset = self._reconcile_at
+        members = await self.redis.zrange(self.keys.timeouts(k), offset, offset + budget - 1)
+        self._reconcile_at = (
+            ((k + 1) % self.keys.partitions, 0) if len(members) < budget else (k, offset + budget)
+        )
+        ids = [
+            id for group, _, id in (_text(m).partition("|") for m in members) if group == self.group
+        ]
+        if not ids:
+            return 0
+        last = ""
+        with contextlib.suppress(rex.ResponseError):
+            for g in await self.redis.xinfo_groups(self._streams[k]):
+                if _text(g.get("name", b"")) == self.group:
+                    last = _text(g.get("last-delivered-id", b""))
+        calls = [self.store.reconcile_call(k, self.group, id, last) for id in ids]
+        fixed = [
+            id
+            for id, r in zip(ids, await self.store.pipelined(calls), strict=True)
+            if not isinstance(r, BaseException) and int(r[0]) == 1
+        ]
+        if fixed:
+            log.warning(
+                "re-dispatched %d promises whose entry had vanished: %s", len(fixed), fixed[:5]
+            )
+        return len(fixed)
 
     async def sweep_consumers(self) -> None:
         """Delete consumers of the group with nothing pending that have been idle long."""
@@ -582,4 +622,3 @@ class Worker:
             elif int(r[0]) == 1:
                 done += 1
         return done
-

@@ -1,0 +1,50 @@
+"""The reconciler re-dispatches pending promises whose stream entry vanished."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from redpromise import Context, Redpromise
+
+MakeRp = Callable[..., Awaitable[Redpromise]]
+
+
+async def test_promise_whose_entry_was_trimmed_is_dispatched_again(
+    make_rp: MakeRp, redis: Redis
+) -> None:
+    gateway = await make_rp(group="gateway")
+    handle = await gateway.begin_rpc("lost-entry", "echo", 42)
+    keys = gateway.keys
+    k = keys.partition("lost-entry")
+    stream = keys.stream(k, "worker")
+    # An operator trims the stream before any worker has read it.
+    await redis.xtrim(stream, maxlen=0)
+    assert await redis.xlen(stream) == 0
+
+    worker = await make_rp()
+
+    @worker.register
+    async def echo(ctx: Context, x: int) -> int:
+        return x
+
+    await worker.start()
+    assert worker.worker is not None
+    fixed = 0
+    for _ in range(keys.partitions):
+        fixed += await worker.worker.reconcile(200)
+    assert fixed == 1
+    assert await handle.result(timeout=10) == 42
+
+
+async def test_reconcile_leaves_healthy_promises_alone(make_rp: MakeRp, redis: Redis) -> None:
+    gateway = await make_rp(group="gateway")
+    for i in range(20):
+        await gateway.begin_rpc(f"ok-{i}", "echo", i)
+    worker = await make_rp()
+    worker.register(lambda ctx, x: x, name="echo")
+    # Delivered (in the PEL) or not yet read: either way every entry is live.
+    await worker.start()
+    assert worker.worker is not None
+    assert sum([await worker.worker.reconcile(200) for _ in range(16)]) == 0
