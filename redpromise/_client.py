@@ -13,7 +13,9 @@ from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 from redis import exceptions as rex
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from ._codec import decode, decode_error, encode, encode_error, error_of
 from ._errors import (
@@ -39,6 +41,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TARGET = "poll://any@worker"
+
+
+def _connect(url: str) -> Redis:
+    """A client whose pool waits for a free connection instead of failing when more
+    than ``max_connections`` commands run at once, and whose commands retry after a
+    connection error (``Redis.from_url`` retries none: after a Redis restart every
+    stale pooled connection failed one command). Every redpromise write is replay-safe.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=100,
+        timeout=30,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+        health_check_interval=15,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1), 3),
+    )
+    return Redis.from_pool(pool)
 
 
 def _seconds(t: float | timedelta | None) -> float | None:
@@ -102,9 +122,7 @@ class Redpromise:
         self.settings = settings or Settings()
         self.url = url or DEFAULT_URL
         self._own_redis = redis is None
-        self.redis: Redis = redis or Redis.from_url(
-            self.url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=15
-        )
+        self.redis: Redis = redis or _connect(self.url)
         self.keys = Keys(self.settings.namespace, self.settings.partitions)
         self.store = Store(self.redis, self.keys, self.settings)
         self.registry = Registry()

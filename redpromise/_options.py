@@ -26,6 +26,10 @@ class _Policy:
     non_retryable: tuple[type[BaseException], ...] = ()
     """Exception types that reject the promise at once instead of retrying."""
 
+    non_retryable_names: tuple[str, ...] = ()
+    """The same by class name, matched against the exception's MRO. A policy passed to
+    ``begin_rpc`` travels to the worker this way: type names, never imported types."""
+
     max_retries: int | None = None
     """Retries after the first attempt; ``None`` retries until the promise times out."""
 
@@ -42,10 +46,17 @@ class _Policy:
         """Whether ``exc`` may be retried under this policy."""
         if getattr(exc, "non_retryable", False) is True:
             return False
-        return not isinstance(exc, self.non_retryable)
+        if isinstance(exc, self.non_retryable):
+            return False
+        names = set(self.non_retryable_names)
+        return not (names and any(c.__name__ in names for c in type(exc).__mro__))
 
     def to_wire(self) -> dict[str, Any]:
         """The policy as plain data, stored with a promise created with it."""
+        names = sorted({t.__name__ for t in self.non_retryable} | set(self.non_retryable_names))
+        return {**self._wire(), "non_retryable": names}
+
+    def _wire(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -64,7 +75,7 @@ class Exponential(_Policy):
         seconds = self.delay.total_seconds() * self.factor ** (retry - 1)
         return min(timedelta(seconds=seconds), self.max_delay)
 
-    def to_wire(self) -> dict[str, Any]:
+    def _wire(self) -> dict[str, Any]:
         return {
             "kind": "exponential",
             "delay": self.delay.total_seconds(),
@@ -84,7 +95,7 @@ class Linear(_Policy):
     def _delay(self, retry: int) -> timedelta:
         return self.delay * retry
 
-    def to_wire(self) -> dict[str, Any]:
+    def _wire(self) -> dict[str, Any]:
         return {
             "kind": "linear",
             "delay": self.delay.total_seconds(),
@@ -102,7 +113,7 @@ class Constant(_Policy):
     def _delay(self, retry: int) -> timedelta:
         return self.delay
 
-    def to_wire(self) -> dict[str, Any]:
+    def _wire(self) -> dict[str, Any]:
         return {
             "kind": "constant",
             "delay": self.delay.total_seconds(),
@@ -117,7 +128,7 @@ class Never(_Policy):
     def _delay(self, retry: int) -> None:
         return None
 
-    def to_wire(self) -> dict[str, Any]:
+    def _wire(self) -> dict[str, Any]:
         return {"kind": "never"}
 
 
@@ -132,8 +143,9 @@ def _policy_from_wire(data: Any) -> RetryPolicy | None:
     try:
         max_retries = data.get("max_retries")
         mr = int(max_retries) if max_retries is not None else None
+        names = tuple(str(n) for n in data.get("non_retryable") or ())
         if kind == "never":
-            return Never()
+            return Never(non_retryable_names=names)
         delay = timedelta(seconds=float(data["delay"]))
         if kind == "exponential":
             return Exponential(
@@ -141,11 +153,12 @@ def _policy_from_wire(data: Any) -> RetryPolicy | None:
                 factor=float(data["factor"]),
                 max_delay=timedelta(seconds=float(data["max_delay"])),
                 max_retries=mr,
+                non_retryable_names=names,
             )
         if kind == "linear":
-            return Linear(delay=delay, max_retries=mr)
+            return Linear(delay=delay, max_retries=mr, non_retryable_names=names)
         if kind == "constant":
-            return Constant(delay=delay, max_retries=mr)
+            return Constant(delay=delay, max_retries=mr, non_retryable_names=names)
     except (KeyError, TypeError, ValueError):
         return None
     return None
@@ -184,11 +197,13 @@ class Options:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _env_seconds(name: str, default: timedelta | None) -> timedelta | None:
+def _env_seconds(
+    name: str, default: timedelta | None, *, forever: bool = False
+) -> timedelta | None:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
-    if raw.lower() in ("none", "forever", "0"):
+    if forever and raw.lower() in ("none", "forever", "0"):
         return None
     try:
         return timedelta(seconds=float(raw))
@@ -254,6 +269,8 @@ class Settings:
             raise ConfigurationError("concurrency must be at least 1")
         if self.lease < timedelta(milliseconds=100):
             raise ConfigurationError("lease must be at least 100 ms")
+        if self.timeout <= timedelta(0) or self.shutdown_grace < timedelta(0):
+            raise ConfigurationError("timeout must be positive, shutdown_grace not negative")
         if self.max_deliveries < 1:
             raise ConfigurationError("max_deliveries must be at least 1")
         if self.max_payload_bytes < 1024:
@@ -278,14 +295,13 @@ class Settings:
         values: dict[str, Any] = {
             "namespace": os.environ.get("REDPROMISE_NAMESPACE") or d.namespace,
             "partitions": _env_int("REDPROMISE_PARTITIONS", d.partitions),
-            "lease": _env_seconds("REDPROMISE_LEASE", d.lease) or d.lease,
+            "lease": _env_seconds("REDPROMISE_LEASE", d.lease),
             "concurrency": _env_int("REDPROMISE_CONCURRENCY", d.concurrency),
             "max_deliveries": _env_int("REDPROMISE_MAX_DELIVERIES", d.max_deliveries),
-            "timeout": _env_seconds("REDPROMISE_TIMEOUT", d.timeout) or d.timeout,
-            "retention": _env_seconds("REDPROMISE_RETENTION", d.retention),
+            "timeout": _env_seconds("REDPROMISE_TIMEOUT", d.timeout),
+            "retention": _env_seconds("REDPROMISE_RETENTION", d.retention, forever=True),
             "max_payload_bytes": _env_int("REDPROMISE_MAX_PAYLOAD_BYTES", d.max_payload_bytes),
-            "shutdown_grace": _env_seconds("REDPROMISE_SHUTDOWN_GRACE", d.shutdown_grace)
-            or d.shutdown_grace,
+            "shutdown_grace": _env_seconds("REDPROMISE_SHUTDOWN_GRACE", d.shutdown_grace),
         }
         values.update(overrides)
         return cls(**values)

@@ -53,7 +53,10 @@ class Waiter:
         try:
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._listen(), name="redpromise-waiter")
-            await self._subscribed.wait()
+            try:
+                await asyncio.wait_for(self._subscribed.wait(), timeout)
+            except TimeoutError:
+                return None
             rec = await self._store.read(id)
             if rec is None:
                 raise PromiseNotFound(id)

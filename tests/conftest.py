@@ -86,37 +86,76 @@ def real_url(request: pytest.FixtureRequest) -> str:
     return server.url
 
 
+class Backend:
+    """Makes clients of one Redis: a fakeredis server, or a real redis-server's URL.
+
+    Each Redpromise gets its own client, as separate processes would.
+    """
+
+    def __init__(self, kind: str, url: str | None = None) -> None:
+        self.kind = kind
+        self.url = url
+        self.server = fakeredis.FakeServer() if kind == "fake" else None
+        self.clients: list[Redis] = []
+
+    def client(self) -> Redis:
+        c: Redis
+        if self.server is not None:
+            c = fakeredis.FakeAsyncRedis(server=self.server)
+        else:
+            assert self.url is not None
+            c = Redis.from_url(self.url)
+        self.clients.append(c)
+        return c
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.aclose()
+
+
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real)])
-async def redis(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     """The same test on fakeredis[lua] and on a real redis-server."""
-    client: Redis
-    if request.param == "fake":
-        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    else:
-        client = Redis.from_url(request.getfixturevalue("real_url"))
+    url = request.getfixturevalue("real_url") if request.param == "real" else None
+    b = Backend(request.param, url)
     try:
-        yield client
+        yield b
     finally:
-        await client.aclose()
+        await b.close()
+
+
+@pytest.fixture
+def redis(backend: Backend) -> Redis:
+    """A client of the test's backend (fakeredis or real)."""
+    return backend.client()
 
 
 @pytest.fixture
 async def make_rp(
-    redis: Redis, namespace: str
+    backend: Backend, namespace: str
 ) -> AsyncIterator[Callable[..., Awaitable[Redpromise]]]:
-    """Build Redpromise instances on the test's backend and namespace; stopped at the end."""
+    """Build Redpromise instances (one client each) on the test's backend and namespace."""
     made: list[Redpromise] = []
 
-    async def make(group: str = "worker", start: bool = False, **overrides: Any) -> Redpromise:
-        rp = Redpromise(group=group, settings=fast_settings(namespace, **overrides), redis=redis)
+    async def make(
+        group: str = "worker", start: bool = False, redis: Redis | None = None, **overrides: Any
+    ) -> Redpromise:
+        settings = fast_settings(namespace, **overrides)
+        rp = Redpromise(group=group, settings=settings, redis=redis or backend.client())
         made.append(rp)
         if start:
             await rp.start()
         return rp
 
     yield make
+    errors: list[BaseException] = []
     for rp in reversed(made):
-        await rp.stop(grace=1)
+        try:
+            await rp.stop(grace=1)
+        except BaseException as exc:  # stop the others first, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture

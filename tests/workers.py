@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from datetime import timedelta
 from typing import Any
 
@@ -63,5 +64,19 @@ def make() -> Redpromise:
     async def fatal(ctx: Context, key: str) -> None:
         await bump(key)
         raise ApplicationError("cannot ever work", type="Fatal", non_retryable=True)
+
+    @rp.register
+    async def whoami(ctx: Context, key: str, seconds: float) -> dict[str, int]:
+        """Like ``slow``, but the result tells which process and which version ran it."""
+        await bump(f"{key}:started")
+        await asyncio.sleep(seconds)
+        await bump(f"{key}:finished")
+        return {"pid": os.getpid(), "version": ctx.version}
+
+    @rp.register
+    async def suicide(ctx: Context, key: str) -> None:
+        """Counts the call, then SIGKILLs its own worker process: a poison dispatch."""
+        await bump(key)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     return rp

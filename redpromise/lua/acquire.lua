@@ -58,7 +58,7 @@ if deliveries > tonumber(ARGV[5]) then
   redis.call('XADD', KEYS[4], '*', 'id', ARGV[1], 'group', ARGV[3], 'entry', ARGV[2],
     'deliveries', deliveries)
   settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected', ARGV[6],
-    tonumber(ARGV[7]), ARGV[8])
+    tonumber(ARGV[7]), ARGV[8], '')
   return { -7 }
 end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)

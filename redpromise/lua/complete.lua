@@ -18,7 +18,9 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
 
   Returns
     { 1, state }            completed now by this call
-    { 0, state, value }     already completed: nothing written, stored outcome returned
+    { 0, state, value, by } already completed: nothing written, stored outcome returned;
+                            `by` is the completing version ('' if from outside), so a
+                            replay of this call (a lost reply) is recognised as success
     { -1 }                  no such promise
     { -3 }                  fenced out: ARGV[3] is not the current version
     { -5, group }           wrong group: call again with the stream of the returned group
@@ -28,12 +30,13 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
 ]]
 --- @include now
 --- @include settle
-local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'timeout_at', 'value')
+local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'timeout_at', 'value',
+  'completed_by')
 if not h[1] then
   return { -1 }
 end
 if h[1] ~= 'pending' then
-  return { 0, h[1], h[5] }
+  return { 0, h[1], h[5], h[6] or '' }
 end
 if h[2] ~= ARGV[2] then
   return { -5, h[2] }
@@ -45,5 +48,5 @@ if ARGV[8] == '1' and tonumber(h[4]) > now_ms() then
   return { -8 }
 end
 settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4], ARGV[5],
-  tonumber(ARGV[6]), ARGV[7])
+  tonumber(ARGV[6]), ARGV[7], ARGV[3])
 return { 1, ARGV[4] }

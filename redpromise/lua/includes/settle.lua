@@ -4,14 +4,19 @@
 --   id, group: the promise id and its target group ('' for a latent promise)
 --   state, value: the final state and the msgpack-encoded outcome
 --   retention_ms: TTL of the completed record (0 = keep forever); channel: completion channel
+--   by: the version of the execution that completes it ('' from outside), so a replayed
+--       completion can tell "already done by me" from "done by someone else"
 local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, value,
-                      retention_ms, channel)
+                      retention_ms, channel, by)
   local entry = redis.call('HGET', pkey, 'entry')
   if group ~= '' and entry and entry ~= '' then
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
   end
   redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_ms())
+  if by ~= '' then
+    redis.call('HSET', pkey, 'completed_by', by)
+  end
   redis.call('HDEL', pkey, 'args', 'entry', 'owner', 'deliveries', 'retry')
   redis.call('ZREM', timeouts, group .. '|' .. id)
   redis.call('ZREM', delayed, group .. '|' .. id)

@@ -1,0 +1,1 @@
+"""Deployable services built on redpromise: the HTTP gateway and the worker."""

@@ -1,0 +1,60 @@
+"""The refusal codes the Lua scripts document, return, and Python maps agree."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+
+from redpromise._scripts import CODES, SCRIPT_NAMES
+
+_HEADER = re.compile(r"\A--\[\[(.*?)\]\]", re.DOTALL)
+_DOCUMENTED = re.compile(r"^\s*\{\s*(-?\d+)\b", re.MULTILINE)
+_RETURNED = re.compile(r"\breturn\s*\{\s*(-?\d+)\b")
+
+
+def _script(name: str) -> tuple[str, str]:
+    """(header, body) of ``lua/<name>.lua``."""
+    text = (resources.files("redpromise") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+    match = _HEADER.match(text)
+    assert match, f"{name}.lua must open with a --[[ … ]] header"
+    return match.group(1), text[match.end() :]
+
+
+def documented(name: str) -> set[int]:
+    return {int(c) for c in _DOCUMENTED.findall(_script(name)[0])}
+
+
+def returned(name: str) -> set[int]:
+    return {int(c) for c in _RETURNED.findall(_script(name)[1])}
+
+
+def test_every_lua_file_is_a_loaded_script() -> None:
+    files = {
+        p.name.removesuffix(".lua")
+        for p in (resources.files("redpromise") / "lua").iterdir()
+        if p.name.endswith(".lua")
+    }
+    assert files == set(SCRIPT_NAMES)
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_script_header_documents_exactly_the_codes_it_returns(name: str) -> None:
+    assert documented(name), f"{name}.lua documents no return codes"
+    assert returned(name) == documented(name)
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_every_negative_code_of_a_script_is_in_the_table(name: str) -> None:
+    negative = {c for c in documented(name) if c < 0}
+    assert negative <= CODES.keys(), f"{name}.lua returns unmapped {negative - CODES.keys()}"
+
+
+def test_every_code_in_the_table_is_returned_by_some_script() -> None:
+    used = set().union(*(returned(n) for n in SCRIPT_NAMES))
+    assert set(CODES) <= used, f"CODES maps codes no script returns: {set(CODES) - used}"
+
+
+def test_code_names_are_unique() -> None:
+    assert len(set(CODES.values())) == len(CODES)
