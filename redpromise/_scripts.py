@@ -8,6 +8,7 @@ The return codes of every script are mapped in :data:`CODES`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
-__all__ = ["CODES", "SCRIPT_NAMES", "Script", "load_scripts", "run_pipelined"]
+__all__ = ["CODES", "SCRIPT_NAMES", "Coalescer", "Script", "load_scripts", "run_pipelined"]
 
 _INCLUDE = re.compile(r"^--- @include (\w+)\s*$", re.MULTILINE)
 
@@ -116,3 +117,62 @@ async def run_pipelined(
         for i, r in zip(missing, again, strict=True):
             results[i] = r
     return results
+
+
+class Coalescer:
+    """Sends the script calls made during one event-loop turn as one pipeline.
+
+    Many executions finishing (or checkpointing) together cost one round trip instead of
+    one each. A lone call is sent as a plain EVALSHA. Every script is replay-safe, so a
+    connection error fails every call of the batch and each caller retries its own.
+    """
+
+    def __init__(self, redis: Redis, max_batch: int = 1000) -> None:
+        self._redis = redis
+        self._max = max_batch
+        self._pending: list[
+            tuple[tuple[Script, Sequence[str], Sequence[Any]], asyncio.Future[Any]]
+        ] = []
+        self._scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(((script, keys, args), fut))
+        if len(self._pending) >= self._max:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.ensure_future(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(
+        self, batch: list[tuple[tuple[Script, Sequence[str], Sequence[Any]], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            if len(batch) == 1:
+                (script, keys, args), _ = batch[0]
+                results = [await script(self._redis, keys, args)]
+            else:
+                results = await run_pipelined(self._redis, [call for call, _ in batch])
+        except Exception as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, fut), res in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(res, BaseException):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from ._errors import CorruptRecord, StoreUnavailable
 from ._keys import Keys
 from ._options import Settings
-from ._scripts import Script, load_scripts, run_pipelined
+from ._scripts import Coalescer, Script, load_scripts, run_pipelined
 
 __all__ = ["PENDING", "STATES", "Call", "Record", "Store", "translate_errors"]
 
@@ -111,6 +111,7 @@ class Store:
         self.keys = keys
         self.settings = settings
         self.scripts = load_scripts()
+        self.batch = Coalescer(redis)
         r = settings.retention
         self.retention_ms = int(r.total_seconds() * 1000) if r is not None else 0
 
@@ -207,7 +208,7 @@ class Store:
             script, keys, args = self.complete_call(
                 id, group, version, state, value, require_due=require_due
             )
-            res: list[Any] = await script(self.redis, keys, args)
+            res: list[Any] = await self.batch.call(script, keys, args)
             if res[0] != -5:
                 return res
             group = _text(res[1])
@@ -237,8 +238,10 @@ class Store:
         return self.scripts["acquire"], keys, args
 
     async def checkpoint(self, id: str, version: int, seq: int, outcome: bytes) -> int:
-        res = await self.scripts["checkpoint"](
-            self.redis, [self.keys.promise(id), self.keys.steps(id)], [version, seq, outcome]
+        res = await self.batch.call(
+            self.scripts["checkpoint"],
+            [self.keys.promise(id), self.keys.steps(id)],
+            [version, seq, outcome],
         )
         return int(res[0])
 
@@ -264,8 +267,8 @@ class Store:
     ) -> int:
         """Hand the promise back for later: a retry (``attempt``) or a suspension."""
         k = self.keys.partition(id)
-        res = await self.scripts["retry"](
-            self.redis,
+        res = await self.batch.call(
+            self.scripts["retry"],
             [self.keys.promise(id), self.keys.stream(k, group), self.keys.delayed(k)],
             [id, group, version, delay_ms, error, "1" if attempt else "0"],
         )
