@@ -287,7 +287,11 @@ class Chaos:
 
     # -- quiescence and the checker -------------------------------------------------
 
-    async def drain(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def drain(
+        self, ids: list[str], *, expired_is_done: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """Wait until none of ``ids`` is pending; a missing record counts as pending
+        unless ``expired_is_done`` (with a short retention a completed record expires)."""
         keys = Keys(NAMESPACE, 16)
         r = Redis.from_url(self.redis_server.url)
         deadline = time.monotonic() + self.args.quiesce
@@ -305,7 +309,8 @@ class Chaos:
                     }
                     for id, row in zip(ids, rows, strict=True)
                 }
-                left = sum(1 for v in out.values() if v["state"] in (None, "pending"))
+                waiting = ("pending",) if expired_is_done else (None, "pending")
+                left = sum(1 for v in out.values() if v["state"] in waiting)
                 if left == 0 or time.monotonic() > deadline:
                     return out
                 await asyncio.sleep(0.5)

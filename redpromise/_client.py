@@ -414,17 +414,14 @@ class Redpromise:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            rec = await self._read(id)
-            if not rec.pending:
-                return rec
-            # Wake at the promise's own timeout too, to apply it if no worker does.
-            until_timeout = max(0.0, rec.timeout_at / 1000 - time.time()) + 0.05
             left = None if deadline is None else max(0.0, deadline - loop.time())
-            wait = until_timeout if left is None else min(left, until_timeout)
             async with translate_errors():
-                done = await self._waiter.wait(id, wait)
-            if done is not None:
-                return done
+                rec = await self._waiter.wait(id, left)
+                if rec is not None and rec.pending and rec.timeout_at <= time.time() * 1000:
+                    # No worker applied the promise's timeout: apply it now.
+                    rec = await self._expire(rec)
+            if rec is not None and not rec.pending:
+                return rec
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"promise {id!r} still pending after {timeout}s")
 

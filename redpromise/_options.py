@@ -257,7 +257,7 @@ class Settings:
     """A durable sleep longer than this frees the worker instead of waiting in it."""
     shutdown_grace: timedelta = timedelta(seconds=30)
     """How long a stopping worker lets in-flight functions finish before leaving them."""
-    safety_poll: timedelta = timedelta(seconds=5)
+    safety_poll: timedelta = timedelta(seconds=30)
     """How often waiters re-read what they wait on, in case a notification was missed."""
     retry: RetryPolicy = field(default_factory=Exponential)
     """Retry policy of functions registered without one."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -44,11 +45,16 @@ class Waiter:
         return len(self._waiting)
 
     async def wait(self, id: str, timeout: float | None) -> Record | None:
-        """The completed record of ``id``, or ``None`` if ``timeout`` seconds pass first.
+        """The record of ``id`` once completed, or as last read when the wait ends.
 
-        Raises :class:`PromiseNotFound` if the promise does not exist (or expires).
+        The wait ends after ``timeout`` seconds or when the promise's own timeout passes
+        (so the caller can apply it); then the pending record is returned, or ``None``
+        when the subscription could not even be established in time. Raises
+        :class:`PromiseNotFound` if the promise does not exist (or expires).
         """
-        fut: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        fut: asyncio.Future[Record] = loop.create_future()
         self._waiting.setdefault(id, set()).add(fut)
         try:
             if self._task is None or self._task.done():
@@ -62,10 +68,13 @@ class Waiter:
                 raise PromiseNotFound(id)
             if not rec.pending:
                 return rec
+            wait = max(0.0, rec.timeout_at / 1000 - time.time()) + 0.05
+            if timeout is not None:
+                wait = min(wait, max(0.0, timeout - (loop.time() - start)))
             try:
-                return await asyncio.wait_for(fut, timeout)
+                return await asyncio.wait_for(fut, wait)
             except TimeoutError:
-                return None
+                return rec
         finally:
             futs = self._waiting.get(id)
             if futs is not None:

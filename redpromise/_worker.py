@@ -41,7 +41,6 @@ __all__ = ["Execution", "Worker"]
 log = logging.getLogger("redpromise.worker")
 
 _TRANSIENT = (rex.ConnectionError, rex.TimeoutError, OSError)
-_SWEEP_EVERY = 60.0
 
 
 def _text(v: Any) -> str:
@@ -104,6 +103,9 @@ class Worker:
         self.keys = store.keys
         self.lease = self.settings.lease.total_seconds()
         self._lease_ms = int(self.lease * 1000)
+        # A consumer silent for ten leases with nothing pending is gone; sweeping it is
+        # safe (a live one that was swept is re-created by its next read).
+        self._sweep_every = max(10 * self.lease, 5.0)
         self._inflight: dict[tuple[int, str], Execution] = {}
         self._sem = asyncio.Semaphore(self.settings.concurrency)
         self._room = asyncio.Event()
@@ -162,8 +164,9 @@ class Worker:
         for t in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        with contextlib.suppress(*_TRANSIENT, rex.ResponseError):
-            await self._leave()
+        # Leaving is a courtesy (idle consumers are swept anyway): never hang on it.
+        with contextlib.suppress(*_TRANSIENT, rex.ResponseError, TimeoutError):
+            await asyncio.wait_for(self._leave(), 5)
 
     async def _leave(self) -> None:
         """Delete this consumer from streams where it holds nothing pending."""
@@ -522,7 +525,7 @@ class Worker:
 
     async def _reclaim_loop(self) -> None:
         every = self.settings.reclaim_every.total_seconds()
-        next_sweep = time.monotonic() + _SWEEP_EVERY
+        next_sweep = time.monotonic() + self._sweep_every
         while True:
             await asyncio.sleep(every)
             if self._stopping:
@@ -530,7 +533,7 @@ class Worker:
             await self._guard(self.reclaim())
             await self._guard(self.reconcile(self.settings.reconcile_batch))
             if time.monotonic() > next_sweep:
-                next_sweep = time.monotonic() + _SWEEP_EVERY
+                next_sweep = time.monotonic() + self._sweep_every
                 await self._guard(self.sweep_consumers())
 
     async def reclaim(self) -> int:
@@ -598,7 +601,7 @@ class Worker:
 
     async def sweep_consumers(self) -> None:
         """Delete consumers of the group with nothing pending that have been idle long."""
-        idle_ms = max(10 * self._lease_ms, 60_000)
+        idle_ms = int(self._sweep_every * 1000)
         pipe = self.redis.pipeline(transaction=False)
         for s in self._streams:
             pipe.xinfo_consumers(s, self.group)

@@ -35,15 +35,19 @@ class Harness:
         self.runner = asyncio.Runner()
         self.client: test_utils.TestClient[web.Request, web.Application] | None = None
         self.rps: list[Redpromise] = []
-        self.redis = self.runner.run(self._redis())
+        self.server = fakeredis.FakeServer()
+        self.clients: list[fakeredis.FakeAsyncRedis] = []
 
-    async def _redis(self) -> fakeredis.FakeAsyncRedis:
-        return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    def _redis(self) -> fakeredis.FakeAsyncRedis:
+        # One client per Redpromise, as separate processes would have.
+        client = fakeredis.FakeAsyncRedis(server=self.server)
+        self.clients.append(client)
+        return client
 
     async def start(self) -> None:
         settings = fast_settings("fuzz", max_payload_bytes=4096)
-        gateway = Redpromise(group="gateway", settings=settings, redis=self.redis)
-        worker = Redpromise(group="worker", settings=settings, redis=self.redis)
+        gateway = Redpromise(group="gateway", settings=settings, redis=self._redis())
+        worker = Redpromise(group="worker", settings=settings, redis=self._redis())
 
         @worker.register
         async def foo(ctx: Context, data: Any) -> Any:
@@ -68,7 +72,8 @@ class Harness:
             await self.client.close()
         for rp in self.rps:
             await rp.stop(grace=1)
-        await self.redis.aclose()
+        for client in self.clients:
+            await client.aclose()
 
 
 @pytest.fixture(scope="module")
