@@ -19,7 +19,15 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
-__all__ = ["CODES", "SCRIPT_NAMES", "Coalescer", "Script", "load_scripts", "run_pipelined"]
+__all__ = [
+    "CODES",
+    "SCRIPT_NAMES",
+    "Coalescer",
+    "Command",
+    "Script",
+    "load_scripts",
+    "run_pipelined",
+]
 
 _INCLUDE = re.compile(r"^--- @include (\w+)\s*$", re.MULTILINE)
 
@@ -87,12 +95,28 @@ class Script:
         pipe.evalsha(self.sha, len(keys), *keys, *args)
 
 
+class Command:
+    """A plain Redis command with the same calling shape as :class:`Script`, so reads can
+    share a :class:`Coalescer` pipeline with the scripts."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await redis.execute_command(self.name, *keys, *args)  # type: ignore[no-untyped-call]
+
+    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
+        pipe.execute_command(self.name, *keys, *args)
+
+
 def load_scripts() -> dict[str, Script]:
     return {name: Script(name) for name in SCRIPT_NAMES}
 
 
 async def run_pipelined(
-    redis: Redis, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]
+    redis: Redis, calls: Sequence[tuple[Script | Command, Sequence[str], Sequence[Any]]]
 ) -> list[Any]:
     """Run many script calls in one round trip; results (or exceptions) in order.
 
@@ -108,7 +132,8 @@ async def run_pipelined(
     missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
     if missing:
         for script in {calls[i][0].name: calls[i][0] for i in missing}.values():
-            await redis.script_load(script.source)
+            if isinstance(script, Script):
+                await redis.script_load(script.source)
         pipe = redis.pipeline(transaction=False)
         for i in missing:
             script, keys, args = calls[i]
@@ -120,10 +145,11 @@ async def run_pipelined(
 
 
 class Coalescer:
-    """Sends the script calls made during one event-loop turn as one pipeline.
+    """Sends the calls made during one event-loop turn as one pipeline.
 
-    Many executions finishing (or checkpointing) together cost one round trip instead of
-    one each. A lone call is sent as a plain EVALSHA. Every script is replay-safe, so a
+    Many executions finishing (or checkpointing), or many requests beginning or reading
+    promises, cost one round trip together instead of one each. A lone call is sent as
+    it is. Every script is replay-safe, so a
     connection error fails every call of the batch and each caller retries its own.
     """
 
@@ -131,12 +157,12 @@ class Coalescer:
         self._redis = redis
         self._max = max_batch
         self._pending: list[
-            tuple[tuple[Script, Sequence[str], Sequence[Any]], asyncio.Future[Any]]
+            tuple[tuple[Script | Command, Sequence[str], Sequence[Any]], asyncio.Future[Any]]
         ] = []
         self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def call(self, script: Script | Command, keys: Sequence[str], args: Sequence[Any]) -> Any:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append(((script, keys, args), fut))
@@ -156,7 +182,10 @@ class Coalescer:
             task.add_done_callback(self._sending.discard)
 
     async def _send(
-        self, batch: list[tuple[tuple[Script, Sequence[str], Sequence[Any]], asyncio.Future[Any]]]
+        self,
+        batch: list[
+            tuple[tuple[Script | Command, Sequence[str], Sequence[Any]], asyncio.Future[Any]]
+        ],
     ) -> None:
         try:
             if len(batch) == 1:

@@ -13,14 +13,16 @@ from redis.asyncio import Redis
 from ._errors import CorruptRecord, StoreUnavailable
 from ._keys import Keys
 from ._options import Settings
-from ._scripts import Coalescer, Script, load_scripts, run_pipelined
+from ._scripts import Coalescer, Command, Script, load_scripts, run_pipelined
 
 __all__ = ["PENDING", "STATES", "Call", "Record", "Store", "translate_errors"]
 
 PENDING = "pending"
 STATES = frozenset({PENDING, "resolved", "rejected", "rejected_canceled", "rejected_timedout"})
 
-Call = tuple[Script, Sequence[str], Sequence[Any]]
+Call = tuple[Script | Command, Sequence[str], Sequence[Any]]
+
+_HMGET = Command("HMGET")
 
 _FIELDS = (
     "state",
@@ -118,7 +120,7 @@ class Store:
     # -- reads ------------------------------------------------------------------------
 
     async def read(self, id: str) -> Record | None:
-        raw = await self.redis.hmget(self.keys.promise(id), list(_FIELDS))
+        raw = await self.batch.call(_HMGET, [self.keys.promise(id)], _FIELDS)
         return Record.parse(id, raw)
 
     async def read_many(self, ids: Sequence[str]) -> list[Record | BaseException | None]:
@@ -148,8 +150,8 @@ class Store:
     ) -> tuple[bool, str, int]:
         """Create-if-absent; returns ``(created, state, timeout_at)``."""
         k = self.keys.partition(id)
-        res = await self.scripts["create"](
-            self.redis,
+        res = await self.batch.call(
+            self.scripts["create"],
             [self.keys.promise(id), self.keys.stream(k, group), self.keys.timeouts(k)],
             [id, func, args, group, timeout_ms, tags, retry],
         )
@@ -245,9 +247,7 @@ class Store:
         )
         return int(res[0])
 
-    def heartbeat_call(
-        self, id: str, group: str, consumer: str, version: int, entry: str
-    ) -> Call:
+    def heartbeat_call(self, id: str, group: str, consumer: str, version: int, entry: str) -> Call:
         k = self.keys.partition(id)
         return (
             self.scripts["heartbeat"],
