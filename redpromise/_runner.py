@@ -6,14 +6,15 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ._client import Redpromise
 from ._errors import RedpromiseError, StoreUnavailable
 
-__all__ = ["load_target", "main", "run_worker"]
+__all__ = ["event_loop_factory", "load_target", "main", "run_worker"]
 
 log = logging.getLogger("redpromise")
 
@@ -36,6 +37,17 @@ async def run_worker(rp: Redpromise) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await rp.stop()
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (the ``fast`` extra), unless REDPROMISE_UVLOOP=0."""
+    if os.environ.get("REDPROMISE_UVLOOP", "1") == "0":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def load_target(spec: str) -> Redpromise:
@@ -64,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, "")
     rp = load_target(args.target)
     try:
-        asyncio.run(run_worker(rp))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(run_worker(rp))
     except StoreUnavailable as exc:
         print(f"redpromise: cannot reach Redis at {rp.url}: {exc}", file=sys.stderr)
         return 2

@@ -36,7 +36,8 @@ local function drop_entry()
   redis.call('XACK', KEYS[3], ARGV[3], ARGV[2])
   redis.call('XDEL', KEYS[3], ARGV[2])
 end
-local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'entry')
+local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'entry', 'deliveries', 'version',
+  'func', 'args', 'attempt', 'timeout_at', 'retry')
 if not h[1] then
   drop_entry()
   return { -1 }
@@ -53,16 +54,20 @@ if h[3] ~= ARGV[2] then
   drop_entry()
   return { -4 }
 end
-local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+local deliveries = (tonumber(h[4]) or 0) + 1
 if deliveries > tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[1], 'deliveries', deliveries)
   redis.call('XADD', KEYS[4], '*', 'id', ARGV[1], 'group', ARGV[3], 'entry', ARGV[2],
     'deliveries', deliveries)
   settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected', ARGV[6],
-    tonumber(ARGV[7]), ARGV[8], '')
+    tonumber(ARGV[7]), ARGV[8], '', ARGV[2])
   return { -7 }
 end
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('HSET', KEYS[1], 'owner', ARGV[4])
-local f = redis.call('HMGET', KEYS[1], 'func', 'args', 'attempt', 'timeout_at', 'retry')
-return { 1, version, f[1], f[2], f[3], f[4], f[5], deliveries,
-  redis.call('HGETALL', KEYS[2]) }
+local version = (tonumber(h[5]) or 0) + 1
+redis.call('HSET', KEYS[1], 'version', version, 'deliveries', deliveries, 'owner', ARGV[4])
+-- Only an acquired execution can checkpoint, so before the first acquire there is none.
+local steps = {}
+if version > 1 then
+  steps = redis.call('HGETALL', KEYS[2])
+end
+return { 1, version, h[6], h[7], h[8], h[9], h[10], deliveries, steps }

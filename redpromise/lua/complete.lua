@@ -31,7 +31,7 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
 --- @include now
 --- @include settle
 local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'timeout_at', 'value',
-  'completed_by')
+  'completed_by', 'entry')
 if not h[1] then
   return { -1 }
 end
@@ -48,5 +48,5 @@ if ARGV[8] == '1' and tonumber(h[4]) > now_ms() then
   return { -8 }
 end
 settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4], ARGV[5],
-  tonumber(ARGV[6]), ARGV[7], ARGV[3])
+  tonumber(ARGV[6]), ARGV[7], ARGV[3], h[7] or '')
 return { 1, ARGV[4] }

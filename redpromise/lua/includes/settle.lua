@@ -6,20 +6,26 @@
 --   retention_ms: TTL of the completed record (0 = keep forever); channel: completion channel
 --   by: the version of the execution that completes it ('' from outside), so a replayed
 --       completion can tell "already done by me" from "done by someone else"
+--   entry: the promise's current stream entry as the caller read it ('' = none: then, and
+--       only then, the promise may be waiting in the delayed set)
 local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, value,
-                      retention_ms, channel, by)
-  local entry = redis.call('HGET', pkey, 'entry')
-  if group ~= '' and entry and entry ~= '' then
-    redis.call('XACK', stream, group, entry)
-    redis.call('XDEL', stream, entry)
+                      retention_ms, channel, by, entry)
+  if entry ~= '' then
+    if group ~= '' then
+      redis.call('XACK', stream, group, entry)
+      redis.call('XDEL', stream, entry)
+    end
+  elseif group ~= '' then
+    redis.call('ZREM', delayed, group .. '|' .. id)
   end
-  redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_ms())
   if by ~= '' then
-    redis.call('HSET', pkey, 'completed_by', by)
+    redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_ms(),
+      'completed_by', by)
+  else
+    redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_ms())
   end
   redis.call('HDEL', pkey, 'args', 'entry', 'owner', 'deliveries', 'retry')
   redis.call('ZREM', timeouts, group .. '|' .. id)
-  redis.call('ZREM', delayed, group .. '|' .. id)
   redis.call('DEL', skey)
   if retention_ms > 0 then
     redis.call('PEXPIRE', pkey, retention_ms)
