@@ -338,6 +338,17 @@ class Chaos:
             if key in first_ack and t > first_ack[key]
         )
         repeated = sum(len(t) - 1 for t in execs.values() if len(t) > 1) - reexecuted
+        bad = {
+            key for key, times in execs.items() if key in first_ack and max(times) > first_ack[key]
+        }
+        for pid, step in sorted(bad)[:10]:
+            history = db.execute(
+                "SELECT kind, step, version, proc, ts FROM events WHERE pid = ? ORDER BY ts",
+                (pid,),
+            ).fetchall()
+            print(f"re-executed checkpointed step {step} of {pid}:", file=sys.stderr)
+            for row in history:
+                print("   ", row, file=sys.stderr)
         acked = set(st.acked)
         states = Counter(v["state"] or "missing" for v in final.values())
         lost = sorted(i for i in acked if final[i]["state"] in (None, "pending"))
@@ -452,8 +463,12 @@ def main() -> int:
     for fault in ("kill", "zombie", "gateway-kill", "redis-restart"):
         p.add_argument(f"--no-{fault}", dest=fault.replace("-", "_"), action="store_false")
     p.add_argument("--json", type=Path, help="also write the result here")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, ledger, AOF)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="redpromise-chaos-") as tmp:
+        if args.keep:
+            tmp = tempfile.mkdtemp(prefix="redpromise-chaos-kept-")
+            print(f"keeping logs and ledger in {tmp}", file=sys.stderr)
         result = asyncio.run(Chaos(args, Path(tmp)).run())
         if result["lost"] or result["double_completions"]:
             for log in sorted(Path(tmp).glob("*.log")):

@@ -263,6 +263,9 @@ class Worker(Upkeep):
             await self._bury(garbage, "entry without a promise id")
         if not calls:
             return
+        # The lease is counted from when acquire was *sent*: a process frozen while the
+        # reply waited in its socket must not wake up believing its lease is fresh.
+        sent = time.monotonic()
         results = await self.store.pipelined(calls)
         for (k, entry, id), res in zip(valid, results, strict=True):
             if isinstance(res, rex.ResponseError):
@@ -292,6 +295,7 @@ class Worker(Upkeep):
                 retry=res[6] or b"",
                 deliveries=int(res[7] or 0),
                 steps={int(steps[i]): steps[i + 1] for i in range(0, len(steps), 2)},
+                last_hb=sent,
             )
             old = self._inflight.get((k, entry))
             if old is not None and old.lost is None:
