@@ -330,10 +330,14 @@ class Redpromise:
 
     async def reject(self, id: str, error: BaseException | str) -> Handle:
         """Reject a pending promise from outside with an exception or a message."""
-        info = error_of(error) if isinstance(error, BaseException) else {
-            "type": "Error",
-            "message": str(error),
-        }
+        info = (
+            error_of(error)
+            if isinstance(error, BaseException)
+            else {
+                "type": "Error",
+                "message": str(error),
+            }
+        )
         blob = encode_error(info["type"], info["message"], self.settings.max_payload_bytes)
         return await self._settle(id, "rejected", blob)
 

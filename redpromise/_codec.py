@@ -13,7 +13,12 @@ import msgpack
 
 from ._errors import PayloadError, PayloadTooLarge
 
-__all__ = ["decode", "decode_error", "encode", "encode_error", "error_of"]
+__all__ = ["as_text", "decode", "decode_error", "encode", "encode_error", "error_of"]
+
+
+def as_text(v: Any) -> str:
+    """A Redis reply (bytes, or already str) as text; undecodable bytes are replaced."""
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
 def encode(value: Any, limit: int) -> bytes:

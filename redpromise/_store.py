@@ -10,6 +10,7 @@ from typing import Any
 from redis import exceptions as rex
 from redis.asyncio import Redis
 
+from ._codec import as_text
 from ._errors import CorruptRecord, StoreUnavailable
 from ._keys import Keys
 from ._options import Settings
@@ -51,10 +52,6 @@ async def translate_errors() -> AsyncIterator[None]:
         raise
 
 
-def _text(v: Any) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-
-
 def _int(v: Any, default: int = 0) -> int:
     try:
         return int(v)
@@ -87,14 +84,14 @@ class Record:
         """Build from an HMGET of :data:`_FIELDS`; ``None`` when the hash is absent."""
         if all(v is None for v in raw):
             return None
-        state = _text(raw[0]) if raw[0] is not None else ""
+        state = as_text(raw[0]) if raw[0] is not None else ""
         if state not in STATES or raw[5] is None:
             raise CorruptRecord(f"promise {id!r} has a record redpromise did not write")
         return cls(
             id=id,
             state=state,
-            func=_text(raw[1] or b""),
-            group=_text(raw[2] or b""),
+            func=as_text(raw[1] or b""),
+            group=as_text(raw[2] or b""),
             value=raw[3],
             created_at=_int(raw[4]),
             timeout_at=_int(raw[5]),
@@ -157,7 +154,7 @@ class Store:
         )
         if res[0] == 1:
             return True, PENDING, _int(res[1])
-        return False, _text(res[1]), _int(res[2])
+        return False, as_text(res[1]), _int(res[2])
 
     def complete_call(
         self,
@@ -205,7 +202,7 @@ class Store:
         """
         if group is None:
             raw = await self.redis.hget(self.keys.promise(id), "group")
-            group = _text(raw) if raw is not None else ""
+            group = as_text(raw) if raw is not None else ""
         for _ in range(2):
             script, keys, args = self.complete_call(
                 id, group, version, state, value, require_due=require_due
@@ -213,7 +210,7 @@ class Store:
             res: list[Any] = await self.batch.call(script, keys, args)
             if res[0] != -5:
                 return res
-            group = _text(res[1])
+            group = as_text(res[1])
         return res
 
     def acquire_call(

@@ -16,7 +16,7 @@ from typing import Any
 from redis import exceptions as rex
 from redis.asyncio import Redis
 
-from ._codec import encode_error
+from ._codec import as_text, encode_error
 from ._keys import Keys
 from ._options import Settings
 from ._store import Store
@@ -24,10 +24,6 @@ from ._store import Store
 __all__ = ["Upkeep"]
 
 log = logging.getLogger("redpromise.worker")
-
-
-def _text(v: Any) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
 class Upkeep:
@@ -86,14 +82,14 @@ class Upkeep:
                 continue
             if isinstance(res, BaseException):
                 raise res
-            self._cursors[k] = _text(res[0])
+            self._cursors[k] = as_text(res[0])
             for item in res[1]:
                 if item is None:
                     continue
                 entry, fields = item
                 if fields is None:
                     continue
-                claimed.append((k, _text(entry), fields))
+                claimed.append((k, as_text(entry), fields))
         if claimed:
             log.info("reclaimed %d entries of silent workers", len(claimed))
             await self._acquire(claimed)
@@ -111,15 +107,17 @@ class Upkeep:
             ((k + 1) % self.keys.partitions, 0) if len(members) < budget else (k, offset + budget)
         )
         ids = [
-            id for group, _, id in (_text(m).partition("|") for m in members) if group == self.group
+            id
+            for group, _, id in (as_text(m).partition("|") for m in members)
+            if group == self.group
         ]
         if not ids:
             return 0
         last = ""
         with contextlib.suppress(rex.ResponseError):
             for g in await self.redis.xinfo_groups(self._streams[k]):
-                if _text(g.get("name", b"")) == self.group:
-                    last = _text(g.get("last-delivered-id", b""))
+                if as_text(g.get("name", b"")) == self.group:
+                    last = as_text(g.get("last-delivered-id", b""))
         calls = [self.store.reconcile_call(k, self.group, id, last) for id in ids]
         fixed = [
             id
@@ -145,7 +143,7 @@ class Upkeep:
             if isinstance(info, BaseException):
                 continue
             for c in info:
-                name = _text(c.get("name", b""))
+                name = as_text(c.get("name", b""))
                 if name != self.consumer and c.get("pending") == 0 and c.get("idle", 0) > idle_ms:
                     pipe.xgroup_delconsumer(s, self.group, name)
                     n += 1
@@ -172,10 +170,10 @@ class Upkeep:
         timed_out = encode_error("PromiseTimedOut", "Promise timedout", 1 << 20)
         for k in range(self.keys.partitions):
             for member in res[2 * k]:
-                group, _, id = _text(member).partition("|")
+                group, _, id = as_text(member).partition("|")
                 calls.append(self.store.promote_call(k, group, id))
             for member in res[2 * k + 1]:
-                group, _, id = _text(member).partition("|")
+                group, _, id = as_text(member).partition("|")
                 calls.append(
                     self.store.complete_call(
                         id, group, None, "rejected_timedout", timed_out, require_due=True

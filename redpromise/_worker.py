@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rex
 
-from ._codec import decode, encode, encode_error, error_of
+from ._codec import as_text, decode, encode, encode_error, error_of
 from ._context import Context, Suspend
 from ._errors import LeaseLost, NondeterminismError, PayloadError
 from ._options import RetryPolicy, Settings, _policy_from_wire
@@ -42,10 +42,6 @@ __all__ = ["Execution", "Worker"]
 log = logging.getLogger("redpromise.worker")
 
 _TRANSIENT = (rex.ConnectionError, rex.TimeoutError, OSError)
-
-
-def _text(v: Any) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
 @dataclass(eq=False)
@@ -229,13 +225,13 @@ class Worker(Upkeep):
         items = resp.items() if isinstance(resp, dict) else (resp or [])
         index = {s: k for k, s in enumerate(self._streams)}
         for stream, entries in items:
-            k = index.get(_text(stream))
+            k = index.get(as_text(stream))
             if k is None:
                 continue
             if isinstance(entries, list) and entries and isinstance(entries[0], list):
                 entries = entries[0]
             for entry_id, fields in entries:
-                out.append((k, _text(entry_id), fields))
+                out.append((k, as_text(entry_id), fields))
         return out
 
     async def _guard(self, coro: Any) -> None:
@@ -254,7 +250,7 @@ class Worker(Upkeep):
             if raw is None:
                 garbage.append((k, entry))
                 continue
-            id = _text(raw)
+            id = as_text(raw)
             calls.append(
                 self.store.acquire_call(k, self.group, entry, id, self.consumer, self._poison)
             )
@@ -288,7 +284,7 @@ class Worker(Upkeep):
                 k=k,
                 entry=entry,
                 version=int(res[1]),
-                func=_text(res[2] or b""),
+                func=as_text(res[2] or b""),
                 args=res[3] or b"",
                 attempt=int(res[4] or 0),
                 timeout_at=int(res[5] or 0),
@@ -456,7 +452,7 @@ class Worker(Upkeep):
         if res is None:
             return
         code = int(res[0])
-        if code == 0 and len(res) > 3 and _text(res[3]) == str(ex.version):
+        if code == 0 and len(res) > 3 and as_text(res[3]) == str(ex.version):
             code = 1  # our own earlier call landed and its reply was lost: a success
         # Structured events (``record.redpromise_event``) let an audit or a chaos
         # checker count accepted and refused completions without parsing messages.
@@ -470,7 +466,7 @@ class Worker(Upkeep):
             log.info(
                 "%r was already completed (%s)",
                 ex.id,
-                _text(res[1]),
+                as_text(res[1]),
                 extra={"redpromise_event": "already_completed", **event},
             )
         else:
