@@ -38,6 +38,7 @@ class Waiter:
         self._waiting: dict[str, set[asyncio.Future[Record]]] = {}
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def waiting(self) -> int:
@@ -83,17 +84,20 @@ class Waiter:
                     del self._waiting[id]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop listening, within a bounded time: a cancel landing inside a pending read
+        can stall, so the listener is also told to leave its loop by itself."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._closing = True
+            task.cancel()
+            await asyncio.wait({task}, timeout=2.0)
         self._subscribed.clear()
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
         backoff = 0.05
-        while True:
+        self._closing = False
+        while not self._closing:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(*self._keys.channels())
@@ -102,7 +106,7 @@ class Waiter:
                 # Anything may have completed while we were not subscribed.
                 await self._check(list(self._waiting))
                 next_poll = loop.time() + self._safety_poll
-                while True:
+                while not self._closing:
                     wait = max(0.0, min(1.0, next_poll - loop.time()))
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
                     ids: set[str] = set()
@@ -125,7 +129,7 @@ class Waiter:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(pubsub.aclose(), 2.0)  # type: ignore[no-untyped-call]
 
     def _collect(self, msg: dict[str, Any], ids: set[str]) -> None:
         if msg.get("type") != "message":

@@ -143,10 +143,11 @@ class Worker(Upkeep):
         another worker of the group reclaims it: nothing is lost.
         """
         self._stopping = True
+        # Bounded waits throughout: a cancel landing inside a pending read must not be
+        # able to hold the shutdown (entries left behind are reclaimed anyway).
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await asyncio.wait({self._reader}, timeout=5)
         tasks = [ex.task for ex in self._inflight.values() if ex.task is not None]
         if tasks:
             log.info("waiting up to %.1fs for %d in-flight functions", grace, len(tasks))
@@ -158,9 +159,8 @@ class Worker(Upkeep):
                 await asyncio.wait(late, timeout=5)
         for t in self._loops:
             t.cancel()
-        for t in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        if self._loops:
+            await asyncio.wait(self._loops, timeout=5)
         # Leaving is a courtesy (idle consumers are swept anyway): never hang on it.
         with contextlib.suppress(*_TRANSIENT, rex.ResponseError, TimeoutError):
             await asyncio.wait_for(self._leave(), 5)
