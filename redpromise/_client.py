@@ -400,16 +400,15 @@ class Redpromise:
             rec = await self.store.read(id)
             if rec is None:
                 raise PromiseNotFound(id)
-            if rec.pending and rec.timeout_at <= time.time() * 1000:
-                rec = await self._expire(rec)
+            rec = await self._expire_if_due(rec)
         return rec
 
-    async def _expire(self, rec: Record) -> Record:
+    async def _expire_if_due(self, rec: Record) -> Record:
         """Apply a passed timeout now, even with no worker alive (the lazy timeout)."""
-        blob = encode_error("PromiseTimedOut", "Promise timedout", self.settings.max_payload_bytes)
-        await self.store.complete(
-            rec.id, rec.group, None, "rejected_timedout", blob, require_due=True
-        )
+        if not rec.pending or rec.timeout_at > time.time() * 1000:
+            return rec
+        script, keys, args = self.store.timeout_call(rec.id, rec.group)
+        await self.store.batch.call(script, keys, args)
         return await self.store.read(rec.id) or rec
 
     async def _wait(self, id: str, timeout: float | None) -> Record:
@@ -421,9 +420,8 @@ class Redpromise:
             left = None if deadline is None else max(0.0, deadline - loop.time())
             async with translate_errors():
                 rec = await self._waiter.wait(id, left)
-                if rec is not None and rec.pending and rec.timeout_at <= time.time() * 1000:
-                    # No worker applied the promise's timeout: apply it now.
-                    rec = await self._expire(rec)
+                if rec is not None:
+                    rec = await self._expire_if_due(rec)
             if rec is not None and not rec.pending:
                 return rec
             if deadline is not None and loop.time() >= deadline:

@@ -10,7 +10,7 @@ from typing import Any
 from redis import exceptions as rex
 from redis.asyncio import Redis
 
-from ._codec import as_text
+from ._codec import as_text, encode_error
 from ._errors import CorruptRecord, StoreUnavailable
 from ._keys import Keys
 from ._options import Settings
@@ -24,6 +24,9 @@ STATES = frozenset({PENDING, "resolved", "rejected", "rejected_canceled", "rejec
 Call = tuple[Script | Command, Sequence[str], Sequence[Any]]
 
 _HMGET = Command("HMGET")
+
+# The stored outcome of every timed-out promise, whoever applies the timeout.
+_TIMED_OUT = encode_error("PromiseTimedOut", "Promise timedout", 1 << 20)
 
 _FIELDS = (
     "state",
@@ -185,6 +188,12 @@ class Store:
             "1" if require_due else "0",
         ]
         return self.scripts["complete"], keys, args
+
+    def timeout_call(self, id: str, group: str) -> Call:
+        """The timeout transition: ``rejected_timedout``, only once ``timeout_at`` passed."""
+        return self.complete_call(
+            id, group, None, "rejected_timedout", _TIMED_OUT, require_due=True
+        )
 
     async def complete(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 from redis import exceptions as rex
 from redis.asyncio import Redis
 
-from ._codec import as_text, encode_error
+from ._codec import as_text
 from ._keys import Keys
 from ._options import Settings
 from ._store import Store
@@ -167,18 +167,13 @@ class Upkeep:
             pipe.zrangebyscore(self.keys.timeouts(k), "-inf", now, start=0, num=100)
         res = await pipe.execute()
         calls = []
-        timed_out = encode_error("PromiseTimedOut", "Promise timedout", 1 << 20)
         for k in range(self.keys.partitions):
             for member in res[2 * k]:
                 group, _, id = as_text(member).partition("|")
                 calls.append(self.store.promote_call(k, group, id))
             for member in res[2 * k + 1]:
                 group, _, id = as_text(member).partition("|")
-                calls.append(
-                    self.store.complete_call(
-                        id, group, None, "rejected_timedout", timed_out, require_due=True
-                    )
-                )
+                calls.append(self.store.timeout_call(id, group))
         if not calls:
             return 0
         done = 0
