@@ -108,12 +108,20 @@ async def soak(args: argparse.Namespace, tmp: Path) -> int:
                     )
                     next_sample = time.monotonic() + args.sample
                 await asyncio.sleep(1.0 / args.rate)
-        # Records of completed promises expire after the short retention, so a promise
-        # counts as completed when the ledger holds its accepted completion.
+        # Records of completed promises expire after the short retention; a pending one
+        # never expires, so a missing record is a completed one and only "pending" is lost.
+        # (The ledger cannot decide it: a worker killed after Redis accepted its completion
+        # but before it wrote the ledger row leaves a completed promise with no row.)
         final = await c.drain(acked, expired_is_done=True)
+        lost = [k for k, v in final.items() if v["state"] == "pending"]
         db = sqlite3.connect(c.ledger)
         done = {row[0] for row in db.execute("SELECT pid FROM events WHERE kind='completed'")}
-        lost = [k for k, v in final.items() if v["state"] == "pending" or k not in done]
+        unlogged = sum(1 for k in acked if k not in done)
+        dead = 0
+        for k in range(keys.partitions):
+            dead += int(await r.xlen(keys.dead(k)))
+        print(f"completions with no ledger row (worker killed before logging): {unlogged}")
+        print(f"entries given up as poison (dead streams): {dead}")
     finally:
         await r.aclose()
         for p in [*c.workers, c.gateway]:
