@@ -16,8 +16,9 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
+
+from ._wire import exchange
 
 __all__ = [
     "CODES",
@@ -90,9 +91,9 @@ class Script:
             await redis.script_load(self.source)
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
 
-    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
-        """Add a call to a pipeline; use :func:`run_pipelined` to execute it."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+    def command(self, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        """The EVALSHA command of a call, for :func:`run_pipelined`."""
+        return ["EVALSHA", self.sha, len(keys), *keys, *args]
 
 
 class Command:
@@ -107,8 +108,8 @@ class Command:
     async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await redis.execute_command(self.name, *keys, *args)  # type: ignore[no-untyped-call]
 
-    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
-        pipe.execute_command(self.name, *keys, *args)
+    def command(self, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        return [self.name, *keys, *args]
 
 
 def load_scripts() -> dict[str, Script]:
@@ -125,20 +126,13 @@ async def run_pipelined(
     """
     if not calls:
         return []
-    pipe = redis.pipeline(transaction=False)
-    for script, keys, args in calls:
-        script.queue(pipe, keys, args)
-    results: list[Any] = await pipe.execute(raise_on_error=False)
+    results = await exchange(redis, [s.command(k, a) for s, k, a in calls])
     missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
     if missing:
         for script in {calls[i][0].name: calls[i][0] for i in missing}.values():
             if isinstance(script, Script):
                 await redis.script_load(script.source)
-        pipe = redis.pipeline(transaction=False)
-        for i in missing:
-            script, keys, args = calls[i]
-            script.queue(pipe, keys, args)
-        again = await pipe.execute(raise_on_error=False)
+        again = await exchange(redis, [calls[i][0].command(*calls[i][1:]) for i in missing])
         for i, r in zip(missing, again, strict=True):
             results[i] = r
     return results
@@ -188,11 +182,7 @@ class Coalescer:
         ],
     ) -> None:
         try:
-            if len(batch) == 1:
-                (script, keys, args), _ = batch[0]
-                results = [await script(self._redis, keys, args)]
-            else:
-                results = await run_pipelined(self._redis, [call for call, _ in batch])
+            results = await run_pipelined(self._redis, [call for call, _ in batch])
         except Exception as exc:
             for _, fut in batch:
                 if not fut.done():

@@ -8,11 +8,11 @@ Every redpromise transition must be safe to run twice; this makes that testable.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError
+from redis.exceptions import ConnectionError, NoScriptError
 
 from ._scripts import SCRIPT_NAMES, Script
 
@@ -22,10 +22,11 @@ __all__ = ["FaultyRedis"]
 class FaultyRedis:
     """Makes chosen commands of one client lose their reply *after* Redis ran them.
 
-    Patches ``redis.execute_command`` on the instance, so every user of that client
-    (a :class:`~redpromise.Redpromise`, its store, its worker) is affected. Pipelines
-    are not. A target is a redpromise script name (``"complete"``: its EVALSHA) or a
-    command name (``"HSET"``).
+    Patches ``redis.execute_command`` on the instance and hooks the batches redpromise
+    sends itself, so every user of that client (a :class:`~redpromise.Redpromise`, its
+    store, its worker) is affected; redis-py pipelines are not. A target is a
+    redpromise script name (``"complete"``: its EVALSHA) or a command name (``"HSET"``).
+    In a batch, losing one reply loses the whole batch's (the connection dropped).
     """
 
     def __init__(self, redis: Redis) -> None:
@@ -48,6 +49,29 @@ class FaultyRedis:
             raise ConnectionError(f"FaultyRedis: the reply to {target} was lost")
 
         redis.execute_command = execute_command  # type: ignore[method-assign]
+        redis._redpromise_faults = self  # type: ignore[attr-defined]
+
+    async def exchange(
+        self, commands: Sequence[Sequence[Any]], send: Callable[[], Awaitable[list[Any]]]
+    ) -> list[Any]:
+        """Hook for redpromise's own batches: they ran; now maybe lose their replies."""
+        result = await send()
+        hit = None
+        for command, reply in zip(commands, result, strict=True):
+            if isinstance(reply, NoScriptError):
+                continue  # it did not run: nothing ambiguous about it
+            target = self._target(tuple(command))
+            times, resend = self._armed.get(target, (0, False))
+            if times > 0:
+                hit = target, resend
+                self._armed[target] = (times - 1, resend)
+                self.lost.append(target)
+                break
+        if hit is None:
+            return result
+        if hit[1]:
+            return await send()
+        raise ConnectionError(f"FaultyRedis: the reply to {hit[0]} was lost")
 
     def _target(self, args: tuple[Any, ...]) -> str:
         command = str(args[0]).upper() if args else ""
