@@ -55,13 +55,13 @@ def main() -> None:
     with bench.redis_server() as (url, r):
         w = bench.Workers("redpromise", url, 1, 100, logdir)
         w.wait_ready()
-        spy = subprocess.Popen([str(PYSPY), "record", "--format", "raw", "-r", "200", "-o",
+        spy = subprocess.Popen([str(PYSPY), "record", "--format", "raw", "-r", "1000", "-o",
                                 str(OUT / "worker.txt"), "--pid", str(w.procs[0].pid)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)
         before = bench.commandstats(r)
         t = time.perf_counter()
-        cmd = [str(PYSPY), "record", "--format", "raw", "-r", "200", "-o",
+        cmd = [str(PYSPY), "record", "--format", "raw", "-r", "1000", "-o",
                str(OUT / "producer.txt"), "--", *bench.command(
                    "redpromise", "produce", "--url", url, "--mode", "throughput", "--n",
                    str(a.n), "--window", str(a.window))]

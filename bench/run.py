@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -253,11 +254,20 @@ def case(ctx: Ctx, lib: str, mode: str, n: int, workers: int) -> dict[str, Any]:
     try:
         w.wait_ready()
         before = commandstats(r)
+        cpu0 = (sum(cpu_seconds(p.pid) for p in w.procs), redis_cpu(r),
+                resource.getrusage(resource.RUSAGE_CHILDREN))
         pstats = ctx.logdir / f"{lib}-producer-{time.monotonic_ns()}.stats.json" if track else None
         res = produce(lib, ctx.url, mode, n, ctx.logdir, ctx.timeout, ctx.window, stats=pstats)
+        cpu1 = (sum(cpu_seconds(p.pid) for p in w.procs), redis_cpu(r),
+                resource.getrusage(resource.RUSAGE_CHILDREN))
         after = commandstats(r)
     finally:
         w.stop()
+    # CPU per job of each party (the producer's includes its start-up and warm-up): what
+    # each library costs, whatever else the shared machine was doing during the run.
+    prod = (cpu1[2].ru_utime + cpu1[2].ru_stime) - (cpu0[2].ru_utime + cpu0[2].ru_stime)
+    res["cpu_usec_per_job"] = {"producer": prod * 1e6 / n, "workers": (cpu1[0] - cpu0[0]) * 1e6 / n,
+                               "redis": (cpu1[1] - cpu0[1]) * 1e6 / n}
     delta = cmd_delta(before, after)
     total_jobs = n + 20  # the producer's warm-up jobs are inside the delta too
     res["redis_cmds_per_job"] = sum(c for c, _ in delta.values()) / total_jobs
@@ -380,6 +390,28 @@ def memory(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live descendants (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except (OSError, ValueError, IndexError):
+            continue
+        todo.extend(int(k) for k in kids)
+    return total
+
+
+def redis_cpu(r: redis.Redis) -> float:
+    info: Any = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -494,8 +526,8 @@ def table(results: dict[str, Any], libs: list[str]) -> str:  # noqa: C901
 
     lines = [
         "| library | jobs/s, 1 worker | jobs/s, 2 workers | p50 ms | p99 ms | "
-        "Redis cmds/job | Redis µs/job | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "Redis cmds/job | Redis µs/job | CPU µs/job: producer / worker / Redis | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for lib in libs:
         cells = [lib]
@@ -516,6 +548,9 @@ def table(results: dict[str, Any], libs: list[str]) -> str:  # noqa: C901
             notes.append(f"latency: {err[:140]}")
         cells.append(fmt(get(lib, "throughput_1", "redis_cmds_per_job"), 1))
         cells.append(fmt(get(lib, "throughput_1", "redis_usec_per_job"), 1))
+        cpu = results.get(lib, {}).get("throughput_1", {}).get("cpu_usec_per_job")
+        cells.append(" / ".join(f"{cpu[k]:.0f}" for k in ("producer", "workers", "redis"))
+                     if isinstance(cpu, dict) else "n/a")
         cells.append("; ".join(notes).replace("|", "/"))
         lines.append("| " + " | ".join(cells) + " |")
     out = ["\n".join(lines)]

@@ -43,6 +43,9 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TARGET = "poll://any@worker"
 
 
+_NO_OPTIONS = Options()
+
+
 def _connect(url: str) -> Redis:
     """A client whose pool waits for a free connection instead of failing when more
     than ``max_connections`` commands run at once, and whose commands retry after a
@@ -296,7 +299,9 @@ class Redpromise:
         """
         validate_id(id)
         validate_group(name)
-        opts = (options or Options()).merge(target=target, timeout=timeout, retry=retry, tags=tags)
+        opts = (options or _NO_OPTIONS).merge(
+            target=target, timeout=timeout, retry=retry, tags=tags
+        )
         group = parse_target(opts.target or DEFAULT_TARGET)
         limit = self.settings.max_payload_bytes
         payload = encode({"a": list(args), "k": kwargs}, limit)

@@ -30,12 +30,16 @@ def validate_id(id: object) -> str:
     if not id:
         raise InvalidId("promise id must not be empty")
     try:
-        size = len(id.encode("utf-8"))
+        size = len(id) if id.isascii() else len(id.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise InvalidId("promise id is not valid unicode (lone surrogate)") from exc
     if size > MAX_ID_BYTES:
         raise InvalidId(f"promise id is {size} bytes; the limit is {MAX_ID_BYTES}")
-    if any(unicodedata.category(c) == "Cc" for c in id):
+    if id.isascii():
+        # In ASCII exactly the control characters are not printable.
+        if not id.isprintable():
+            raise InvalidId("promise id must not contain control characters")
+    elif any(unicodedata.category(c) == "Cc" for c in id):
         raise InvalidId("promise id must not contain control characters")
     return id
 
@@ -55,29 +59,30 @@ def validate_group(group: object) -> str:
 class Keys:
     """Builds the keys of one namespace. Immutable; safe to share."""
 
-    __slots__ = ("meta", "namespace", "partitions")
+    __slots__ = ("_tags", "meta", "namespace", "partitions")
 
     def __init__(self, namespace: str = "rp", partitions: int = 16) -> None:
         self.namespace = namespace
         self.partitions = partitions
         self.meta = f"{namespace}:meta"
+        self._tags = [f"{{{namespace}:{k}}}" for k in range(partitions)]
 
     def partition(self, id: str) -> int:
         """The partition of a promise id."""
         return zlib.crc32(id.encode("utf-8")) % self.partitions
 
     def _tag(self, k: int) -> str:
-        return f"{{{self.namespace}:{k}}}"
+        return self._tags[k]
 
     def promise(self, id: str) -> str:
-        return f"{self._tag(self.partition(id))}:p:{id}"
+        return f"{self._tags[self.partition(id)]}:p:{id}"
 
     def steps(self, id: str) -> str:
-        return f"{self._tag(self.partition(id))}:s:{id}"
+        return f"{self._tags[self.partition(id)]}:s:{id}"
 
     def children(self, id: str) -> str:
         """The set of child promise ids a promise's executions created."""
-        return f"{self._tag(self.partition(id))}:k:{id}"
+        return f"{self._tags[self.partition(id)]}:k:{id}"
 
     def stream(self, k: int, group: str) -> str:
         return f"{self._tag(k)}:q:{group}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -164,6 +165,7 @@ def _policy_from_wire(data: Any) -> RetryPolicy | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def parse_target(target: str) -> str:
     """The group of a target: ``poll://any@<group>`` or a bare group name."""
     from ._keys import validate_group
@@ -193,8 +195,9 @@ class Options:
     """Free-form string tags stored with the promise."""
 
     def merge(self, **overrides: Any) -> Options:
-        """A copy with every non-``None`` override applied."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """A copy with every non-``None`` override applied (``self`` if there are none)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **changes) if changes else self
 
 
 def _env_seconds(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any
 
@@ -24,7 +25,9 @@ __all__ = ["Waiter"]
 
 log = logging.getLogger("redpromise.waiter")
 
-_DRAIN = 1000
+_MESSAGE = (b"message", "message")
+_PING_AFTER = 15.0  # seconds of silence before the listener pings its connection
+_SILENT = 10.0  # seconds a ping (or a subscription) may take before the link counts as dead
 
 
 class Waiter:
@@ -39,6 +42,7 @@ class Waiter:
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._checks: set[asyncio.Task[None]] = set()
 
     @property
     def waiting(self) -> int:
@@ -91,35 +95,25 @@ class Waiter:
             self._closing = True
             task.cancel()
             await asyncio.wait({task}, timeout=2.0)
+        checks, self._checks = self._checks, set()
+        for t in checks:
+            t.cancel()
+        if checks:
+            await asyncio.wait(checks, timeout=2.0)
         self._subscribed.clear()
 
     async def _listen(self) -> None:
-        loop = asyncio.get_running_loop()
         backoff = 0.05
         self._closing = False
         while not self._closing:
-            pubsub = self._redis.pubsub()
+            conn = None
             try:
-                await pubsub.subscribe(*self._keys.channels())
+                conn = await self._subscribe()
                 self._subscribed.set()
                 backoff = 0.05
                 # Anything may have completed while we were not subscribed.
                 await self._check(list(self._waiting))
-                next_poll = loop.time() + self._safety_poll
-                while not self._closing:
-                    wait = max(0.0, min(1.0, next_poll - loop.time()))
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
-                    ids: set[str] = set()
-                    while msg is not None and len(ids) < _DRAIN:
-                        self._collect(msg, ids)
-                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
-                    if msg is not None:
-                        self._collect(msg, ids)
-                    if ids:
-                        await self._check([i for i in ids if i in self._waiting])
-                    if loop.time() >= next_poll:
-                        await self._check(list(self._waiting))
-                        next_poll = loop.time() + self._safety_poll
+                await self._serve(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: resubscribe and re-read after backoff
@@ -128,16 +122,56 @@ class Waiter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pubsub.aclose(), 2.0)  # type: ignore[no-untyped-call]
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.disconnect(), 2.0)
 
-    def _collect(self, msg: dict[str, Any], ids: set[str]) -> None:
-        if msg.get("type") != "message":
-            return
-        data = msg.get("data")
-        id = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
-        if id in self._waiting:
-            ids.add(id)
+    async def _subscribe(self) -> Any:
+        """A connection of its own, in RESP2 (pub/sub replies as plain arrays whatever
+        protocol the client uses), subscribed to every partition's channel."""
+        pool = self._redis.connection_pool
+        conn: Any = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
+        channels = self._keys.channels()
+        try:
+            async with asyncio.timeout(_SILENT):
+                await conn.connect()
+                await conn.send_command("SUBSCRIBE", *channels)
+                for _ in channels:  # one confirmation per channel
+                    await conn.read_response(timeout=math.inf)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.disconnect(), 2.0)
+            raise
+        return conn
+
+    async def _serve(self, conn: Any) -> None:
+        """Read notifications until the connection fails or falls silent.
+
+        The read blocks without a timeout of its own (a timeout per message costs more
+        than the message); a ticker beside it runs the safety poll, pings a quiet
+        connection, and gives up on one that stays silent after a ping.
+        """
+        link = _Link(self, conn)
+        tasks = [asyncio.create_task(link.read()), asyncio.create_task(link.tick())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks, timeout=2.0)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._checks.add(task)
+        task.add_done_callback(self._checked)
+
+    def _checked(self, task: asyncio.Task[None]) -> None:
+        self._checks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A failed read is not lost: the next safety poll reads every waiter again.
+            log.warning("reading completed promises failed: %s", task.exception())
 
     async def _check(self, ids: list[str]) -> None:
         if not ids:
@@ -154,3 +188,54 @@ class Waiter:
                     fut.set_exception(rec)
                 else:
                     fut.set_result(rec)
+
+
+class _Link:
+    """One live subscription of a :class:`Waiter`: its reader and its ticker."""
+
+    def __init__(self, waiter: Waiter, conn: Any) -> None:
+        self.waiter = waiter
+        self.conn = conn
+        self.loop = asyncio.get_running_loop()
+        self.heard = self.loop.time()
+        self.ids: set[str] = set()
+        self.flushing = False
+
+    def flush(self) -> None:
+        self.flushing = False
+        batch, self.ids = self.ids, set()
+        waited = [i for i in batch if i in self.waiter._waiting]
+        if waited:
+            self.waiter._spawn(self.waiter._check(waited))
+
+    async def read(self) -> None:
+        while not self.waiter._closing:
+            msg = await self.conn.read_response(timeout=math.inf)
+            self.heard = self.loop.time()
+            if type(msg) is list and len(msg) == 3 and msg[0] in _MESSAGE:
+                data = msg[2]
+                self.ids.add(data.decode("utf-8", "replace") if type(data) is bytes else str(data))
+                if not self.flushing:
+                    # Everything already received is parsed before this runs: one
+                    # read of the waited-on promises per burst of notifications.
+                    self.flushing = True
+                    self.loop.call_soon(self.flush)
+
+    async def tick(self) -> None:
+        waiter = self.waiter
+        next_poll = self.loop.time() + waiter._safety_poll
+        pinged = False
+        while not waiter._closing:
+            await asyncio.sleep(min(1.0, waiter._safety_poll))
+            now = self.loop.time()
+            if now >= next_poll:
+                next_poll = now + waiter._safety_poll
+                waiter._spawn(waiter._check(list(waiter._waiting)))
+            quiet = now - self.heard
+            if quiet < _PING_AFTER:
+                pinged = False
+            elif not pinged:
+                pinged = True
+                await self.conn.send_command("PING")
+            elif quiet > _PING_AFTER + _SILENT:
+                raise ConnectionError(f"subscription silent for {quiet:.0f}s after a ping")

@@ -25,6 +25,12 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 __all__ = ["exchange", "pack"]
 
+_hiredis_pack: Any
+try:  # hiredis (the ``redis[hiredis]`` extra) packs in C, five times faster
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency; kept for odd installs
+    _hiredis_pack = None
+
 
 def _arg(a: Any) -> bytes:
     t = type(a)
@@ -43,6 +49,15 @@ def _arg(a: Any) -> bytes:
 
 def pack(commands: Sequence[Sequence[Any]]) -> bytes:
     """RESP-encode a batch of commands (each a sequence of ``str``/``bytes``/``int``)."""
+    if _hiredis_pack is not None:
+        try:
+            return b"".join([_hiredis_pack(tuple(c)) for c in commands])
+        except TypeError as exc:
+            raise DataError(f"invalid argument for a Redis command: {exc}") from exc
+    return _pack(commands)
+
+
+def _pack(commands: Sequence[Sequence[Any]]) -> bytes:
     out: list[bytes] = []
     add = out.append
     for command in commands:

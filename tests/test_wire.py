@@ -1,0 +1,78 @@
+"""Batches sent as one pre-packed buffer: encoding, error replies in place, replay."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import DataError, NoScriptError, ResponseError
+
+from redpromise import _wire
+from redpromise._client import _connect
+from redpromise._wire import exchange, pack
+from tests.redis_server import RedisServer
+
+COMMANDS = [
+    ["SET", "k", b"\x00\xff binary"],
+    ["EVALSHA", "a" * 40, 2, "{ns:1}:p:é", "{ns:1}:s:é", 86_400_000, -1, ""],
+    ["PING"],
+]
+
+
+def test_pure_python_packing_matches_hiredis() -> None:
+    assert _wire._pack(COMMANDS) == pack(COMMANDS)
+    assert pack([["SET", "k", 1]]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n"
+
+
+@pytest.mark.parametrize("bad", [None, True, [1], {"a": 1}])
+def test_unsupported_argument_types_are_refused(bad: object) -> None:
+    with pytest.raises(DataError):
+        pack([["SET", "k", bad]])
+    with pytest.raises(DataError):
+        _wire._pack([["SET", "k", bad]])
+
+
+async def test_replies_come_back_in_order_with_errors_in_their_slots(
+    redis: Redis, namespace: str
+) -> None:
+    key = f"{namespace}:w"
+    out = await exchange(
+        redis,
+        [
+            ["SET", key, "v"],
+            ["EVALSHA", "0" * 40, 0],
+            ["HGET", key, "f"],  # wrong type
+            ["GET", key],
+        ],
+    )
+    assert out[0] in (b"OK", "OK", True)
+    assert isinstance(out[1], NoScriptError)
+    assert isinstance(out[2], ResponseError) and "WRONGTYPE" in str(out[2])
+    assert out[3] == b"v"
+
+
+async def test_connection_is_reusable_after_a_batch_with_errors(
+    redis: Redis, namespace: str
+) -> None:
+    key = f"{namespace}:c"
+    for i in range(3):
+        out = await exchange(redis, [["INCR", key], ["NOSUCHCOMMAND"], ["GET", key]])
+        assert out[0] == i + 1
+        assert isinstance(out[1], ResponseError)
+        assert out[2] == str(i + 1).encode()
+
+
+@pytest.mark.real
+async def test_a_killed_connection_is_replaced_and_the_batch_resent(
+    own_redis_server: RedisServer,
+) -> None:
+    client = _connect(own_redis_server.url)  # redpromise's own client: pool + Retry
+    admin = Redis.from_url(own_redis_server.url)
+    try:
+        await exchange(client, [["SET", "r", "1"]])  # a pooled connection now exists
+        killed = await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        assert killed >= 1
+        out = await exchange(client, [["INCR", "r"], ["GET", "r"]])
+        assert out == [2, b"2"]
+    finally:
+        await client.aclose()
+        await admin.aclose()
