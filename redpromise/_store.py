@@ -60,6 +60,13 @@ class translate_errors:
             raise CorruptRecord(f"a key of the wrong type in Redis: {exc}") from exc
 
 
+def _typed(exc: BaseException) -> BaseException:
+    """The redpromise error for an error reply read in a batch (as translate_errors)."""
+    if isinstance(exc, rex.ResponseError) and str(exc).startswith("WRONGTYPE"):
+        return CorruptRecord(f"a key of the wrong type in Redis: {exc}")
+    return exc
+
+
 def _int(v: Any, default: int = 0) -> int:
     try:
         return int(v)
@@ -130,11 +137,12 @@ class Store:
 
     async def read_many(self, ids: Sequence[str]) -> list[Record | BaseException | None]:
         """Read several promises in one round trip; a corrupt one comes back as its error."""
-        pipe = self.redis.pipeline(transaction=False)
-        for id in ids:
-            pipe.hmget(self.keys.promise(id), list(_FIELDS))
+        calls: list[Call] = [(_HMGET, [self.keys.promise(id)], _FIELDS) for id in ids]
         out: list[Record | BaseException | None] = []
-        for id, raw in zip(ids, await pipe.execute(), strict=True):
+        for id, raw in zip(ids, await run_pipelined(self.redis, calls), strict=True):
+            if isinstance(raw, BaseException):
+                out.append(_typed(raw))
+                continue
             try:
                 out.append(Record.parse(id, raw))
             except CorruptRecord as exc:

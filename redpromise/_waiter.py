@@ -64,10 +64,11 @@ class Waiter:
         try:
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._listen(), name="redpromise-waiter")
-            try:
-                await asyncio.wait_for(self._subscribed.wait(), timeout)
-            except TimeoutError:
-                return None
+            if not self._subscribed.is_set():
+                try:
+                    await asyncio.wait_for(self._subscribed.wait(), timeout)
+                except TimeoutError:
+                    return None
             rec = await self._store.read(id)
             if rec is None:
                 raise PromiseNotFound(id)

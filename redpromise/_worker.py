@@ -33,6 +33,7 @@ from ._options import RetryPolicy, Settings, _policy_from_wire
 from ._registry import Function
 from ._scripts import CODES
 from ._upkeep import Upkeep
+from ._wire import exchange
 
 if TYPE_CHECKING:
     from ._client import Redpromise
@@ -85,6 +86,17 @@ class Execution:
             self.lost = CODES.get(code, str(code))
 
 
+def _id_field(fields: Any) -> Any:
+    """The ``id`` field of a stream entry: a dict (parsed by redis-py) or a flat list."""
+    if isinstance(fields, dict):
+        return fields.get(b"id", fields.get("id"))
+    if isinstance(fields, list):
+        for i in range(0, len(fields) - 1, 2):
+            if fields[i] in (b"id", "id"):
+                return fields[i + 1]
+    return None
+
+
 class Worker(Upkeep):
     """Runs the registered functions of one group. Use through :class:`Redpromise`."""
 
@@ -113,6 +125,8 @@ class Worker(Upkeep):
         self._cursors = ["0-0"] * self.keys.partitions
         self._reconcile_at = (0, 0)  # (partition, offset) in the timeouts zsets
         self._streams = [self.keys.stream(k, group) for k in range(self.keys.partitions)]
+        self._stream_index = {s: k for k, s in enumerate(self._streams)}
+        self._read_head = ["XREADGROUP", "GROUP", group, self.consumer, "COUNT"]
         self._poison = encode_error(
             "PoisonError",
             f"delivered more than {self.settings.max_deliveries} times without completing "
@@ -191,6 +205,7 @@ class Worker(Upkeep):
     async def _read_loop(self) -> None:
         backoff = 0.05
         block_ms = int(self.settings.block.total_seconds() * 1000)
+        read_tail = ["BLOCK", block_ms, "STREAMS", *self._streams, *[">"] * len(self._streams)]
         while not self._stopping:
             free = self.settings.concurrency - len(self._inflight)
             if free <= 0:
@@ -199,13 +214,9 @@ class Worker(Upkeep):
                 continue
             count = max(1, min(free, 500) // self.keys.partitions)
             try:
-                resp = await self.redis.xreadgroup(
-                    self.group,
-                    self.consumer,
-                    dict.fromkeys(self._streams, ">"),
-                    count=count,
-                    block=block_ms,
-                )
+                (resp,) = await exchange(self.redis, [[*self._read_head, count, *read_tail]])
+                if isinstance(resp, rex.ResponseError):
+                    raise resp
                 backoff = 0.05
             except rex.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -221,15 +232,14 @@ class Worker(Upkeep):
             await self._guard(self._acquire(self._parse_read(resp)))
 
     def _parse_read(self, resp: Any) -> list[tuple[int, str, Any]]:
+        """Entries of a raw XREADGROUP reply: a map (RESP3) or pairs (RESP2) of streams."""
         out: list[tuple[int, str, Any]] = []
         items = resp.items() if isinstance(resp, dict) else (resp or [])
-        index = {s: k for k, s in enumerate(self._streams)}
+        index = self._stream_index
         for stream, entries in items:
-            k = index.get(as_text(stream))
+            k = index.get(stream if type(stream) is str else as_text(stream))
             if k is None:
                 continue
-            if isinstance(entries, list) and entries and isinstance(entries[0], list):
-                entries = entries[0]
             for entry_id, fields in entries:
                 out.append((k, as_text(entry_id), fields))
         return out
@@ -246,7 +256,7 @@ class Worker(Upkeep):
         calls, valid = [], []
         garbage: list[tuple[int, str]] = []
         for k, entry, fields in deliveries:
-            raw = fields.get(b"id", fields.get("id")) if isinstance(fields, dict) else None
+            raw = _id_field(fields)
             if raw is None:
                 garbage.append((k, entry))
                 continue
