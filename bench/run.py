@@ -541,7 +541,7 @@ def table(results: dict[str, Any], libs: list[str]) -> str:  # noqa: C901
             cells.append(fmt(v) + ratio(v, ref) if v is not None else "n/a")
             rr = results.get(lib, {}).get(key, {}).get("runs")
             if rr and len(rr) > 1:
-                cells[-1] += f" [{rr[0]:,}–{rr[-1]:,}]"
+                cells[-1] += f" [{rr[0]:,}-{rr[-1]:,}]"
             err = results.get(lib, {}).get(key, {}).get("error")
             if err:
                 notes.append(f"{key}: {err[:140]}")
