@@ -24,12 +24,14 @@ OUT = bench.HERE / "profiles"
 
 
 def top(path: Path, k: int = 15) -> str:
+    """Top frames by self and inclusive time, of the event loop's samples only (start-up
+    imports, slowed down many times by the sampler, would otherwise dominate)."""
     self_t: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if not stack:
+        if not stack or "Runner.run" not in stack:
             continue
         c = int(n)
         total += c
@@ -37,7 +39,7 @@ def top(path: Path, k: int = 15) -> str:
         self_t[frames[-1]] += c
         for f in set(frames):
             incl[f] += c
-    out = [f"{path.name}: {total} samples", "  self:"]
+    out = [f"{path.name}: {total} samples in the event loop", "  self:"]
     out += [f"    {c / total:6.1%}  {f}" for f, c in self_t.most_common(k)]
     out.append("  inclusive:")
     out += [f"    {c / total:6.1%}  {f}" for f, c in incl.most_common(k + 25)

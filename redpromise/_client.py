@@ -125,6 +125,11 @@ class Redpromise:
         self.settings = settings or Settings()
         self.url = url or DEFAULT_URL
         self._own_redis = redis is None
+        if redis is not None and redis.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ConfigurationError(
+                "the Redis client decodes responses (decode_responses=True); redpromise "
+                "stores binary msgpack and needs a client that returns bytes"
+            )
         self.redis: Redis = redis or _connect(self.url)
         self.keys = Keys(self.settings.namespace, self.settings.partitions)
         self.store = Store(self.redis, self.keys, self.settings)

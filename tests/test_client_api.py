@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+import fakeredis
 import pytest
 from redis.asyncio import Redis
 
@@ -21,6 +22,7 @@ from redpromise import (
     PromiseRejected,
     PromiseTimedOut,
     Redpromise,
+    Settings,
 )
 from redpromise._codec import decode
 
@@ -241,3 +243,12 @@ async def test_options_bag_merges_with_explicit_arguments(make_rp: MakeRp) -> No
     rec2 = await rp.store.read("p2")
     assert rec2 is not None and rec2.group == "h"
     assert rec2.timeout_at - rec2.created_at == 30_000
+
+
+async def test_client_that_decodes_responses_is_refused_at_construction(namespace: str) -> None:
+    decoding = fakeredis.FakeAsyncRedis(decode_responses=True)
+    try:
+        with pytest.raises(ConfigurationError, match="decode_responses"):
+            Redpromise(group="g", settings=Settings(namespace=namespace), redis=decoding)
+    finally:
+        await decoding.aclose()
