@@ -81,6 +81,7 @@ async def soak(args: argparse.Namespace, tmp: Path) -> int:
         end = time.monotonic() + args.minutes * 60
         next_kill = time.monotonic() + args.kill_every
         next_sample = time.monotonic()
+        next_begin = time.monotonic()
         i = 0
         async with aiohttp.ClientSession() as s:
             while time.monotonic() < end:
@@ -107,7 +108,10 @@ async def soak(args: argparse.Namespace, tmp: Path) -> int:
                         flush=True,
                     )
                     next_sample = time.monotonic() + args.sample
-                await asyncio.sleep(1.0 / args.rate)
+                # Paced by the clock, not by a sleep after each request: the rate is the
+                # rate asked for, whatever the latency of one begin.
+                next_begin += 1.0 / args.rate
+                await asyncio.sleep(max(0.0, next_begin - time.monotonic()))
         # Records of completed promises expire after the short retention; a pending one
         # never expires, so a missing record is a completed one and only "pending" is lost.
         # (The ledger cannot decide it: a worker killed after Redis accepted its completion
