@@ -131,7 +131,10 @@ class Waiter:
         """A connection of its own, in RESP2 (pub/sub replies as plain arrays whatever
         protocol the client uses), subscribed to every partition's channel."""
         pool = self._redis.connection_pool
-        conn: Any = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
+        # Its own pings only (see _Link.tick): redis-py's health check would read the
+        # PONG itself, racing the reader for the replies of one connection.
+        kwargs = {**pool.connection_kwargs, "protocol": 2, "health_check_interval": 0}
+        conn: Any = pool.connection_class(**kwargs)
         channels = self._keys.channels()
         try:
             async with asyncio.timeout(_SILENT):
@@ -225,18 +228,18 @@ class _Link:
     async def tick(self) -> None:
         waiter = self.waiter
         next_poll = self.loop.time() + waiter._safety_poll
-        pinged = False
+        pinged_at: float | None = None
         while not waiter._closing:
             await asyncio.sleep(min(1.0, waiter._safety_poll))
             now = self.loop.time()
             if now >= next_poll:
                 next_poll = now + waiter._safety_poll
                 waiter._spawn(waiter._check(list(waiter._waiting)))
-            quiet = now - self.heard
-            if quiet < _PING_AFTER:
-                pinged = False
-            elif not pinged:
-                pinged = True
-                await self.conn.send_command("PING")
-            elif quiet > _PING_AFTER + _SILENT:
-                raise ConnectionError(f"subscription silent for {quiet:.0f}s after a ping")
+            if pinged_at is not None and self.heard >= pinged_at:
+                pinged_at = None  # heard from Redis since the ping: the link is alive
+            if pinged_at is None:
+                if now - self.heard >= _PING_AFTER:
+                    pinged_at = now
+                    await self.conn.send_command("PING", check_health=False)
+            elif now - pinged_at > _SILENT:
+                raise ConnectionError(f"no reply to a ping within {now - pinged_at:.0f}s")

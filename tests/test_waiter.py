@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from redpromise import Redpromise
+from redpromise import Redpromise, _waiter
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.redis_server import RedisServer
@@ -70,4 +70,37 @@ async def test_waiter_resubscribes_after_its_connection_is_killed(
     finally:
         await rp.stop()
         await outsider.stop()
+        await admin.aclose()
+
+
+@pytest.mark.real
+async def test_quiet_subscription_is_pinged_without_being_dropped(
+    own_redis_server: RedisServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A client with a short health check: redis-py's own check must not race the
+    # listener for the PONG of the listener's ping (it did, and dropped the link).
+    monkeypatch.setattr(_waiter, "_PING_AFTER", 0.3)
+    admin = Redis.from_url(own_redis_server.url)
+    client = Redis.from_url(own_redis_server.url, health_check_interval=1)
+    rp = Redpromise(group="nobody", settings=fast_settings(namespace, **NO_POLL), redis=client)
+    try:
+        await rp.begin_rpc("quiet", "f", 1, target="nobody")
+        waiting = asyncio.create_task((await rp.get("quiet")).result())
+        await assert_eventually(lambda: rp._waiter.waiting == 1)
+        before = {c["id"] for c in await pubsub_clients(admin)}
+        pings = int((await admin.info("commandstats"))["cmdstat_ping"]["calls"])
+        await asyncio.sleep(3.5)  # several quiet periods, each answered by a ping
+        after = {c["id"] for c in await pubsub_clients(admin)}
+        stats = await admin.info("commandstats")
+        assert int(stats["cmdstat_ping"]["calls"]) - pings >= 2
+        assert after == before, "the subscription was dropped and re-made"
+        assert "lost its subscription" not in caplog.text
+        await rp.resolve("quiet", "heard")
+        assert await asyncio.wait_for(waiting, 10) == "heard"
+    finally:
+        await rp.stop()
+        await client.aclose()
         await admin.aclose()
