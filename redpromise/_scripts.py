@@ -97,16 +97,12 @@ class Script:
 
 
 class Command:
-    """A plain Redis command with the same calling shape as :class:`Script`, so reads can
-    share a :class:`Coalescer` pipeline with the scripts."""
+    """A plain Redis command that can share a :class:`Coalescer` batch with the scripts."""
 
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
         self.name = name
-
-    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await redis.execute_command(self.name, *keys, *args)  # type: ignore[no-untyped-call]
 
     def command(self, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         return [self.name, *keys, *args]
@@ -142,9 +138,9 @@ class Coalescer:
     """Sends the calls made during one event-loop turn as one pipeline.
 
     Many executions finishing (or checkpointing), or many requests beginning or reading
-    promises, cost one round trip together instead of one each. A lone call is sent as
-    it is. Every script is replay-safe, so a
-    connection error fails every call of the batch and each caller retries its own.
+    promises, cost one round trip together instead of one each (a lone call is a batch of
+    one). Every script is replay-safe, so a connection error that outlasts the client's
+    retries fails every call of the batch and each caller retries its own.
     """
 
     def __init__(self, redis: Redis, max_batch: int = 1000) -> None:

@@ -54,14 +54,14 @@ class translate_errors:
         return None
 
     async def __aexit__(self, typ: type[BaseException] | None, exc: Any, tb: Any) -> None:
-        if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
-            raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
-        if isinstance(exc, rex.ResponseError) and str(exc).startswith("WRONGTYPE"):
-            raise CorruptRecord(f"a key of the wrong type in Redis: {exc}") from exc
+        if exc is not None and (typed := _typed(exc)) is not exc:
+            raise typed from exc
 
 
 def _typed(exc: BaseException) -> BaseException:
-    """The redpromise error for an error reply read in a batch (as translate_errors)."""
+    """The redpromise error a redis-py error stands for (itself if none)."""
+    if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
+        return StoreUnavailable(f"Redis unavailable: {exc}")
     if isinstance(exc, rex.ResponseError) and str(exc).startswith("WRONGTYPE"):
         return CorruptRecord(f"a key of the wrong type in Redis: {exc}")
     return exc
