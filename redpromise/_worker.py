@@ -237,7 +237,7 @@ class Worker(Upkeep):
         items = resp.items() if isinstance(resp, dict) else (resp or [])
         index = self._stream_index
         for stream, entries in items:
-            k = index.get(stream if type(stream) is str else as_text(stream))
+            k = index.get(as_text(stream))
             if k is None:
                 continue
             for entry_id, fields in entries:

@@ -123,8 +123,13 @@ def test_per_call_non_retryable_survives_the_stored_form() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [None, "exponential", {"kind": "bogus", "delay": 1}, {"kind": "linear"},
-     {"kind": "constant", "delay": "soon"}],
+    [
+        None,
+        "exponential",
+        {"kind": "bogus", "delay": 1},
+        {"kind": "linear"},
+        {"kind": "constant", "delay": "soon"},
+    ],
 )
 def test_unreadable_stored_policy_is_ignored(data: Any) -> None:
     assert _policy_from_wire(data) is None
@@ -201,16 +206,29 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_settings_from_env_reads_every_variable(env: pytest.MonkeyPatch) -> None:
     values = {
-        "NAMESPACE": "ns", "PARTITIONS": "8", "LEASE": "2.5", "CONCURRENCY": "7",
-        "MAX_DELIVERIES": "4", "TIMEOUT": "60", "RETENTION": "none",
-        "MAX_PAYLOAD_BYTES": "4096", "SHUTDOWN_GRACE": "3",
+        "NAMESPACE": "ns",
+        "PARTITIONS": "8",
+        "LEASE": "2.5",
+        "CONCURRENCY": "7",
+        "MAX_DELIVERIES": "4",
+        "TIMEOUT": "60",
+        "RETENTION": "none",
+        "MAX_PAYLOAD_BYTES": "4096",
+        "SHUTDOWN_GRACE": "3",
     }
     for k, v in values.items():
         env.setenv(f"REDPROMISE_{k}", v)
     got = Settings.from_env(concurrency=9)
     assert got == Settings(
-        namespace="ns", partitions=8, lease=s(2.5), concurrency=9, max_deliveries=4,
-        timeout=s(60), retention=None, max_payload_bytes=4096, shutdown_grace=s(3),
+        namespace="ns",
+        partitions=8,
+        lease=s(2.5),
+        concurrency=9,
+        max_deliveries=4,
+        timeout=s(60),
+        retention=None,
+        max_payload_bytes=4096,
+        shutdown_grace=s(3),
     )
 
 

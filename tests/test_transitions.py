@@ -134,8 +134,12 @@ async def test_acquire_past_max_deliveries_rejects_as_poison(store: Store) -> No
     assert decode_error(rec.value)[0] == "PoisonError"
     dead = await xrange(store, store.keys.dead(store.keys.partition("p1")))
     assert len(dead) == 1
-    assert dead[0][1] == {b"id": b"p1", b"group": b"g", b"entry": entry.encode(),
-                          b"deliveries": b"4"}
+    assert dead[0][1] == {
+        b"id": b"p1",
+        b"group": b"g",
+        b"entry": entry.encode(),
+        b"deliveries": b"4",
+    }
     assert await pel(store, "p1") == []
     assert await store.redis.xlen(stream(store, "p1")) == 0
 
@@ -340,9 +344,7 @@ async def test_completed_promise_keeps_only_its_record_with_retention_ttl(store:
     assert retention - 60_000 < ttl <= retention
 
 
-async def test_retention_none_keeps_completed_record_forever(
-    redis: Redis, namespace: str
-) -> None:
+async def test_retention_none_keeps_completed_record_forever(redis: Redis, namespace: str) -> None:
     store = Store(redis, Keys(namespace), Settings(namespace=namespace, retention=None))
     _, v = await running(store, "p1")
     await store.retry("p1", G, v, 0, b"err")  # a member in delayed, too
