@@ -38,15 +38,12 @@ class FaultyRedis:
 
         async def execute_command(*args: Any, **options: Any) -> Any:
             result = await inner(*args, **options)
-            target = self._target(args)
-            times, resend = self._armed.get(target, (0, False))
-            if times <= 0:
+            hit = self._lose(args)
+            if hit is None:
                 return result
-            self._armed[target] = (times - 1, resend)
-            self.lost.append(target)
-            if resend:  # what redis-py's Retry does: send it again, return that reply
+            if hit[1]:  # what redis-py's Retry does: send it again, return that reply
                 return await inner(*args, **options)
-            raise ConnectionError(f"FaultyRedis: the reply to {target} was lost")
+            raise ConnectionError(f"FaultyRedis: the reply to {hit[0]} was lost")
 
         redis.execute_command = execute_command  # type: ignore[method-assign]
         redis._redpromise_faults = self  # type: ignore[attr-defined]
@@ -58,20 +55,24 @@ class FaultyRedis:
         result = await send()
         hit = None
         for command, reply in zip(commands, result, strict=True):
-            if isinstance(reply, NoScriptError):
-                continue  # it did not run: nothing ambiguous about it
-            target = self._target(tuple(command))
-            times, resend = self._armed.get(target, (0, False))
-            if times > 0:
-                hit = target, resend
-                self._armed[target] = (times - 1, resend)
-                self.lost.append(target)
+            # A NOSCRIPT reply did not run: nothing ambiguous about it.
+            if not isinstance(reply, NoScriptError) and (hit := self._lose(tuple(command))):
                 break
         if hit is None:
             return result
         if hit[1]:
             return await send()
         raise ConnectionError(f"FaultyRedis: the reply to {hit[0]} was lost")
+
+    def _lose(self, args: tuple[Any, ...]) -> tuple[str, bool] | None:
+        """``(target, resend)`` if this call's reply is to be lost (one armed loss used)."""
+        target = self._target(args)
+        times, resend = self._armed.get(target, (0, False))
+        if times <= 0:
+            return None
+        self._armed[target] = (times - 1, resend)
+        self.lost.append(target)
+        return target, resend
 
     def _target(self, args: tuple[Any, ...]) -> str:
         command = str(args[0]).upper() if args else ""
