@@ -22,6 +22,7 @@ from ._errors import (
     PromiseRejected,
     PromiseTimedOut,
     RedpromiseError,
+    StoreError,
     StoreUnavailable,
 )
 from ._options import Constant, Exponential, Linear, Never, Options, RetryPolicy, Settings
@@ -51,6 +52,7 @@ __all__ = [
     "RedpromiseError",
     "RetryPolicy",
     "Settings",
+    "StoreError",
     "StoreUnavailable",
     "run_worker",
 ]

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
-from redis import exceptions as rex
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -24,7 +23,7 @@ from ._errors import (
     PromiseNotFound,
     PromiseRejected,
     PromiseTimedOut,
-    StoreUnavailable,
+    StoreError,
 )
 from ._keys import Keys, validate_group, validate_id
 from ._options import Options, RetryPolicy, Settings, parse_target
@@ -215,13 +214,19 @@ class Redpromise:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect, check the namespace, and start working if functions are registered."""
+        """Connect, check the namespace, and start working if functions are registered.
+
+        Raises :class:`StoreUnavailable` when Redis is down or refusing for now (retry
+        later) and :class:`ConfigurationError` when the settings or the Redis user's
+        rights are wrong. Once started, a worker rides out Redis outages by itself.
+        """
         await self._ready()
         await self._warn_eviction()
         if self.registry and self._worker is None:
-            self._worker = Worker(self)
+            worker = Worker(self)
             async with translate_errors():
-                await self._worker.start()
+                await worker.start()
+            self._worker = worker
             log.info(
                 "worker %s serving group %r: %s",
                 self.consumer,
@@ -253,6 +258,18 @@ class Redpromise:
         """The running worker, if this process serves a group."""
         return self._worker
 
+    def health(self) -> dict[str, Any]:
+        """What this process's worker loops are doing, as JSON-ready data.
+
+        ``{"live": bool, "ready": bool, "loops": {"read": {...}, ...}}``: ``live`` is
+        false when a loop died or stopped iterating (restart the process); ``ready`` is
+        false while Redis fails a loop (the worker waits it out by itself). A process
+        without a worker is always live and ready.
+        """
+        if self._worker is None:
+            return {"live": True, "ready": True, "loops": {}}
+        return self._worker.supervisor.health()
+
     async def _ready(self) -> None:
         if self._checked:
             return
@@ -268,11 +285,10 @@ class Redpromise:
 
     async def _warn_eviction(self) -> None:
         try:
-            cfg = await self.redis.config_get("maxmemory-policy")
-        except rex.ResponseError:
-            return  # CONFIG may be forbidden by ACL: nothing to check
-        except (rex.ConnectionError, rex.TimeoutError) as exc:
-            raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+            async with translate_errors():
+                cfg = await self.redis.config_get("maxmemory-policy")
+        except (ConfigurationError, StoreError):
+            return  # CONFIG may be forbidden by ACL, or renamed away: nothing to check
         raw: Any = next(iter(cfg.values()), None) if cfg else None
         policy = raw.decode() if isinstance(raw, bytes) else raw
         if policy and policy != "noeviction":

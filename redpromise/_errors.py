@@ -3,11 +3,14 @@
 ::
 
     RedpromiseError
-    ├── ConfigurationError        bad settings, or a namespace made with other settings
+    ├── ConfigurationError        bad settings, a namespace made with other settings, or
+    │                             a Redis user without a right redpromise needs (NOPERM)
     ├── InvalidId                 (also ValueError) an id or group name we refuse to store
     ├── PayloadError              (also ValueError) a value msgpack cannot carry
     │   └── PayloadTooLarge       an encoded payload over the configured limit
-    ├── StoreUnavailable          Redis unreachable or timing out (wraps redis-py errors)
+    ├── StoreUnavailable          Redis unreachable, timing out, or refusing for now
+    │                             (BUSY, LOADING, MISCONF, READONLY, OOM, TRYAGAIN, …): retry
+    ├── StoreError                Redis answered an error redpromise does not expect
     ├── CorruptRecord             a record in Redis that redpromise did not write
     ├── PromiseNotFound           (also KeyError) no promise with this id
     ├── PromiseRejected           the promise was rejected; carries the remote error
@@ -34,6 +37,7 @@ __all__ = [
     "PromiseRejected",
     "PromiseTimedOut",
     "RedpromiseError",
+    "StoreError",
     "StoreUnavailable",
 ]
 
@@ -43,7 +47,15 @@ class RedpromiseError(Exception):
 
 
 class ConfigurationError(RedpromiseError):
-    """Settings are invalid, or disagree with those the namespace was created with."""
+    """Settings are invalid, disagree with those the namespace was created with, or the
+    Redis user lacks a right redpromise needs (``NOPERM``, ``NOAUTH``, ``WRONGPASS``).
+
+    ``reason`` is the error reply's code when Redis refused (else ``""``).
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class InvalidId(RedpromiseError, ValueError):
@@ -59,11 +71,33 @@ class PayloadTooLarge(PayloadError):
 
 
 class StoreUnavailable(RedpromiseError):
-    """Redis could not be reached or did not answer in time.
+    """Redis could not be reached, did not answer in time, or refused for now.
+
+    Raised for connection loss and timeouts, and for the error replies of a Redis that
+    will accept the operation again once an operator or a failover fixes it: ``BUSY``,
+    ``LOADING``, ``MISCONF``, ``READONLY``, ``OOM``, ``TRYAGAIN``, ``CLUSTERDOWN``,
+    ``MASTERDOWN``. ``reason`` names the condition (the error reply's code, or
+    ``ConnectionError`` / ``TimeoutError``).
 
     The operation may or may not have been applied; every redpromise operation is safe to
     repeat with the same id.
     """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StoreError(RedpromiseError):
+    """Redis refused an operation with an error reply redpromise does not expect.
+
+    Not retryable as such: it points at a bug or at a server redpromise does not support.
+    ``reason`` is the error reply's code (``ERR`` when it has none).
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class CorruptRecord(RedpromiseError):

@@ -13,30 +13,57 @@ from collections.abc import Callable, Sequence
 
 from ._client import Redpromise
 from ._errors import RedpromiseError, StoreUnavailable
+from ._health import serve_health
 
 __all__ = ["event_loop_factory", "load_target", "main", "run_worker"]
 
 log = logging.getLogger("redpromise")
 
 
-async def run_worker(rp: Redpromise) -> None:
+async def run_worker(
+    rp: Redpromise, *, health_port: int | None = None, health_host: str = "127.0.0.1"
+) -> None:
     """Start ``rp``, serve until SIGTERM or SIGINT, then stop gracefully.
 
     On the signal the worker stops reading, lets in-flight functions finish within
     ``Settings.shutdown_grace`` and leaves the rest to be reclaimed by other workers.
+    Redis outages and error replies are ridden out (logged once per cause). If one of the
+    worker's loops ends unexpectedly (a bug, not Redis), the worker stops and this raises
+    ``SystemExit`` with the reason: the process exits non-zero for its supervisor to
+    restart it. ``health_port`` serves ``/healthz`` and ``/readyz`` (see
+    :meth:`Redpromise.health`).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    server: asyncio.Server | None = None
+    reason = ""
     try:
         await rp.start()
-        await stop.wait()
-        log.info("signal received: stopping gracefully")
+        if health_port is not None:
+            server = await serve_health(health_host, health_port, rp.health)
+            log.info("health on http://%s:%d/healthz", health_host, health_port)
+        waits = [asyncio.ensure_future(stop.wait())]
+        if rp.worker is not None:
+            waits.append(asyncio.ensure_future(rp.worker.supervisor.died.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if stop.is_set():
+            log.info("signal received: stopping gracefully")
+        elif rp.worker is not None:
+            reason = rp.worker.supervisor.reason
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if server is not None:
+            server.close()
         await rp.stop()
+    if reason:
+        raise SystemExit(f"redpromise: worker stopped: {reason}")
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -63,12 +90,35 @@ def load_target(spec: str) -> Redpromise:
     return obj
 
 
+def _env_port(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"redpromise: {name}={raw!r} is not a port number") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m redpromise")
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker", help="run a worker process for a Redpromise instance")
     w.add_argument("target", help="module:attr of a Redpromise (or a factory returning one)")
     w.add_argument("--log-level", default="INFO")
+    w.add_argument(
+        "--health-port",
+        type=int,
+        default=_env_port("REDPROMISE_HEALTH_PORT"),
+        help="serve /healthz (loops alive) and /readyz (Redis answering) on this port "
+        "(env REDPROMISE_HEALTH_PORT)",
+    )
+    w.add_argument(
+        "--health-host",
+        default=os.environ.get("REDPROMISE_HEALTH_HOST") or "127.0.0.1",
+        help="address for --health-port (env REDPROMISE_HEALTH_HOST; 0.0.0.0 for a "
+        "Kubernetes probe)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -77,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rp = load_target(args.target)
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(run_worker(rp))
+            runner.run(
+                run_worker(rp, health_port=args.health_port, health_host=args.health_host)
+            )
     except StoreUnavailable as exc:
         print(f"redpromise: cannot reach Redis at {rp.url}: {exc}", file=sys.stderr)
         return 2

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis import exceptions as rex
 from redis.asyncio import Redis
 
 from ._codec import as_text, encode_error
-from ._errors import CorruptRecord, StoreUnavailable
+from ._errors import CorruptRecord
+from ._faults import typed
 from ._keys import Keys
 from ._options import Settings
 from ._scripts import Coalescer, Command, Script, load_scripts, run_pipelined
@@ -42,7 +42,7 @@ _FIELDS = (
 
 
 class translate_errors:
-    """Turn redis-py's connection and type errors into redpromise's.
+    """Turn redis-py's errors into redpromise's (see :func:`redpromise._faults.typed`).
 
     A class rather than an ``asynccontextmanager``: it wraps every client call, and a
     generator-based context manager costs several times more per use.
@@ -54,17 +54,8 @@ class translate_errors:
         return None
 
     async def __aexit__(self, typ: type[BaseException] | None, exc: Any, tb: Any) -> None:
-        if exc is not None and (typed := _typed(exc)) is not exc:
-            raise typed from exc
-
-
-def _typed(exc: BaseException) -> BaseException:
-    """The redpromise error a redis-py error stands for (itself if none)."""
-    if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
-        return StoreUnavailable(f"Redis unavailable: {exc}")
-    if isinstance(exc, rex.ResponseError) and str(exc).startswith("WRONGTYPE"):
-        return CorruptRecord(f"a key of the wrong type in Redis: {exc}")
-    return exc
+        if exc is not None and (err := typed(exc)) is not exc:
+            raise err from exc
 
 
 def _int(v: Any, default: int = 0) -> int:
@@ -141,7 +132,7 @@ class Store:
         out: list[Record | BaseException | None] = []
         for id, raw in zip(ids, await run_pipelined(self.redis, calls), strict=True):
             if isinstance(raw, BaseException):
-                out.append(_typed(raw))
+                out.append(typed(raw))
                 continue
             try:
                 out.append(Record.parse(id, raw))

@@ -1,25 +1,28 @@
 """The worker's upkeep: reclaim from silent workers, reconcile, sweep, promote, time out.
 
-A mixin of :class:`~redpromise._worker.Worker`, kept apart because none of it runs a
-function: it only moves entries and promises between states.
+Kept apart from :class:`~redpromise._worker.Worker` because none of it runs a function:
+it only moves entries and promises between states. Each method is one iteration of a
+supervised loop (see :mod:`redpromise._supervise`): a failure of Redis as a whole is
+raised, to be logged and retried with backoff; a problem confined to one key (a
+``WRONGTYPE``) is logged once per key and the other keys go on being served.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rex
-from redis.asyncio import Redis
 
 from ._codec import as_text
-from ._keys import Keys
-from ._options import Settings
-from ._store import Store
+from ._faults import cause_of, retryable
+from ._supervise import CauseLog
+
+if TYPE_CHECKING:
+    from ._worker import Worker
 
 __all__ = ["Upkeep"]
 
@@ -29,59 +32,82 @@ log = logging.getLogger("redpromise.worker")
 class Upkeep:
     """Periodic work every worker does for its group (and, for promote, for all)."""
 
-    redis: Redis
-    store: Store
-    keys: Keys
-    settings: Settings
-    group: str
-    consumer: str
-    _inflight: dict[tuple[int, str], Any]
-    _stopping: bool
-    _cursors: list[str]
-    _streams: list[str]
-    _lease_ms: int
-    _sweep_every: float
-    _reconcile_at: tuple[int, int]
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.redis = worker.redis
+        self.store = worker.store
+        self.keys = worker.keys
+        self.settings = worker.settings
+        self.group = worker.group
+        self.consumer = worker.consumer
+        self._lease_ms = int(worker.lease * 1000)
+        # A consumer silent for ten leases with nothing pending is gone; sweeping it is
+        # safe (a live one that was swept is re-created by its next read).
+        self._sweep_every = max(10 * worker.lease, 5.0)
+        self._next_sweep = time.monotonic() + self._sweep_every
+        self._cursors = ["0-0"] * self.keys.partitions
+        self._reconcile_at = (0, 0)  # (partition, offset) in the timeouts zsets
+        self._key_faults: dict[str, CauseLog] = {}
 
-    async def _guard(self, coro: Any) -> None:
-        raise NotImplementedError
+    def key_fault(self, key: str, exc: BaseException) -> None:
+        """Log a problem confined to one key, once per key and cause (rate-limited)."""
+        causes = self._key_faults.get(key)
+        if causes is None:
+            causes = self._key_faults[key] = CauseLog(f"key {key}", log)
+        causes.failed(exc)
 
-    async def _acquire(self, deliveries: Sequence[tuple[int, str, Any]]) -> None:
-        raise NotImplementedError
-
-    async def ensure_groups(self) -> None:
-        raise NotImplementedError
-
-    async def _reclaim_loop(self) -> None:
-        every = self.settings.reclaim_every.total_seconds()
-        next_sweep = time.monotonic() + self._sweep_every
-        while True:
-            await asyncio.sleep(every)
-            if self._stopping:
+    def raise_first(self, results: Sequence[Any], keys: Sequence[str]) -> None:
+        """Log per-key errors among ``results``; raise the first error of Redis as a whole."""
+        first: BaseException | None = None
+        for res, key in zip(results, keys, strict=True):
+            if not isinstance(res, BaseException):
                 continue
-            await self._guard(self.reclaim())
-            await self._guard(self.reconcile(self.settings.reconcile_batch))
-            if time.monotonic() > next_sweep:
-                next_sweep = time.monotonic() + self._sweep_every
-                await self._guard(self.sweep_consumers())
+            if retryable(res) or cause_of(res) == "NOPERM":
+                first = first or res
+            else:
+                self.key_fault(key, res)
+        if first is not None:
+            raise first
+
+    async def tick(self) -> None:
+        """One round of the reclaim loop: reclaim, reconcile, and now and then sweep."""
+        w = self.worker
+        if w.stopping:
+            return
+        if w.bad_partitions:
+            await w.ensure_groups()
+        await self.reclaim()
+        await self.reconcile(self.settings.reconcile_batch)
+        if time.monotonic() > self._next_sweep:
+            self._next_sweep = time.monotonic() + self._sweep_every
+            await self.sweep_consumers()
 
     async def reclaim(self) -> int:
         """Claim entries idle longer than the lease and acquire them; returns how many."""
-        free = self.settings.concurrency - len(self._inflight)
+        w = self.worker
+        free = self.settings.concurrency - w.inflight
         if free <= 0:
             return 0
+        parts = [k for k in range(self.keys.partitions) if k not in w.bad_partitions]
         pipe = self.redis.pipeline(transaction=False)
-        for k, s in enumerate(self._streams):
+        for k in parts:
             pipe.xautoclaim(
-                s, self.group, self.consumer, self._lease_ms, self._cursors[k], count=min(free, 100)
+                w.streams[k],
+                self.group,
+                self.consumer,
+                self._lease_ms,
+                self._cursors[k],
+                count=min(free, 100),
             )
+        results = await pipe.execute(raise_on_error=False)
         claimed: list[tuple[int, str, Any]] = []
-        for k, res in enumerate(await pipe.execute(raise_on_error=False)):
-            if isinstance(res, rex.ResponseError) and "NOGROUP" in str(res):
-                await self.ensure_groups()
+        missing = False
+        for k, res in zip(parts, results, strict=True):
+            if isinstance(res, rex.ResponseError) and cause_of(res) == "NOGROUP":
+                missing = True
                 continue
             if isinstance(res, BaseException):
-                raise res
+                continue
             self._cursors[k] = as_text(res[0])
             for item in res[1]:
                 if item is None:
@@ -92,7 +118,10 @@ class Upkeep:
                 claimed.append((k, as_text(entry), fields))
         if claimed:
             log.info("reclaimed %d entries of silent workers", len(claimed))
-            await self._acquire(claimed)
+            await w.acquire(claimed)
+        if missing:
+            await w.ensure_groups()
+        self.raise_first(results, [w.streams[k] for k in parts])
         return len(claimed)
 
     async def reconcile(self, budget: int) -> int:
@@ -102,7 +131,14 @@ class Upkeep:
         call, so a full pass costs little per tick. Returns how many were re-dispatched.
         """
         k, offset = self._reconcile_at
-        members = await self.redis.zrange(self.keys.timeouts(k), offset, offset + budget - 1)
+        key = self.keys.timeouts(k)
+        try:
+            members = await self.redis.zrange(key, offset, offset + budget - 1)
+        except rex.ResponseError as exc:
+            if retryable(exc) or cause_of(exc) == "NOPERM":
+                raise
+            self.key_fault(key, exc)
+            members = []
         self._reconcile_at = (
             ((k + 1) % self.keys.partitions, 0) if len(members) < budget else (k, offset + budget)
         )
@@ -111,35 +147,38 @@ class Upkeep:
             for group, _, id in (as_text(m).partition("|") for m in members)
             if group == self.group
         ]
-        if not ids:
+        if not ids or k in self.worker.bad_partitions:
             return 0
         last = ""
         with contextlib.suppress(rex.ResponseError):
-            for g in await self.redis.xinfo_groups(self._streams[k]):
+            for g in await self.redis.xinfo_groups(self.worker.streams[k]):
                 if as_text(g.get("name", b"")) == self.group:
                     last = as_text(g.get("last-delivered-id", b""))
         calls = [self.store.reconcile_call(k, self.group, id, last) for id in ids]
+        results = await self.store.pipelined(calls)
         fixed = [
             id
-            for id, r in zip(ids, await self.store.pipelined(calls), strict=True)
+            for id, r in zip(ids, results, strict=True)
             if not isinstance(r, BaseException) and int(r[0]) == 1
         ]
         if fixed:
             log.warning(
                 "re-dispatched %d promises whose entry had vanished: %s", len(fixed), fixed[:5]
             )
+        self.raise_first(results, [self.keys.promise(id) for id in ids])
         return len(fixed)
 
     async def sweep_consumers(self) -> None:
         """Delete consumers of the group with nothing pending that have been idle long."""
         idle_ms = int(self._sweep_every * 1000)
+        streams = self.worker.streams
         pipe = self.redis.pipeline(transaction=False)
-        for s in self._streams:
+        for s in streams:
             pipe.xinfo_consumers(s, self.group)
         infos = await pipe.execute(raise_on_error=False)
         pipe = self.redis.pipeline(transaction=False)
         n = 0
-        for s, info in zip(self._streams, infos, strict=True):
+        for s, info in zip(streams, infos, strict=True):
             if isinstance(info, BaseException):
                 continue
             for c in info:
@@ -152,34 +191,31 @@ class Upkeep:
 
     # -- promote and timeouts -----------------------------------------------------------
 
-    async def _promote_loop(self) -> None:
-        every = self.settings.poll_interval.total_seconds()
-        while True:
-            await asyncio.sleep(every)
-            await self._guard(self.promote())
-
     async def promote(self) -> int:
         """Dispatch due retries and time out expired promises; returns how many moved."""
         now = int(time.time() * 1000)
+        zkeys: list[str] = []
         pipe = self.redis.pipeline(transaction=False)
         for k in range(self.keys.partitions):
-            pipe.zrangebyscore(self.keys.delayed(k), "-inf", now, start=0, num=100)
-            pipe.zrangebyscore(self.keys.timeouts(k), "-inf", now, start=0, num=100)
-        res = await pipe.execute()
+            for key in (self.keys.delayed(k), self.keys.timeouts(k)):
+                zkeys.append(key)
+                pipe.zrangebyscore(key, "-inf", now, start=0, num=100)
+        res = await pipe.execute(raise_on_error=False)
+        self.raise_first(res, zkeys)
         calls = []
         for k in range(self.keys.partitions):
-            for member in res[2 * k]:
+            due, expired = res[2 * k], res[2 * k + 1]
+            for member in due if isinstance(due, list) else ():
                 group, _, id = as_text(member).partition("|")
                 calls.append(self.store.promote_call(k, group, id))
-            for member in res[2 * k + 1]:
+            for member in expired if isinstance(expired, list) else ():
                 group, _, id = as_text(member).partition("|")
                 calls.append(self.store.timeout_call(id, group))
         if not calls:
             return 0
-        done = 0
-        for r in await self.store.pipelined(calls):
-            if isinstance(r, BaseException):
-                log.warning("promote step failed: %s", r)
-            elif int(r[0]) == 1:
-                done += 1
+        results = await self.store.pipelined(calls)
+        done = sum(1 for r in results if not isinstance(r, BaseException) and int(r[0]) == 1)
+        # promote's KEYS[2] and complete's KEYS[1] are the promise hash.
+        promises = [str(keys[1] if s.name == "promote" else keys[0]) for s, keys, _ in calls]
+        self.raise_first(results, promises)
         return done

@@ -4,6 +4,11 @@ The process subscribes once to every partition's completion channel. A waiter re
 its future, makes sure the subscription is live, and only then reads the state, so a
 completion announced in between is never missed. After a reconnect, and every
 ``safety_poll``, everything still waited on is read again (pub/sub is at-most-once).
+
+While the subscription cannot be made (Redis down, or a user without the channel
+rights: ``NOPERM``), waits do not hang: they read the promise every
+:data:`_POLL_UNSUBSCRIBED` seconds instead, and the listener keeps trying, logging each
+distinct cause once.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from ._backoff import Backoff
 from ._errors import PromiseNotFound
 from ._keys import Keys
 from ._store import Record, Store
+from ._supervise import CauseLog
 
 __all__ = ["Waiter"]
 
@@ -28,6 +35,8 @@ log = logging.getLogger("redpromise.waiter")
 _MESSAGE = (b"message", "message")
 _PING_AFTER = 15.0  # seconds of silence before the listener pings its connection
 _SILENT = 10.0  # seconds a ping (or a subscription) may take before the link counts as dead
+_SUBSCRIBE_WAIT = 1.0  # seconds a wait gives a new subscription before reading anyway
+_POLL_UNSUBSCRIBED = 1.0  # seconds between reads of a waited promise while unsubscribed
 
 
 class Waiter:
@@ -43,6 +52,8 @@ class Waiter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._checks: set[asyncio.Task[None]] = set()
+        self._causes = CauseLog("completion listener", log)
+        self._read_causes = CauseLog("reading completed promises", log)
 
     @property
     def waiting(self) -> int:
@@ -65,10 +76,9 @@ class Waiter:
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._listen(), name="redpromise-waiter")
             if not self._subscribed.is_set():
-                try:
-                    await asyncio.wait_for(self._subscribed.wait(), timeout)
-                except TimeoutError:
-                    return None
+                limit = _SUBSCRIBE_WAIT if timeout is None else min(timeout, _SUBSCRIBE_WAIT)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._subscribed.wait(), limit)
             rec = await self._store.read(id)
             if rec is None:
                 raise PromiseNotFound(id)
@@ -77,6 +87,9 @@ class Waiter:
             wait = max(0.0, rec.timeout_at / 1000 - time.time()) + 0.05
             if timeout is not None:
                 wait = min(wait, max(0.0, timeout - (loop.time() - start)))
+            if not self._subscribed.is_set():
+                # No notification can come: read again soon rather than wait for one.
+                wait = min(wait, _POLL_UNSUBSCRIBED)
             try:
                 return await asyncio.wait_for(fut, wait)
             except TimeoutError:
@@ -104,14 +117,15 @@ class Waiter:
         self._subscribed.clear()
 
     async def _listen(self) -> None:
-        backoff = 0.05
+        backoff = Backoff(0.05, 2.0)
         self._closing = False
         while not self._closing:
             conn = None
             try:
                 conn = await self._subscribe()
                 self._subscribed.set()
-                backoff = 0.05
+                self._causes.ok()
+                backoff.reset()
                 # Anything may have completed while we were not subscribed.
                 await self._check(list(self._waiting))
                 await self._serve(conn)
@@ -119,9 +133,8 @@ class Waiter:
                 raise
             except Exception as exc:  # any failure: resubscribe and re-read after backoff
                 self._subscribed.clear()
-                log.warning("completion listener lost its subscription (%s); reconnecting", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                self._causes.failed(exc)
+                await asyncio.sleep(backoff.next())
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
@@ -173,9 +186,14 @@ class Waiter:
 
     def _checked(self, task: asyncio.Task[None]) -> None:
         self._checks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
             # A failed read is not lost: the next safety poll reads every waiter again.
-            log.warning("reading completed promises failed: %s", task.exception())
+            self._read_causes.failed(exc)
+        else:
+            self._read_causes.ok()
 
     async def _check(self, ids: list[str]) -> None:
         if not ids:

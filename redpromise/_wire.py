@@ -39,22 +39,26 @@ def pack(commands: Sequence[Sequence[Any]]) -> bytes:
         raise DataError(f"invalid argument for a Redis command: {exc}") from exc
 
 
-async def exchange(redis: Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
+async def exchange(
+    redis: Redis, commands: Sequence[Sequence[Any]], *, resend: bool = True
+) -> list[Any]:
     """Send ``commands`` in one write; their replies in order.
 
     An error reply comes back in its slot as the exception redis-py maps it to (e.g.
     ``NoScriptError``); a connection failure is retried per the client's ``Retry`` by
-    resending the whole batch, then raised.
+    resending the whole batch, then raised. ``resend=False`` is for commands that are not
+    replay-safe (``XREADGROUP ... >`` delivers new entries each time): a failure is
+    raised at once, and the caller decides.
     """
     packed = pack(commands)
     n = len(commands)
     faults = getattr(redis, "_redpromise_faults", None)  # redpromise.testing.FaultyRedis
     if faults is not None:
-        return await faults.exchange(commands, lambda: _send(redis, packed, n))  # type: ignore[no-any-return]
-    return await _send(redis, packed, n)
+        return await faults.exchange(commands, lambda: _send(redis, packed, n, resend))  # type: ignore[no-any-return]
+    return await _send(redis, packed, n, resend)
 
 
-async def _send(redis: Redis, packed: bytes, n: int) -> list[Any]:
+async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
     pool = redis.connection_pool
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
@@ -65,6 +69,12 @@ async def _send(redis: Redis, packed: bytes, n: int) -> list[Any]:
         async def failed(_error: Exception) -> None:
             await conn.disconnect()
 
+        if not resend:
+            try:
+                return await once()
+            except BaseException:
+                await conn.disconnect()
+                raise
         out: list[Any] = await conn.retry.call_with_retry(once, failed)
         return out
     finally:

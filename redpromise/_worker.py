@@ -1,6 +1,9 @@
 """The worker runtime: read the group's streams, run functions, keep leases, reclaim.
 
-One worker per process serves one group. Four loops run beside the executions:
+One worker per process serves one group. Four supervised loops (see
+:mod:`redpromise._supervise`: a Redis failure is logged once per cause and retried with
+backoff; any other failure ends the process's worker with a reason) run beside the
+executions:
 
 - read: ``XREADGROUP`` on every partition's stream, then one pipelined ``acquire`` per
   entry (the fence advances there), then each function runs in its own task;
@@ -26,12 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rex
 
+from ._backoff import Backoff
 from ._codec import as_text, decode, encode, encode_error, error_of
 from ._context import Context, Suspend
 from ._errors import LeaseLost, NondeterminismError, PayloadError
+from ._faults import cause_of, retryable
 from ._options import RetryPolicy, Settings, _policy_from_wire
 from ._registry import Function
 from ._scripts import CODES
+from ._supervise import Supervisor
 from ._upkeep import Upkeep
 from ._wire import exchange
 
@@ -43,6 +49,12 @@ __all__ = ["Execution", "Worker"]
 log = logging.getLogger("redpromise.worker")
 
 _TRANSIENT = (rex.ConnectionError, rex.TimeoutError, OSError)
+
+
+def _waitable(exc: BaseException) -> bool:
+    """A failure a write should wait out: Redis down or refusing for now, or a right
+    an operator is expected to grant back."""
+    return retryable(exc) or cause_of(exc) == "NOPERM"
 
 
 @dataclass(eq=False)
@@ -78,7 +90,16 @@ class Execution:
             raise LeaseLost(f"execution of {self.id!r} has not renewed its lease in time")
 
     async def checkpoint(self, seq: int, blob: bytes) -> int:
-        return await self.worker.store.checkpoint(self.id, self.version, seq, blob)
+        """Record step ``seq``; the fence's reply code. Waits out a Redis outage for up
+        to one lease, then gives the execution up (:class:`LeaseLost`): it is redelivered
+        and replays to the last recorded step."""
+        code = await self.worker.persist(
+            lambda: self.worker.store.checkpoint(self.id, self.version, seq, blob)
+        )
+        if code is None:
+            self.lost = "Redis unavailable for a whole lease"
+            raise LeaseLost(f"execution of {self.id!r} could not checkpoint: {self.lost}")
+        return int(code)
 
     def stop_reason(self, code: int) -> None:
         """Record why the fence refused this execution (it must stop)."""
@@ -97,7 +118,7 @@ def _id_field(fields: Any) -> Any:
     return None
 
 
-class Worker(Upkeep):
+class Worker:
     """Runs the registered functions of one group. Use through :class:`Redpromise`."""
 
     def __init__(self, client: Redpromise) -> None:
@@ -111,22 +132,20 @@ class Worker(Upkeep):
         self.suspend_after = self.settings.suspend_after.total_seconds()
         self.keys = store.keys
         self.lease = self.settings.lease.total_seconds()
-        self._lease_ms = int(self.lease * 1000)
-        # A consumer silent for ten leases with nothing pending is gone; sweeping it is
-        # safe (a live one that was swept is re-created by its next read).
-        self._sweep_every = max(10 * self.lease, 5.0)
         self._inflight: dict[tuple[int, str], Execution] = {}
         self._sem = asyncio.Semaphore(self.settings.concurrency)
         self._room = asyncio.Event()
         self._room.set()
         self._stopping = False
-        self._loops: list[asyncio.Task[None]] = []
-        self._reader: asyncio.Task[None] | None = None
-        self._cursors = ["0-0"] * self.keys.partitions
-        self._reconcile_at = (0, 0)  # (partition, offset) in the timeouts zsets
-        self._streams = [self.keys.stream(k, group) for k in range(self.keys.partitions)]
-        self._stream_index = {s: k for k, s in enumerate(self._streams)}
+        self.streams = [self.keys.stream(k, group) for k in range(self.keys.partitions)]
+        self._stream_index = {s: k for k, s in enumerate(self.streams)}
+        # Partitions whose stream key holds something else (WRONGTYPE): left out of
+        # every read until the key is fixed, so the other partitions go on being served.
+        self.bad_partitions: set[int] = set()
         self._read_head = ["XREADGROUP", "GROUP", group, self.consumer, "COUNT"]
+        self._read_tail: list[Any] = []
+        self.supervisor = Supervisor(log)
+        self.upkeep = Upkeep(self)
         self._poison = encode_error(
             "PoisonError",
             f"delivered more than {self.settings.max_deliveries} times without completing "
@@ -139,16 +158,19 @@ class Worker(Upkeep):
     def inflight(self) -> int:
         return len(self._inflight)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.ensure_groups()
-        self._reader = asyncio.create_task(self._read_loop(), name="redpromise-read")
-        self._loops = [
-            asyncio.create_task(self._heartbeat_loop(), name="redpromise-heartbeat"),
-            asyncio.create_task(self._reclaim_loop(), name="redpromise-reclaim"),
-            asyncio.create_task(self._promote_loop(), name="redpromise-promote"),
-        ]
+        s, sup = self.settings, self.supervisor
+        sup.spawn("read", self._read_once, 0)
+        sup.spawn("heartbeat", self.heartbeat, s.heartbeat_every.total_seconds())
+        sup.spawn("reclaim", self.upkeep.tick, s.reclaim_every.total_seconds())
+        sup.spawn("promote", self.upkeep.promote, s.poll_interval.total_seconds())
 
     async def stop(self, grace: float) -> None:
         """Stop reading, let in-flight functions finish for ``grace`` s, leave the rest.
@@ -159,9 +181,7 @@ class Worker(Upkeep):
         self._stopping = True
         # Bounded waits throughout: a cancel landing inside a pending read must not be
         # able to hold the shutdown (entries left behind are reclaimed anyway).
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.wait({self._reader}, timeout=5)
+        await self.supervisor.stop(("read",), timeout=5)
         tasks = [ex.task for ex in self._inflight.values() if ex.task is not None]
         if tasks:
             log.info("waiting up to %.1fs for %d in-flight functions", grace, len(tasks))
@@ -171,10 +191,7 @@ class Worker(Upkeep):
             if late:
                 log.warning("left %d functions for other workers to reclaim", len(late))
                 await asyncio.wait(late, timeout=5)
-        for t in self._loops:
-            t.cancel()
-        if self._loops:
-            await asyncio.wait(self._loops, timeout=5)
+        await self.supervisor.stop(timeout=5)
         # Leaving is a courtesy (idle consumers are swept anyway): never hang on it.
         with contextlib.suppress(*_TRANSIENT, rex.ResponseError, TimeoutError):
             await asyncio.wait_for(self._leave(), 5)
@@ -182,54 +199,90 @@ class Worker(Upkeep):
     async def _leave(self) -> None:
         """Delete this consumer from streams where it holds nothing pending."""
         pipe = self.redis.pipeline(transaction=False)
-        for s in self._streams:
+        for s in self.streams:
             pipe.xpending_range(s, self.group, "-", "+", 1, consumername=self.consumer)
         pending = await pipe.execute(raise_on_error=False)
         pipe = self.redis.pipeline(transaction=False)
-        for s, p in zip(self._streams, pending, strict=True):
+        for s, p in zip(self.streams, pending, strict=True):
             if isinstance(p, list) and not p:
                 pipe.xgroup_delconsumer(s, self.group, self.consumer)
         await pipe.execute(raise_on_error=False)
 
     async def ensure_groups(self) -> None:
-        """Create the group on every partition's stream (from the start: nothing missed)."""
+        """Create the group on every partition's stream (from the start: nothing missed).
+
+        Also how the worker recovers from a wiped dataset (``NOGROUP``). A stream key
+        holding another type is logged and its partition left out of reads until fixed.
+        """
         pipe = self.redis.pipeline(transaction=False)
-        for s in self._streams:
+        for s in self.streams:
             pipe.xgroup_create(s, self.group, id="0", mkstream=True)
-        for r in await pipe.execute(raise_on_error=False):
-            if isinstance(r, Exception) and "BUSYGROUP" not in str(r):
-                raise r
+        first: BaseException | None = None
+        bad = set()
+        for k, r in enumerate(await pipe.execute(raise_on_error=False)):
+            if not isinstance(r, Exception) or "BUSYGROUP" in str(r):
+                continue
+            if cause_of(r) == "WRONGTYPE":
+                bad.add(k)
+                self.upkeep.key_fault(self.streams[k], r)
+            else:
+                first = first or r
+        if first is not None:
+            raise first
+        if bad != self.bad_partitions:
+            if self.bad_partitions - bad:
+                log.info("streams usable again: %s", sorted(self.bad_partitions - bad))
+            self.bad_partitions = bad
+            self._read_tail = []
 
     # -- reading and acquiring ----------------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        backoff = 0.05
-        block_ms = int(self.settings.block.total_seconds() * 1000)
-        read_tail = ["BLOCK", block_ms, "STREAMS", *self._streams, *[">"] * len(self._streams)]
-        while not self._stopping:
-            free = self.settings.concurrency - len(self._inflight)
-            if free <= 0:
-                self._room.clear()
-                await self._room.wait()
-                continue
-            count = max(1, min(free, 500) // self.keys.partitions)
-            try:
-                (resp,) = await exchange(self.redis, [[*self._read_head, count, *read_tail]])
-                if isinstance(resp, rex.ResponseError):
-                    raise resp
-                backoff = 0.05
-            except rex.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("consumer group missing (Redis lost it?): creating it again")
-                await self._guard(self.ensure_groups())
-                continue
-            except _TRANSIENT as exc:
-                log.warning("reading %s failed (%s); retrying in %.2fs", self.group, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            await self._guard(self._acquire(self._parse_read(resp)))
+    async def _read_once(self) -> None:
+        """One iteration of the read loop: wait for a free slot, read, acquire."""
+        free = self.settings.concurrency - len(self._inflight)
+        if free <= 0:
+            self._room.clear()
+            self.supervisor.idle("read", True)
+            await self._room.wait()
+            self.supervisor.idle("read", False)
+            return
+        if not self._read_tail:
+            block_ms = int(self.settings.block.total_seconds() * 1000)
+            streams = [s for k, s in enumerate(self.streams) if k not in self.bad_partitions]
+            if not streams:
+                await asyncio.sleep(self.settings.block.total_seconds())
+                return
+            self._read_tail = ["BLOCK", block_ms, "STREAMS", *streams, *[">"] * len(streams)]
+        count = max(1, min(free, 500) // self.keys.partitions)
+        # Not resent after a connection failure: a second XREADGROUP would deliver other
+        # entries, and those of a lost reply wait in our pending list until reclaimed.
+        (resp,) = await exchange(
+            self.redis, [[*self._read_head, count, *self._read_tail]], resend=False
+        )
+        if isinstance(resp, rex.ResponseError):
+            cause = cause_of(resp)
+            if cause == "NOGROUP":
+                await self.ensure_groups()
+            elif cause == "WRONGTYPE":
+                await self._find_bad_streams()
+            raise resp
+        await self.acquire(self._parse_read(resp))
+
+    async def _find_bad_streams(self) -> None:
+        """Which partition's stream key holds another type (one WRONGTYPE fails a read of
+        every stream): log it and leave it out of reads until it is fixed."""
+        pipe = self.redis.pipeline(transaction=False)
+        for s in self.streams:
+            pipe.type(s)
+        types = [as_text(t) for t in await pipe.execute()]
+        bad = {k for k, t in enumerate(types) if t not in ("stream", "none")}
+        for k in bad - self.bad_partitions:
+            self.upkeep.key_fault(
+                self.streams[k],
+                rex.ResponseError(f"WRONGTYPE {self.streams[k]} holds a {types[k]}, not a stream"),
+            )
+        self.bad_partitions |= bad
+        self._read_tail = []
 
     def _parse_read(self, resp: Any) -> list[tuple[int, str, Any]]:
         """Entries of a raw XREADGROUP reply: a map (RESP3) or pairs (RESP2) of streams."""
@@ -244,15 +297,14 @@ class Worker(Upkeep):
                 out.append((k, as_text(entry_id), fields))
         return out
 
-    async def _guard(self, coro: Any) -> None:
-        """Run one step of a loop; a Redis outage is logged, never fatal."""
-        try:
-            await coro
-        except _TRANSIENT as exc:
-            log.warning("Redis unavailable (%s); will retry", exc)
-            await asyncio.sleep(0.5)
+    async def acquire(self, deliveries: Sequence[tuple[int, str, Any]]) -> None:
+        """Acquire delivered entries (pipelined) and start an execution for each.
 
-    async def _acquire(self, deliveries: Sequence[tuple[int, str, Any]]) -> None:
+        An entry whose acquire Redis refused for now (``MISCONF``, ``OOM``, …) stays in
+        this consumer's pending list and is reclaimed after the lease; the first such
+        error is raised once the others are handled. Only an entry that can never be
+        acquired (no promise id, a corrupt record) goes to the dead stream.
+        """
         calls, valid = [], []
         garbage: list[tuple[int, str]] = []
         for k, entry, fields in deliveries:
@@ -267,13 +319,19 @@ class Worker(Upkeep):
             valid.append((k, entry, id))
         if garbage:
             await self._bury(garbage, "entry without a promise id")
-        if not calls:
-            return
+        if calls:
+            await self._acquire_calls(calls, valid)
+
+    async def _acquire_calls(self, calls: list[Any], valid: list[tuple[int, str, str]]) -> None:
         # The lease is counted from when acquire was *sent*: a process frozen while the
         # reply waited in its socket must not wake up believing its lease is fresh.
         sent = time.monotonic()
         results = await self.store.pipelined(calls)
+        deferred: BaseException | None = None
         for (k, entry, id), res in zip(valid, results, strict=True):
+            if isinstance(res, BaseException) and _waitable(res):
+                deferred = deferred or res
+                continue
             if isinstance(res, rex.ResponseError):
                 log.error("acquire of %r failed: %s; moving its entry to dead", id, res)
                 await self._bury([(k, entry)], f"acquire failed: {res}")
@@ -312,6 +370,8 @@ class Worker(Upkeep):
                     old.task.cancel()
             self._inflight[(k, entry)] = ex
             ex.task = asyncio.create_task(self._execute(ex), name=f"redpromise:{id}")
+        if deferred is not None:
+            raise deferred
 
     async def _bury(self, entries: Sequence[tuple[int, str]], reason: str) -> None:
         """Move entries redpromise cannot read to the dead stream, out of the group."""
@@ -410,7 +470,7 @@ class Worker(Upkeep):
                     delay,
                 )
                 ex.finishing = True
-                code = await self._persist(
+                code = await self.persist(
                     lambda: self.store.retry(ex.id, self.group, ex.version, delay_ms, error)
                 )
                 if code is not None and code < 0:
@@ -423,7 +483,7 @@ class Worker(Upkeep):
         ex.finishing = True
         delay_ms = max(0, wake_at - int(time.time() * 1000))
         log.info("%r suspended for %.1fs", ex.id, delay_ms / 1000)
-        code = await self._persist(
+        code = await self.persist(
             lambda: self.store.retry(ex.id, self.group, ex.version, delay_ms, b"", attempt=False)
         )
         if code is not None and code < 0:
@@ -456,7 +516,7 @@ class Worker(Upkeep):
         # From here the outcome is being written: a heartbeat that races the completion
         # (and sees "not pending") must not cancel the task writing it.
         ex.finishing = True
-        res = await self._persist(
+        res = await self.persist(
             lambda: self.store.complete(ex.id, self.group, ex.version, state, blob)
         )
         if res is None:
@@ -487,30 +547,32 @@ class Worker(Upkeep):
                 extra={"redpromise_event": "refused", **event},
             )
 
-    async def _persist(self, op: Any) -> Any:
+    async def persist(self, op: Any) -> Any:
         """Run a fenced write, retrying through a Redis outage for up to one lease.
 
         Every transition is safe to replay, so an ambiguous failure is simply repeated.
+        Returns ``None`` when Redis stayed unavailable: the execution's entry is then
+        reclaimed after its lease and the promise runs again (nothing is lost).
         """
         deadline = time.monotonic() + max(self.lease, 1.0)
-        backoff = 0.05
+        backoff = Backoff(0.05, 1.0)
         while True:
             try:
                 return await op()
-            except _TRANSIENT as exc:
+            except Exception as exc:
+                if not _waitable(exc):
+                    raise
                 if time.monotonic() > deadline:
-                    log.error("gave up writing after Redis stayed unavailable: %s", exc)
+                    log.error(
+                        "gave up writing after Redis stayed unavailable for a lease (%s: %s); "
+                        "the promise will be redelivered",
+                        cause_of(exc),
+                        exc,
+                    )
                     return None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                await asyncio.sleep(backoff.next())
 
     # -- leases -------------------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        every = self.settings.heartbeat_every.total_seconds()
-        while True:
-            await asyncio.sleep(every)
-            await self._guard(self.heartbeat())
 
     async def heartbeat(self) -> None:
         """Renew every in-flight lease once; cancel executions whose renewal is refused."""
@@ -522,9 +584,11 @@ class Worker(Upkeep):
             self.store.heartbeat_call(ex.id, self.group, self.consumer, ex.version, ex.entry)
             for ex in items
         ]
-        for ex, res in zip(items, await self.store.pipelined(calls), strict=True):
+        results = await self.store.pipelined(calls)
+        for ex, res in zip(items, results, strict=True):
             if isinstance(res, BaseException):
-                log.warning("heartbeat of %r failed: %s", ex.id, res)
+                if not _waitable(res):
+                    self.upkeep.key_fault(self.keys.promise(ex.id), res)
                 continue
             code = int(res[0])
             if code == 1:
@@ -533,3 +597,8 @@ class Worker(Upkeep):
                 ex.lost = CODES.get(code, str(code))
                 if ex.task is not None and not ex.finishing:
                     ex.task.cancel()
+        # One log line for Redis as a whole, not one per execution.
+        self.upkeep.raise_first(
+            [r if isinstance(r, BaseException) and _waitable(r) else None for r in results],
+            [ex.id for ex in items],
+        )

@@ -31,8 +31,11 @@ Routes (under ``prefix``; every body is JSON, errors are ``{"error": "<message>"
 
 Status codes: 400 bad id / query / JSON, 401 missing or wrong bearer token (when ``token``
 is set; ``/healthz`` and ``/openapi.json`` stay open), 404 unknown id, 413 body over
-``max_body`` or a payload over ``Settings.max_payload_bytes``, 503 Redis unavailable
-(with ``Retry-After``; every operation is safe to repeat with the same id).
+``max_body`` or a payload over ``Settings.max_payload_bytes``, 502 Redis answered an
+error redpromise does not expect or holds a corrupt record, 503 Redis unavailable or
+refusing for now (``MISCONF``, ``READONLY``, ``LOADING``, ``BUSY``, ``OOM``, …) or the
+Redis user lacks a right (``NOPERM``), with ``Retry-After``; every operation is safe to
+repeat with the same id. A Redis condition never answers 500.
 """
 
 from __future__ import annotations
@@ -55,15 +58,19 @@ from redis import exceptions as rex
 
 from ._client import Handle, Redpromise
 from ._errors import (
+    ConfigurationError,
+    CorruptRecord,
     InvalidId,
     PayloadError,
     PayloadTooLarge,
     PromiseNotFound,
     PromiseRejected,
+    StoreError,
     StoreUnavailable,
 )
 from ._keys import validate_group, validate_id
 from ._options import parse_target
+from ._supervise import CauseLog
 
 __all__ = ["GATEWAYS", "REDPROMISE", "Gateway", "add_routes", "openapi"]
 
@@ -140,6 +147,11 @@ class Gateway:
     default_body: Any
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: int = 0
+    _causes: CauseLog = field(
+        default_factory=lambda: CauseLog(
+            "gateway requests", log, "answering 503 with Retry-After until it recovers"
+        )
+    )
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -163,7 +175,9 @@ class Gateway:
             try:
                 if auth:
                     self._check_token(request)
-                return await handler(request)
+                response = await handler(request)
+                self._causes.ok()
+                return response
             except _HTTPError as exc:
                 return _json({"error": exc.message}, exc.status, exc.headers)
             except PromiseNotFound as exc:
@@ -173,12 +187,24 @@ class Gateway:
             except (InvalidId, PayloadError) as exc:
                 return _json({"error": str(exc)}, 400)
             except StoreUnavailable as exc:
-                log.warning("%s %s: %s", request.method, request.path, exc)
+                self._causes.failed(exc)
                 return _json(
-                    {"error": "Redis unavailable, try again"},
+                    {"error": f"Redis unavailable ({exc.reason or 'unreachable'}), try again"},
                     503,
                     {"Retry-After": str(self.retry_after)},
                 )
+            except ConfigurationError as exc:
+                # A right the Redis user lacks (NOPERM): the operator's fix needs no
+                # restart of the gateway, so the client is told to come back.
+                self._causes.failed(exc)
+                return _json(
+                    {"error": f"redpromise is misconfigured: {exc}"},
+                    503,
+                    {"Retry-After": str(self.retry_after)},
+                )
+            except (StoreError, CorruptRecord) as exc:
+                log.error("%s %s: %s", request.method, request.path, exc)
+                return _json({"error": str(exc)}, 502)
             except web.HTTPException:
                 raise
             except Exception:
@@ -436,6 +462,7 @@ def _op(summary: str, params: list[dict[str, Any]], secured: bool, **extra: Any)
     op: dict[str, Any] = {"summary": summary, "parameters": params, **extra}
     responses = op.setdefault("responses", {})
     responses.setdefault("400", {"$ref": "#/components/responses/Error"})
+    responses.setdefault("502", {"$ref": "#/components/responses/Error"})
     responses.setdefault("503", {"$ref": "#/components/responses/Error"})
     if secured:
         op["security"] = [{"bearer": []}]

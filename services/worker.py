@@ -14,9 +14,11 @@ step that completed::
 
 Environment: ``REDPROMISE_URL``, ``REDPROMISE_GROUP`` (default ``worker``),
 ``REDPROMISE_CONCURRENCY``, ``REDPROMISE_LEASE`` (seconds), ``REDPROMISE_NAMESPACE`` and
-the rest of ``Settings.from_env``; ``REDPROMISE_WORKER_PROCESS_SECONDS``.
+the rest of ``Settings.from_env``; ``REDPROMISE_WORKER_PROCESS_SECONDS``;
+``REDPROMISE_HEALTH_PORT`` (serve ``/healthz`` and ``/readyz``).
 Exits with status 2 and a message when Redis is unreachable at start; once running, it
-rides out Redis outages (reconnecting with backoff).
+rides out Redis outages and error replies (logged once per cause, retried with backoff);
+it exits non-zero only if one of its loops truly dies.
 """
 
 from __future__ import annotations
@@ -87,7 +89,14 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(run_worker(rp))
+        port = os.environ.get("REDPROMISE_HEALTH_PORT")
+        asyncio.run(
+            run_worker(
+                rp,
+                health_port=int(port) if port else None,
+                health_host=os.environ.get("REDPROMISE_HEALTH_HOST") or "127.0.0.1",
+            )
+        )
     except RedpromiseError as exc:
         print(f"worker: cannot start: {exc}", file=sys.stderr)
         return 2

@@ -451,7 +451,7 @@ async def test_redis_unavailable_is_503_and_recovers() -> None:
         ):
             assert resp.status == 503
             assert resp.headers["Retry-After"] == "1"
-            assert (await body(resp))["error"] == "Redis unavailable, try again"
+            assert (await body(resp))["error"] == "Redis unavailable (ConnectionError), try again"
         health = await client.get("/healthz")
         assert health.status == 503
         assert (await body(health))["status"] == "unavailable"

@@ -43,6 +43,7 @@ def test_public_names_are_pinned() -> None:
         "RedpromiseError",
         "RetryPolicy",
         "Settings",
+        "StoreError",
         "StoreUnavailable",
         "run_worker",
     ]

@@ -33,7 +33,7 @@ async def test_promise_whose_entry_was_trimmed_is_dispatched_again(
     assert worker.worker is not None
     fixed = 0
     for _ in range(keys.partitions):
-        fixed += await worker.worker.reconcile(200)
+        fixed += await worker.worker.upkeep.reconcile(200)
     assert fixed == 1
     assert await handle.result(timeout=10) == 42
 
@@ -47,4 +47,4 @@ async def test_reconcile_leaves_healthy_promises_alone(make_rp: MakeRp, redis: R
     # Delivered (in the PEL) or not yet read: either way every entry is live.
     await worker.start()
     assert worker.worker is not None
-    assert sum([await worker.worker.reconcile(200) for _ in range(16)]) == 0
+    assert sum([await worker.worker.upkeep.reconcile(200) for _ in range(16)]) == 0

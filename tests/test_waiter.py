@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
 
 from redpromise import Redpromise, _waiter
 from tests.conftest import fast_settings
@@ -104,3 +105,26 @@ async def test_quiet_subscription_is_pinged_without_being_dropped(
         await rp.stop()
         await client.aclose()
         await admin.aclose()
+
+
+async def test_result_does_not_hang_while_the_subscription_is_refused(
+    make_rp: MakeRp, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As for a Redis user without channel rights: every SUBSCRIBE answers NOPERM.
+    async def refused(self: _waiter.Waiter) -> Any:
+        raise NoPermissionError("this user has no permissions to access one of the channels")
+
+    monkeypatch.setattr(_waiter.Waiter, "_subscribe", refused)
+    rp = await make_rp("nobody", **NO_POLL)
+    h = await rp.begin_rpc("refused", "f", 1, target="nobody")
+    wait = asyncio.create_task(h.result(timeout=30))
+    await assert_eventually(lambda: rp._waiter.waiting == 1)
+    outsider = await make_rp("other")
+    await outsider.resolve("refused", "done")
+    # Read again within the unsubscribed poll interval, not at the 120 s safety poll.
+    assert await asyncio.wait_for(wait, 5) == "done"
+    refusals = [
+        r for r in caplog.records if getattr(r, "redpromise_event", None) == "redis_failure"
+    ]
+    assert refusals and all(r.cause == "NOPERM" for r in refusals)  # type: ignore[attr-defined]
+    assert len(refusals) == 1  # logged once per cause, not once per attempt

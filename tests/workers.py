@@ -80,3 +80,22 @@ def make() -> Redpromise:
         os.kill(os.getpid(), signal.SIGKILL)
 
     return rp
+
+
+def make_with_promote_bug() -> Redpromise:
+    """``make()``, but the worker's promote loop hits a bug (not Redis) on its third
+    iteration: the process must exit non-zero with the reason, not live on half-working."""
+    from redpromise._upkeep import Upkeep
+
+    original = Upkeep.promote
+    calls = 0
+
+    async def promote(self: Upkeep) -> int:
+        nonlocal calls
+        calls += 1
+        if calls >= 3:
+            raise TypeError("simulated bug in promote")
+        return await original(self)
+
+    Upkeep.promote = promote  # type: ignore[method-assign]
+    return make()
