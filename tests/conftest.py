@@ -76,7 +76,7 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_url(request: pytest.FixtureRequest) -> str:
     """URL of a real Redis: REDPROMISE_TEST_URL, else the session redis-server."""
     url = os.environ.get("REDPROMISE_TEST_URL")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["assert_eventually"]
+__all__ = ["CuttingProxy", "assert_eventually"]
 
 _MISSING = object()
 
@@ -51,3 +52,80 @@ async def assert_eventually(
     raise AssertionError(
         f"{prefix}condition {what} not true within {timeout:.2f}s ({detail})"
     ) from last_exc
+
+
+class CuttingProxy:
+    """A TCP proxy to a Redis that cuts one client connection in the middle of an exchange.
+
+    After :meth:`cut`, the next client write containing ``marker`` ends that connection:
+    before the bytes reach Redis, or (``after_reply=True``) once Redis has run them and
+    answered, the reply never reaching the client: the ambiguous write. Every other byte
+    is relayed as is, so a client reconnecting through the proxy gets a working link.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.accepted = 0  # client connections, the cut one included
+        self.cuts = 0  # connections cut so far
+        self._armed: tuple[bytes, bool] | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        """Listen on a free local port; the ``redis://`` URL that goes through the proxy."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    def cut(self, marker: bytes, *, after_reply: bool) -> None:
+        self._armed = (marker, after_reply)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        redis_r, redis_w = await asyncio.open_connection(*self.upstream)
+        swallow = asyncio.Event()  # set: the next reply from Redis is dropped, link cut
+
+        async def to_redis() -> None:
+            while data := await client_r.read(65536):
+                if self._armed is not None and self._armed[0] in data:
+                    after_reply = self._armed[1]
+                    self._armed = None
+                    if not after_reply:
+                        self.cuts += 1
+                        return
+                    swallow.set()
+                redis_w.write(data)
+                await redis_w.drain()
+
+        async def to_client() -> None:
+            while data := await redis_r.read(65536):
+                if swallow.is_set():
+                    self.cuts += 1
+                    return
+                client_w.write(data)
+                await client_w.drain()
+
+        try:
+            # Either side hanging up (or a cut) ends the link both ways.
+            pumps = [asyncio.ensure_future(p) for p in (to_redis(), to_client())]
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+        finally:
+            for writer in (client_w, redis_w):
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+            self._tasks.discard(task)

@@ -6,13 +6,16 @@ resends it on its own) and must leave the same final state as one clean call.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError
 
 from redpromise import Context, Redpromise, StoreUnavailable
+from redpromise._codec import encode
 from redpromise._keys import Keys
 from redpromise._options import Settings
 from redpromise._store import Store
@@ -188,9 +191,15 @@ async def test_outside_resolve_resent_by_transport_reports_success(
 
 
 async def test_worker_whose_writes_are_all_resent_completes_once(
-    make_rp: MakeRp, faulty: FaultyRedis
+    make_rp: MakeRp, faulty: FaultyRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Every checkpoint and completion the worker sends runs twice in Redis."""
+    """Every checkpoint and completion the worker sends runs twice in Redis.
+
+    The resent completion finds the promise already completed ({0, state, value, by})
+    by this very version: the worker must count it as its own success, not as somebody
+    else's completion.
+    """
+    caplog.set_level(logging.DEBUG, logger="redpromise.worker")
     worker = await make_rp(redis=faulty.redis)
     step_runs: list[int] = []
 
@@ -202,6 +211,14 @@ async def test_worker_whose_writes_are_all_resent_completes_once(
     async def work(ctx: Context) -> list[int]:
         return [await ctx.run(step, 1), await ctx.run(step, 2)]
 
+    replies: list[list[Any]] = []
+    complete = worker.store.complete
+
+    async def recorded(*args: Any, **kwargs: Any) -> list[Any]:
+        replies.append(reply := await complete(*args, **kwargs))
+        return reply
+
+    worker.store.complete = recorded  # type: ignore[method-assign]
     faulty.lose_reply("checkpoint", times=100, resend=True)
     faulty.lose_reply("complete", times=100, resend=True)
     await worker.start()
@@ -211,3 +228,19 @@ async def test_worker_whose_writes_are_all_resent_completes_once(
     assert faulty.lost.count("checkpoint") == 2
     assert faulty.lost.count("complete") == 1
     assert await worker.redis.hgetall(worker.keys.steps("p1")) == {}
+    # The resend was answered "already completed, by version 1" (this execution)…
+    value = encode([2, 3], worker.settings.max_payload_bytes)
+    assert replies == [[0, b"resolved", value, b"1"]]
+    # …which the worker counted as its own completion, not as somebody else's.
+    assert completion_events(caplog) == [("completed", "p1", "resolved", 1)]
+    assert worker._worker is not None and worker._worker.completed == 1
+
+
+def completion_events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str, int]]:
+    """The worker's structured completion events: (event, promise id, state, version)."""
+    fields = ("redpromise_event", "promise_id", "state", "version")
+    return [
+        tuple(getattr(r, f) for f in fields)
+        for r in caplog.records
+        if hasattr(r, "redpromise_event")
+    ]

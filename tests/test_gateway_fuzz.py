@@ -1,19 +1,21 @@
 """Property: whatever ids, query strings, headers and bodies arrive, the gateway answers
-with JSON and never with a 5xx (503 aside, which fakeredis never causes), and keeps serving.
+with JSON and never with a 5xx (503 aside: Redis unavailable, which neither backend
+causes here), and keeps serving.
 
-One gateway app (on fakeredis, with the bearer-token-free configuration and a small body
-limit) lives for the whole module in its own event loop; hypothesis drives it.
+One gateway app (bearer-token-free configuration, small body limit) per backend, on
+fakeredis[lua] and on a real redis-server, lives for the whole module in its own event
+loop; hypothesis drives it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import fakeredis
 import pytest
 from aiohttp import test_utils, web
 from hypothesis import HealthCheck, event, given, settings
@@ -23,7 +25,7 @@ from yarl import URL
 from redpromise import Context, Redpromise
 from redpromise.aiohttp import add_routes
 from services.gateway import json_errors
-from tests.conftest import fast_settings
+from tests.conftest import Backend, fast_settings
 
 ROUTES = ["/begin", "/wait", "/resolve", "/reject", "/cancel", "/healthz", "/openapi.json"]
 VALID = [("POST", "/begin"), ("GET", "/wait"), ("POST", "/resolve"), ("POST", "/reject"),
@@ -31,23 +33,18 @@ VALID = [("POST", "/begin"), ("GET", "/wait"), ("POST", "/resolve"), ("POST", "/
 
 
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.runner = asyncio.Runner()
         self.client: test_utils.TestClient[web.Request, web.Application] | None = None
         self.rps: list[Redpromise] = []
-        self.server = fakeredis.FakeServer()
-        self.clients: list[fakeredis.FakeAsyncRedis] = []
-
-    def _redis(self) -> fakeredis.FakeAsyncRedis:
-        # One client per Redpromise, as separate processes would have.
-        client = fakeredis.FakeAsyncRedis(server=self.server)
-        self.clients.append(client)
-        return client
+        self.backend = backend
 
     async def start(self) -> None:
-        settings = fast_settings("fuzz", max_payload_bytes=4096)
-        gateway = Redpromise(group="gateway", settings=settings, redis=self._redis())
-        worker = Redpromise(group="worker", settings=settings, redis=self._redis())
+        settings = fast_settings(f"fuzz{uuid.uuid4().hex[:8]}", max_payload_bytes=4096)
+        # One client per Redpromise, as separate processes would have.
+        gateway = Redpromise(group="gateway", settings=settings, redis=self.backend.client())
+        worker = Redpromise(group="worker", settings=settings, redis=self.backend.client())
+        self.keys = gateway.keys
 
         @worker.register
         async def foo(ctx: Context, data: Any) -> Any:
@@ -72,13 +69,13 @@ class Harness:
             await self.client.close()
         for rp in self.rps:
             await rp.stop(grace=1)
-        for client in self.clients:
-            await client.aclose()
+        await self.backend.close()
 
 
-@pytest.fixture(scope="module")
-def harness() -> Iterator[Harness]:
-    h = Harness()
+@pytest.fixture(scope="module", params=["fake", pytest.param("real", marks=pytest.mark.real)])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    url = request.getfixturevalue("real_url") if request.param == "real" else None
+    h = Harness(Backend(request.param, url))
     h.runner.run(h.start())
     try:
         yield h
@@ -181,3 +178,6 @@ def test_gateway_still_serves_after_the_fuzzing(harness: Harness) -> None:
         harness.request("GET", URL("/wait?id=after-fuzz&timeout=0.05"), {}, b"")
     )
     assert status == 200 and json.loads(text)["promise_id"] == "after-fuzz"
+    # The promise lives in the backend's Redis (fakeredis or the real redis-server).
+    promise = harness.keys.promise("after-fuzz")
+    assert harness.runner.run(harness.backend.client().exists(promise)) == 1

@@ -74,6 +74,16 @@ def make() -> Redpromise:
         return {"pid": os.getpid(), "version": ctx.version}
 
     @rp.register
+    async def gated(ctx: Context, key: str, gate: str) -> dict[str, int]:
+        """Counts its start, then waits for the file ``<gate>.<version>`` without touching
+        Redis, so a process frozen while waiting returns (and sends its completion) as
+        soon as it is thawed, before any heartbeat reply can stop it."""
+        await bump(f"{key}:started")
+        while not os.path.exists(f"{gate}.{ctx.version}"):
+            await asyncio.sleep(0.02)
+        return {"pid": os.getpid(), "version": ctx.version}
+
+    @rp.register
     async def suicide(ctx: Context, key: str) -> None:
         """Counts the call, then SIGKILLs its own worker process: a poison dispatch."""
         await bump(key)
