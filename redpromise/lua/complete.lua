@@ -33,7 +33,9 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
                             the member's score is set to the stored timeout_at
   Fence rule: a non-empty ARGV[3] must equal the stored version, checked before any write.
   The first completion wins; a replay of a completed call answers { 0, … } and writes
-  nothing but the tidying above, itself idempotent.
+  nothing but the tidying above, itself idempotent. An outside completion (ARGV[3] = '')
+  replayed answers { 0, state, value, '' } as for any completed promise: outside callers
+  get the promise's first outcome either way, which a replay cannot change.
 ]]
 --- @include now
 --- @include settle

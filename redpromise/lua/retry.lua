@@ -27,7 +27,9 @@ retry: hand the promise back for another attempt after a delay: a retry after an
   Fence rule: version must equal the stored version, and the entry ARGV[7], checked
   before any write. The version alone does not fence a replay: after the first run,
   promote dispatches a fresh entry under the same version (acquire has not bumped it
-  yet), and only the entry tells that fresh dispatch from the caller's.
+  yet), and only the entry tells that fresh dispatch from the caller's. If the caller's
+  entry vanished and reconcile re-dispatched, the retry is dropped as well: the fresh
+  dispatch runs the promise again, only without counting an attempt.
 ]]
 --- @include now
 local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'entry')
