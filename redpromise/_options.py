@@ -250,6 +250,10 @@ class Settings:
     """Deliveries of one dispatch without a completion before it is rejected as poison."""
     unknown_function_deliveries: int = 3
     """Deliveries to workers lacking the function before the promise is rejected."""
+    dead_max_entries: int = 10_000
+    """Most records kept in each partition's dead stream; each new one drops the oldest."""
+    dead_max_age: timedelta = timedelta(days=7)
+    """Dead records older than this (by the Redis clock) are dropped at the next write."""
     timeout: timedelta = timedelta(hours=24)
     """Default promise timeout."""
     retention: timedelta | None = timedelta(hours=24)
@@ -278,6 +282,8 @@ class Settings:
             raise ConfigurationError("max_deliveries must be at least 1")
         if self.max_payload_bytes < 1024:
             raise ConfigurationError("max_payload_bytes must be at least 1024")
+        if self.dead_max_entries < 1 or self.dead_max_age < timedelta(milliseconds=1):
+            raise ConfigurationError("dead_max_entries and dead_max_age must be positive")
 
     @property
     def heartbeat_every(self) -> timedelta:
@@ -292,7 +298,8 @@ class Settings:
         """Settings from ``REDPROMISE_*`` variables (seconds for durations), then overrides.
 
         Reads NAMESPACE, PARTITIONS, LEASE, CONCURRENCY, MAX_DELIVERIES, TIMEOUT,
-        RETENTION (``none`` keeps forever), MAX_PAYLOAD_BYTES, SHUTDOWN_GRACE.
+        RETENTION (``none`` keeps forever), MAX_PAYLOAD_BYTES, SHUTDOWN_GRACE,
+        DEAD_MAX_ENTRIES, DEAD_MAX_AGE.
         """
         d = cls()
         values: dict[str, Any] = {
@@ -305,6 +312,8 @@ class Settings:
             "retention": _env_seconds("REDPROMISE_RETENTION", d.retention, forever=True),
             "max_payload_bytes": _env_int("REDPROMISE_MAX_PAYLOAD_BYTES", d.max_payload_bytes),
             "shutdown_grace": _env_seconds("REDPROMISE_SHUTDOWN_GRACE", d.shutdown_grace),
+            "dead_max_entries": _env_int("REDPROMISE_DEAD_MAX_ENTRIES", d.dead_max_entries),
+            "dead_max_age": _env_seconds("REDPROMISE_DEAD_MAX_AGE", d.dead_max_age),
         }
         values.update(overrides)
         return cls(**values)

@@ -34,6 +34,7 @@ _INCLUDE = re.compile(r"^--- @include (\w+)\s*$", re.MULTILINE)
 
 SCRIPT_NAMES = (
     "acquire",
+    "bury",
     "checkpoint",
     "complete",
     "create",

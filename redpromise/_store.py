@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +121,11 @@ class Store:
         self.batch = Coalescer(redis)
         r = settings.retention
         self.retention_ms = int(r.total_seconds() * 1000) if r is not None else 0
+        self.dead_max_age_ms = max(1, int(settings.dead_max_age.total_seconds() * 1000))
+        # Acquisition tokens: unique per acquire call, so the script can tell a resend of
+        # the call (the client's retry after a lost reply) from a new delivery.
+        self._token_prefix = os.urandom(8).hex()
+        self._tokens = itertools.count(1)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -229,6 +236,9 @@ class Store:
     def acquire_call(
         self, k: int, group: str, entry: str, id: str, consumer: str, poison: bytes
     ) -> Call:
+        """One acquire of one delivery; each call carries a fresh token, so sending the
+        returned call twice acquires once, while calling this again counts a new delivery.
+        """
         keys = [
             self.keys.promise(id),
             self.keys.steps(id),
@@ -246,8 +256,19 @@ class Store:
             poison,
             self.retention_ms,
             self.keys.channel(k),
+            f"{self._token_prefix}:{next(self._tokens)}",
+            self.settings.dead_max_entries,
+            self.dead_max_age_ms,
         ]
         return self.scripts["acquire"], keys, args
+
+    def bury_call(self, k: int, group: str, entry: str, reason: str) -> Call:
+        """Move one unprocessable entry of ``group``'s stream to the dead stream."""
+        return (
+            self.scripts["bury"],
+            [self.keys.stream(k, group), self.keys.dead(k)],
+            [group, entry, reason, self.settings.dead_max_entries, self.dead_max_age_ms],
+        )
 
     async def checkpoint(self, id: str, version: int, seq: int, outcome: bytes) -> int:
         res = await self.batch.call(
@@ -265,6 +286,24 @@ class Store:
             [group, consumer, version, entry],
         )
 
+    def retry_call(
+        self,
+        id: str,
+        group: str,
+        version: int,
+        delay_ms: int,
+        error: bytes,
+        *,
+        entry: str,
+        attempt: bool = True,
+    ) -> Call:
+        k = self.keys.partition(id)
+        return (
+            self.scripts["retry"],
+            [self.keys.promise(id), self.keys.stream(k, group), self.keys.delayed(k)],
+            [id, group, version, delay_ms, error, "1" if attempt else "0", entry],
+        )
+
     async def retry(
         self,
         id: str,
@@ -273,15 +312,18 @@ class Store:
         delay_ms: int,
         error: bytes,
         *,
+        entry: str,
         attempt: bool = True,
     ) -> int:
-        """Hand the promise back for later: a retry (``attempt``) or a suspension."""
-        k = self.keys.partition(id)
-        res = await self.batch.call(
-            self.scripts["retry"],
-            [self.keys.promise(id), self.keys.stream(k, group), self.keys.delayed(k)],
-            [id, group, version, delay_ms, error, "1" if attempt else "0"],
+        """Hand the promise back for later: a retry (``attempt``) or a suspension.
+
+        Acts only while the promise's dispatch is still ``entry`` (the one the caller's
+        execution holds); anything else is this call's replay and answers 0.
+        """
+        script, keys, args = self.retry_call(
+            id, group, version, delay_ms, error, entry=entry, attempt=attempt
         )
+        res = await self.batch.call(script, keys, args)
         return int(res[0])
 
     def promote_call(self, k: int, group: str, id: str) -> Call:

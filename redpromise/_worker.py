@@ -375,13 +375,10 @@ class Worker:
 
     async def _bury(self, entries: Sequence[tuple[int, str]], reason: str) -> None:
         """Move entries redpromise cannot read to the dead stream, out of the group."""
-        pipe = self.redis.pipeline(transaction=True)
-        for k, entry in entries:
-            stream = self.keys.stream(k, self.group)
-            pipe.xadd(self.keys.dead(k), {"group": self.group, "entry": entry, "reason": reason})
-            pipe.xack(stream, self.group, entry)
-            pipe.xdel(stream, entry)
-        await pipe.execute()
+        calls = [self.store.bury_call(k, self.group, entry, reason) for k, entry in entries]
+        for res in await self.store.pipelined(calls):
+            if isinstance(res, BaseException):
+                raise res
 
     # -- executing ----------------------------------------------------------------------
 
@@ -471,7 +468,9 @@ class Worker:
                 )
                 ex.finishing = True
                 code = await self.persist(
-                    lambda: self.store.retry(ex.id, self.group, ex.version, delay_ms, error)
+                    lambda: self.store.retry(
+                        ex.id, self.group, ex.version, delay_ms, error, entry=ex.entry
+                    )
                 )
                 if code is not None and code < 0:
                     log.warning("retry of %r refused: %s", ex.id, CODES.get(code, code))
@@ -484,7 +483,9 @@ class Worker:
         delay_ms = max(0, wake_at - int(time.time() * 1000))
         log.info("%r suspended for %.1fs", ex.id, delay_ms / 1000)
         code = await self.persist(
-            lambda: self.store.retry(ex.id, self.group, ex.version, delay_ms, b"", attempt=False)
+            lambda: self.store.retry(
+                ex.id, self.group, ex.version, delay_ms, b"", entry=ex.entry, attempt=False
+            )
         )
         if code is not None and code < 0:
             log.warning("suspension of %r refused: %s", ex.id, CODES.get(code, code))

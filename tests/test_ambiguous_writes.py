@@ -120,12 +120,12 @@ async def test_acquire_replayed_after_lost_reply_fences_out_the_lost_version(
 async def test_retry_replayed_after_lost_reply_schedules_one_attempt(
     store: Store, faulty: FaultyRedis
 ) -> None:
-    _, v = await running(store, "p1")
+    entry, v = await running(store, "p1")
     faulty.lose_reply("retry")
     with pytest.raises(ConnectionError):
-        await store.retry("p1", G, v, 60_000, b"err")
+        await store.retry("p1", G, v, 60_000, b"err", entry=entry)
     due = await store.redis.zscore(dkey(store, "p1"), "g|p1")
-    assert await store.retry("p1", G, v, 60_000, b"err") == 0
+    assert await store.retry("p1", G, v, 60_000, b"err", entry=entry) == 0
     assert (await fields(store, "p1"))["attempt"] == b"1"
     assert await store.redis.zscore(dkey(store, "p1"), "g|p1") == due
 
@@ -133,8 +133,8 @@ async def test_retry_replayed_after_lost_reply_schedules_one_attempt(
 async def test_promote_replayed_after_lost_reply_dispatches_once(
     store: Store, faulty: FaultyRedis
 ) -> None:
-    _, v = await running(store, "p1")
-    await store.retry("p1", G, v, 0, b"err")
+    entry, v = await running(store, "p1")
+    await store.retry("p1", G, v, 0, b"err", entry=entry)
     faulty.lose_reply("promote")
     with pytest.raises(ConnectionError):
         await promote(store, "p1")

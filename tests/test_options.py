@@ -215,6 +215,8 @@ def test_settings_from_env_reads_every_variable(env: pytest.MonkeyPatch) -> None
         "RETENTION": "none",
         "MAX_PAYLOAD_BYTES": "4096",
         "SHUTDOWN_GRACE": "3",
+        "DEAD_MAX_ENTRIES": "50",
+        "DEAD_MAX_AGE": "3600",
     }
     for k, v in values.items():
         env.setenv(f"REDPROMISE_{k}", v)
@@ -229,6 +231,8 @@ def test_settings_from_env_reads_every_variable(env: pytest.MonkeyPatch) -> None
         retention=None,
         max_payload_bytes=4096,
         shutdown_grace=s(3),
+        dead_max_entries=50,
+        dead_max_age=s(3600),
     )
 
 
@@ -249,6 +253,8 @@ def test_settings_from_empty_env_are_the_defaults(env: pytest.MonkeyPatch) -> No
         ("TIMEOUT", "0"),
         ("TIMEOUT", "forever"),
         ("SHUTDOWN_GRACE", "-1"),
+        ("DEAD_MAX_ENTRIES", "0"),
+        ("DEAD_MAX_AGE", "0"),
     ],
 )
 def test_settings_from_env_refuses_bad_values(

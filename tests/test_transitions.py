@@ -263,24 +263,24 @@ async def test_heartbeat_never_claims_another_consumers_entry(store: Store) -> N
 
 
 async def test_retry_acks_entry_and_schedules_next_attempt(store: Store) -> None:
-    _, v = await running(store, "p1")
-    assert await store.retry("p1", G, v - 1, 60_000, b"err") == -3
-    assert await store.retry("p1", "other", v, 60_000, b"err") == -5
-    assert await store.retry("p1", G, v, 60_000, b"err") == 1
+    entry, v = await running(store, "p1")
+    assert await store.retry("p1", G, v - 1, 60_000, b"err", entry=entry) == -3
+    assert await store.retry("p1", "other", v, 60_000, b"err", entry=entry) == -5
+    assert await store.retry("p1", G, v, 60_000, b"err", entry=entry) == 1
     assert await store.redis.xlen(stream(store, "p1")) == 0
     assert await pel(store, "p1") == []
     f = await fields(store, "p1")
     assert (f["attempt"], f["entry"], f["last_error"]) == (b"1", b"", b"err")
     due = await store.redis.zscore(dkey(store, "p1"), "g|p1")
     assert due is not None
-    assert await store.retry("p1", G, v, 60_000, b"err") == 0
+    assert await store.retry("p1", G, v, 60_000, b"err", entry=entry) == 0
     assert (await fields(store, "p1"))["attempt"] == b"1"
     assert await store.redis.zscore(dkey(store, "p1"), "g|p1") == due
 
 
 async def test_suspension_hands_back_without_counting_an_attempt(store: Store) -> None:
-    _, v = await running(store, "p1")
-    assert await store.retry("p1", G, v, 60_000, b"", attempt=False) == 1
+    entry, v = await running(store, "p1")
+    assert await store.retry("p1", G, v, 60_000, b"", entry=entry, attempt=False) == 1
     f = await fields(store, "p1")
     assert (f["attempt"], f["entry"], "last_error" in f) == (b"0", b"", False)
     assert await store.redis.zscore(dkey(store, "p1"), "g|p1") is not None
@@ -288,8 +288,8 @@ async def test_suspension_hands_back_without_counting_an_attempt(store: Store) -
 
 
 async def test_promote_refuses_before_due(store: Store) -> None:
-    _, v = await running(store, "p1")
-    await store.retry("p1", G, v, 60_000, b"err")
+    entry, v = await running(store, "p1")
+    await store.retry("p1", G, v, 60_000, b"err", entry=entry)
     assert await promote(store, "p1") == [-8]
     assert await store.redis.zscore(dkey(store, "p1"), "g|p1") is not None
     assert await store.redis.xlen(stream(store, "p1")) == 0
@@ -297,7 +297,7 @@ async def test_promote_refuses_before_due(store: Store) -> None:
 
 async def test_promote_when_due_dispatches_fresh_entry(store: Store) -> None:
     old, v = await running(store, "p1")
-    await store.retry("p1", G, v, 0, b"err")
+    await store.retry("p1", G, v, 0, b"err", entry=old)
     assert await promote(store, "p1") == [1]
     f = await fields(store, "p1")
     assert f["deliveries"] == b"0" and text(f["entry"]) not in ("", old)
@@ -310,8 +310,8 @@ async def test_promote_when_due_dispatches_fresh_entry(store: Store) -> None:
 
 
 async def test_promote_of_completed_promise_removes_member(store: Store) -> None:
-    _, v = await running(store, "p1")
-    await store.retry("p1", G, v, 0, b"err")
+    entry, v = await running(store, "p1")
+    await store.retry("p1", G, v, 0, b"err", entry=entry)
     await store.complete("p1", None, None, "rejected_canceled", b"c")
     assert await store.redis.zscore(dkey(store, "p1"), "g|p1") is None  # settle dropped it
     # A member left behind (e.g. its record expired): promote drops it, dispatches nothing.
@@ -346,8 +346,8 @@ async def test_completed_promise_keeps_only_its_record_with_retention_ttl(store:
 
 async def test_retention_none_keeps_completed_record_forever(redis: Redis, namespace: str) -> None:
     store = Store(redis, Keys(namespace), Settings(namespace=namespace, retention=None))
-    _, v = await running(store, "p1")
-    await store.retry("p1", G, v, 0, b"err")  # a member in delayed, too
+    entry, v = await running(store, "p1")
+    await store.retry("p1", G, v, 0, b"err", entry=entry)  # a member in delayed, too
     assert await store.complete("p1", None, None, "rejected", b"e") == [1, b"rejected"]
     await assert_nothing_left_but_the_record(store, "p1")
     assert await store.redis.pttl(store.keys.promise("p1")) == -1

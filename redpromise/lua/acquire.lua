@@ -17,27 +17,38 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
   ARGV[6] poison error (msgpack), stored when the bound is passed
   ARGV[7] retention ms (0 = forever)
   ARGV[8] completion channel
+  ARGV[9] acquisition token: unique per acquire call (not per send), so a resent call is
+          recognised ('' = no replay detection)
+  ARGV[10] dead stream max entries
+  ARGV[11] dead stream max age ms
 
   Returns
     { 1, version, func, args, attempt, timeout_at, retry, deliveries, steps }
-                 acquired; steps is the flat HGETALL of the checkpoints
+                 acquired; steps is the flat HGETALL of the checkpoints. A replay of the
+                 call that acquired (same token, same entry, nobody acquired since)
+                 returns the same acquisition and counts nothing again
     { -1 }       promise missing (expired or never written): entry acked and deleted
     { -2 }       promise no longer pending: entry acked and deleted
     { -4 }       entry is not the promise's current dispatch: acked and deleted
     { -5 }       the promise targets another group: entry acked and deleted
     { -7 }       delivered more than ARGV[5] times: promise rejected as poison, entry
                  moved to the dead stream
-  Fence rule: this is where the fence advances; a replay yields a newer version, and the
-  worker keeps the version it was last told.
+  Fence rule: this is where the fence advances, once per acquire call: every delivery
+  (XREADGROUP, or XAUTOCLAIM by any consumer after the lease lapsed) is a new call with a
+  new token, so it counts toward ARGV[5] and bumps the version, fencing out the previous
+  holder; a resend of the same call (the client's retry after a lost reply) does neither.
+  Replay: the refusals ack and delete the entry, which a replay does again (harmless); a
+  replayed poison rejection answers { -2 } and writes no second dead record.
 ]]
 --- @include now
 --- @include settle
+--- @include dead
 local function drop_entry()
   redis.call('XACK', KEYS[3], ARGV[3], ARGV[2])
   redis.call('XDEL', KEYS[3], ARGV[2])
 end
 local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'entry', 'deliveries', 'version',
-  'func', 'args', 'attempt', 'timeout_at', 'retry')
+  'func', 'args', 'attempt', 'timeout_at', 'retry', 'token')
 if not h[1] then
   drop_entry()
   return { -1 }
@@ -54,20 +65,27 @@ if h[3] ~= ARGV[2] then
   drop_entry()
   return { -4 }
 end
+-- Only an acquired execution can checkpoint, so before the first acquire there is none.
+local function steps_of(version)
+  if version > 1 then
+    return redis.call('HGETALL', KEYS[2])
+  end
+  return {}
+end
+if ARGV[9] ~= '' and h[11] == ARGV[9] then
+  local version = tonumber(h[5])
+  return { 1, version, h[6], h[7], h[8], h[9], h[10], tonumber(h[4]), steps_of(version) }
+end
 local deliveries = (tonumber(h[4]) or 0) + 1
 if deliveries > tonumber(ARGV[5]) then
   redis.call('HSET', KEYS[1], 'deliveries', deliveries)
-  redis.call('XADD', KEYS[4], '*', 'id', ARGV[1], 'group', ARGV[3], 'entry', ARGV[2],
-    'deliveries', deliveries)
+  to_dead(KEYS[4], ARGV[10], tonumber(ARGV[11]), { 'id', ARGV[1], 'group', ARGV[3],
+    'entry', ARGV[2], 'deliveries', deliveries })
   settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected', ARGV[6],
     tonumber(ARGV[7]), ARGV[8], '', ARGV[2])
   return { -7 }
 end
 local version = (tonumber(h[5]) or 0) + 1
-redis.call('HSET', KEYS[1], 'version', version, 'deliveries', deliveries, 'owner', ARGV[4])
--- Only an acquired execution can checkpoint, so before the first acquire there is none.
-local steps = {}
-if version > 1 then
-  steps = redis.call('HGETALL', KEYS[2])
-end
-return { 1, version, h[6], h[7], h[8], h[9], h[10], deliveries, steps }
+redis.call('HSET', KEYS[1], 'version', version, 'deliveries', deliveries, 'owner', ARGV[4],
+  'token', ARGV[9])
+return { 1, version, h[6], h[7], h[8], h[9], h[10], deliveries, steps_of(version) }

@@ -14,6 +14,8 @@ checkpoint: record the outcome of step `seq` of the current execution.
     { -2 }       promise no longer pending (completed, canceled, timed out): stop
     { -3 }       fenced out: another execution owns the promise: stop
   Fence rule: version must equal the stored version, checked before the write.
+  Replay: HSETNX keeps the first outcome of a step, so a resend answers { 1 } and changes
+  nothing; the fence is checked again, so a resend can never write for a stale version.
 ]]
 local h = redis.call('HMGET', KEYS[1], 'state', 'version')
 if not h[1] then

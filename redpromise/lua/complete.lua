@@ -14,37 +14,63 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
   ARGV[5] value (msgpack)
   ARGV[6] retention ms (0 = forever)
   ARGV[7] completion channel
-  ARGV[8] '1' = only when the promise's timeout has passed (the timeout transition)
+  ARGV[8] '1' = only when the promise's timeout has passed (the timeout transition):
+          then the timeouts member ARGV[2]|ARGV[1] that led here is also tidied on every
+          refusal, so no member promote reads as due can stay there forever
 
   Returns
     { 1, state }            completed now by this call
     { 0, state, value, by } already completed: nothing written, stored outcome returned;
                             `by` is the completing version ('' if from outside), so a
-                            replay of this call (a lost reply) is recognised as success
-    { -1 }                  no such promise
+                            replay of this call (a lost reply) is recognised as success.
+                            With ARGV[8] = '1': a leftover timeouts member is removed
+    { -1 }                  no such promise. With ARGV[8] = '1': the orphaned timeouts
+                            member (its hash expired or was deleted) is removed
     { -3 }                  fenced out: ARGV[3] is not the current version
-    { -5, group }           wrong group: call again with the stream of the returned group
-    { -8 }                  not due: the timeout has not passed yet
+    { -5, group }           wrong group: call again with the stream of the returned group.
+                            With ARGV[8] = '1': the member is moved to <group>|id
+    { -8 }                  not due: the timeout has not passed yet. With ARGV[8] = '1':
+                            the member's score is set to the stored timeout_at
   Fence rule: a non-empty ARGV[3] must equal the stored version, checked before any write.
-  The first completion wins; a replay of a completed call answers { 0, … }.
+  The first completion wins; a replay of a completed call answers { 0, … } and writes
+  nothing but the tidying above, itself idempotent. An outside completion (ARGV[3] = '')
+  replayed answers { 0, state, value, '' } as for any completed promise: outside callers
+  get the promise's first outcome either way, which a replay cannot change.
 ]]
 --- @include now
 --- @include settle
 local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'timeout_at', 'value',
   'completed_by', 'entry')
+local timing_out = ARGV[8] == '1'
+-- promote reads a bounded number of due members per partition: one it can neither settle
+-- nor remove would hold that slot, and a hundred would stop every timeout behind them.
+local member = ARGV[2] .. '|' .. ARGV[1]
 if not h[1] then
+  if timing_out then
+    redis.call('ZREM', KEYS[4], member)
+  end
   return { -1 }
 end
 if h[1] ~= 'pending' then
+  if timing_out then
+    redis.call('ZREM', KEYS[4], member)
+  end
   return { 0, h[1], h[5], h[6] or '' }
 end
 if h[2] ~= ARGV[2] then
+  if timing_out then
+    redis.call('ZREM', KEYS[4], member)
+    redis.call('ZADD', KEYS[4], tonumber(h[4]) or now_ms(), h[2] .. '|' .. ARGV[1])
+  end
   return { -5, h[2] }
 end
 if ARGV[3] ~= '' and h[3] ~= ARGV[3] then
   return { -3 }
 end
-if ARGV[8] == '1' and tonumber(h[4]) > now_ms() then
+-- A pending record without a timeout_at is not redpromise's; its member says it is due.
+local timeout_at = tonumber(h[4])
+if timing_out and timeout_at and timeout_at > now_ms() then
+  redis.call('ZADD', KEYS[4], timeout_at, member)
   return { -8 }
 end
 settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4], ARGV[5],

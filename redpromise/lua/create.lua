@@ -17,7 +17,9 @@ create: create a promise if absent and dispatch it to its target group, atomical
   Returns
     { 1, timeout_at }              created (and dispatched when group ~= '')
     { 0, state, timeout_at }       already existed: nothing written
-  Fence rule: none; creation is keyed by id only. Safe to replay.
+  Fence rule: none; creation is keyed by id only.
+  Replay: a resend finds the hash and answers { 0, 'pending', timeout_at }, writing nothing
+  (no second entry); callers treat "already existed" as success for the same id.
 ]]
 --- @include now
 local state = redis.call('HGET', KEYS[1], 'state')

@@ -17,6 +17,8 @@ heartbeat: extend the caller's lease on one in-flight entry.
     { -6 }       the entry is not in this consumer's pending list: stop
   Fence rule: checks version AND PEL ownership before the XCLAIM, because XCLAIM itself
   checks no owner and would steal the entry back from a live worker.
+  Replay: a resend checks version and ownership again and only resets the idle time once
+  more (JUSTID leaves the delivery count alone): the same state as one call.
 ]]
 local h = redis.call('HMGET', KEYS[1], 'state', 'version')
 if not h[1] then

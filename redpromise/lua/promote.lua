@@ -10,11 +10,15 @@ promote: dispatch one due member of the delayed set to its group's stream.
 
   Returns
     { 1 }        dispatched (new entry written, delivery count reset)
-    { 0 }        nothing to do (not in the set, or already has an entry)
-    { -2 }       promise no longer pending: member removed
+    { 0 }        nothing to do (not in the set, or already has an entry: member removed)
+    { -2 }       promise missing (expired, deleted) or no longer pending: member removed
+    { -5 }       the promise targets another group than the member names: member removed,
+                 nothing dispatched (reconcile re-dispatches a promise left without one)
     { -8 }       not due yet
   Fence rule: none needed; the move and the state check are one atomic step, and a
-  promise with a live entry is never dispatched twice.
+  promise with a live entry is never dispatched twice. Every due member is removed, so
+  none can hold one of the due slots promote reads per partition.
+  Replay: the first run removed the member, so a resend answers { 0 } and writes nothing.
 ]]
 --- @include now
 local member = ARGV[2] .. '|' .. ARGV[1]
@@ -26,9 +30,12 @@ if tonumber(due) > now_ms() then
   return { -8 }
 end
 redis.call('ZREM', KEYS[1], member)
-local h = redis.call('HMGET', KEYS[2], 'state', 'entry')
+local h = redis.call('HMGET', KEYS[2], 'state', 'entry', 'group')
 if h[1] ~= 'pending' then
   return { -2 }
+end
+if h[3] ~= ARGV[2] then
+  return { -5 }
 end
 if h[2] and h[2] ~= '' then
   return { 0 }

@@ -19,6 +19,8 @@ reconcile: re-dispatch a pending promise whose dispatch vanished.
     { -2 }       promise no longer pending
     { -5 }       the promise targets another group
   Fence rule: none needed; a promise whose entry is still live is never dispatched twice.
+  Replay: a resend finds the entry the first run wrote, newer than ARGV[3] (read before
+  that run), so it answers { 0 } and writes nothing.
 ]]
 local function older_or_equal(a, b)
   local ams, aseq = string.match(a, '^(%d+)-(%d+)$')

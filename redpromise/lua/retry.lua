@@ -13,15 +13,23 @@ retry: hand the promise back for another attempt after a delay: a retry after an
   ARGV[4] delay in ms (server clock)
   ARGV[5] last error (msgpack), kept for inspection ('' for a suspension)
   ARGV[6] '1' = counts as an attempt (a retry), '0' = a suspension (attempt unchanged)
+  ARGV[7] the stream entry the caller's execution holds
 
   Returns
     { 1, due_at }   scheduled
-    { 0, due_at }   already scheduled by this version (a replay): nothing written
+    { 0, due_at }   the promise's entry is not ARGV[7]: this call (or an earlier send of
+                    it) already handed the promise back, so it is a replay and nothing
+                    is written; due_at is nil once promote has dispatched again
     { -1 }          no such promise
     { -2 }          promise no longer pending
     { -3 }          fenced out
     { -5 }          wrong group
-  Fence rule: version must equal the stored version, checked before any write.
+  Fence rule: version must equal the stored version, and the entry ARGV[7], checked
+  before any write. The version alone does not fence a replay: after the first run,
+  promote dispatches a fresh entry under the same version (acquire has not bumped it
+  yet), and only the entry tells that fresh dispatch from the caller's. If the caller's
+  entry vanished and reconcile re-dispatched, the retry is dropped as well: the fresh
+  dispatch runs the promise again, only without counting an attempt.
 ]]
 --- @include now
 local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'entry')
@@ -38,7 +46,7 @@ if h[3] ~= ARGV[3] then
   return { -3 }
 end
 local member = ARGV[2] .. '|' .. ARGV[1]
-if h[4] == '' then
+if h[4] ~= ARGV[7] then
   return { 0, redis.call('ZSCORE', KEYS[3], member) }
 end
 redis.call('XACK', KEYS[2], ARGV[2], h[4])

@@ -24,7 +24,7 @@ local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, v
   else
     redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_ms())
   end
-  redis.call('HDEL', pkey, 'args', 'entry', 'owner', 'deliveries', 'retry')
+  redis.call('HDEL', pkey, 'args', 'entry', 'owner', 'deliveries', 'retry', 'token')
   redis.call('ZREM', timeouts, group .. '|' .. id)
   redis.call('DEL', skey)
   if retention_ms > 0 then
