@@ -12,11 +12,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from ._codec import decode, decode_error, encode, encode_error, error_of
+from ._cluster import cluster_enabled, connect_cluster
+from ._codec import as_text, decode, decode_error, encode, encode_error, error_of
 from ._errors import (
     ConfigurationError,
     PromiseCanceled,
@@ -30,6 +31,7 @@ from ._options import Options, RetryPolicy, Settings, parse_target
 from ._registry import Registry
 from ._store import Record, Store, translate_errors
 from ._waiter import Waiter
+from ._wire import AnyRedis
 from ._worker import Worker
 
 __all__ = ["Handle", "Redpromise"]
@@ -61,6 +63,29 @@ def _connect(url: str) -> Redis:
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1), 3),
     )
     return Redis.from_pool(pool)
+
+
+def _connect_cluster(url: str) -> RedisCluster:
+    """A cluster client built from the same URL (TLS, ACL user, timeouts): the same
+    per-command retry as :func:`_connect`, and the slot map refreshed on redirections."""
+    return connect_cluster(
+        url,
+        max_connections=100,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+        health_check_interval=15,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1), 3),
+    )
+
+
+def _decodes(redis: AnyRedis) -> bool:
+    if isinstance(redis, RedisCluster):
+        return bool(redis.get_connection_kwargs().get("decode_responses"))
+    return bool(redis.connection_pool.connection_kwargs.get("decode_responses"))
+
+
+def _nested(cfg: Any) -> bool:
+    return bool(cfg) and all(isinstance(v, dict) for v in cfg.values())
 
 
 def _seconds(t: float | timedelta | None) -> float | None:
@@ -118,18 +143,22 @@ class Redpromise:
         *,
         group: str = "worker",
         settings: Settings | None = None,
-        redis: Redis | None = None,
+        redis: AnyRedis | None = None,
     ) -> None:
         self.group = validate_group(group)
         self.settings = settings or Settings()
         self.url = url or DEFAULT_URL
         self._own_redis = redis is None
-        if redis is not None and redis.connection_pool.connection_kwargs.get("decode_responses"):
+        if redis is not None and _decodes(redis):
             raise ConfigurationError(
                 "the Redis client decodes responses (decode_responses=True); redpromise "
                 "stores binary msgpack and needs a client that returns bytes"
             )
-        self.redis: Redis = redis or _connect(self.url)
+        self.redis: AnyRedis = redis or _connect(self.url)
+        # A client we made from a URL may turn out to point at a cluster node: checked
+        # (and replaced by a cluster client) on first use, in _ready().
+        self._topology_known = redis is not None
+        self._ready_lock = asyncio.Lock()
         self.keys = Keys(self.settings.namespace, self.settings.partitions)
         self.store = Store(self.redis, self.keys, self.settings)
         self.registry = Registry()
@@ -273,6 +302,15 @@ class Redpromise:
     async def _ready(self) -> None:
         if self._checked:
             return
+        async with self._ready_lock:
+            if not self._checked:
+                await self._check_namespace()
+
+    async def _check_namespace(self) -> None:
+        if not self._topology_known:
+            await self._detect_cluster()
+        if isinstance(self.redis, RedisCluster):
+            await self._use_sharded_pubsub()
         async with translate_errors():
             await self.redis.hsetnx(self.keys.meta, "partitions", self.keys.partitions)
             stored = await self.redis.hget(self.keys.meta, "partitions")
@@ -283,15 +321,39 @@ class Redpromise:
             )
         self._checked = True
 
+    async def _detect_cluster(self) -> None:
+        """Switch to a cluster client when the URL points at a cluster node."""
+        async with translate_errors():
+            enabled = await cluster_enabled(self.redis)
+        self._topology_known = True
+        if not enabled:
+            return
+        single, self.redis = self.redis, _connect_cluster(self.url)
+        log.info("%s is a Redis Cluster node: using the cluster client", self.url)
+        self.store.rebind(self.redis)
+        self._waiter.rebind(self.redis)
+        await single.aclose()
+
+    async def _use_sharded_pubsub(self) -> None:
+        """Completions over sharded pub/sub (SPUBLISH) on a Redis >= 7 cluster; classic
+        pub/sub, which a cluster broadcasts to every node, on 6.2."""
+        assert isinstance(self.redis, RedisCluster)
+        async with translate_errors():
+            info = await self.redis.info("server", target_nodes=RedisCluster.RANDOM)
+        version = str(info.get("redis_version", "0"))
+        sharded = int(version.split(".")[0] or 0) >= 7
+        self.store.sharded = self._waiter.sharded = sharded
+
     async def _warn_eviction(self) -> None:
         try:
             async with translate_errors():
-                cfg = await self.redis.config_get("maxmemory-policy")
+                cfg: Any = await self.redis.config_get("maxmemory-policy")
         except (ConfigurationError, StoreError):
             return  # CONFIG may be forbidden by ACL, or renamed away: nothing to check
-        raw: Any = next(iter(cfg.values()), None) if cfg else None
-        policy = raw.decode() if isinstance(raw, bytes) else raw
-        if policy and policy != "noeviction":
+        # A cluster answers per node: {node: {name: value}}.
+        values = [v for c in cfg.values() for v in c.values()] if _nested(cfg) else cfg.values()
+        policies = {as_text(v) for v in values if v is not None}
+        for policy in policies - {"noeviction"}:
             log.warning(
                 "Redis maxmemory-policy is %r, not 'noeviction': under memory pressure Redis "
                 "may evict promises, and evicted promises are LOST. Set noeviction.",

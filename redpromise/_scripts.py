@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from ._wire import exchange
+from ._wire import AnyRedis, exchange
 
 __all__ = [
     "CODES",
@@ -85,7 +84,7 @@ class Script:
         self.source = _source(name)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
-    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def __call__(self, redis: AnyRedis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -114,7 +113,7 @@ def load_scripts() -> dict[str, Script]:
 
 
 async def run_pipelined(
-    redis: Redis, calls: Sequence[tuple[Script | Command, Sequence[str], Sequence[Any]]]
+    redis: AnyRedis, calls: Sequence[tuple[Script | Command, Sequence[str], Sequence[Any]]]
 ) -> list[Any]:
     """Run many script calls in one round trip; results (or exceptions) in order.
 
@@ -144,7 +143,7 @@ class Coalescer:
     retries fails every call of the batch and each caller retries its own.
     """
 
-    def __init__(self, redis: Redis, max_batch: int = 1000) -> None:
+    def __init__(self, redis: AnyRedis, max_batch: int = 1000) -> None:
         self._redis = redis
         self._max = max_batch
         self._pending: list[

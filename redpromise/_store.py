@@ -8,14 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from ._codec import as_text, encode_error
 from ._errors import CorruptRecord
 from ._faults import typed
 from ._keys import Keys
 from ._options import Settings
 from ._scripts import Coalescer, Command, Script, load_scripts, run_pipelined
+from ._wire import AnyRedis
 
 __all__ = ["PENDING", "STATES", "Call", "Record", "Store", "translate_errors"]
 
@@ -113,12 +112,13 @@ class Record:
 class Store:
     """Typed access to one namespace. Every write is one of the Lua transitions."""
 
-    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(self, redis: AnyRedis, keys: Keys, settings: Settings) -> None:
         self.redis = redis
         self.keys = keys
         self.settings = settings
         self.scripts = load_scripts()
         self.batch = Coalescer(redis)
+        self.sharded = False
         r = settings.retention
         self.retention_ms = int(r.total_seconds() * 1000) if r is not None else 0
         self.dead_max_age_ms = max(1, int(settings.dead_max_age.total_seconds() * 1000))
@@ -126,6 +126,20 @@ class Store:
         # the call (the client's retry after a lost reply) from a new delivery.
         self._token_prefix = os.urandom(8).hex()
         self._tokens = itertools.count(1)
+
+    @property
+    def sharded(self) -> bool:
+        """Completions announced by SPUBLISH (a Redis >= 7 cluster), else by PUBLISH."""
+        return self.publish == "SPUBLISH"
+
+    @sharded.setter
+    def sharded(self, value: bool) -> None:
+        self.publish = "SPUBLISH" if value else "PUBLISH"
+
+    def rebind(self, redis: AnyRedis) -> None:
+        """Talk to ``redis`` from now on (the client found a cluster behind its URL)."""
+        self.redis = redis
+        self.batch = Coalescer(redis)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -197,6 +211,7 @@ class Store:
             self.retention_ms,
             self.keys.channel(k),
             "1" if require_due else "0",
+            self.publish,
         ]
         return self.scripts["complete"], keys, args
 
@@ -259,6 +274,7 @@ class Store:
             f"{self._token_prefix}:{next(self._tokens)}",
             self.settings.dead_max_entries,
             self.dead_max_age_ms,
+            self.publish,
         ]
         return self.scripts["acquire"], keys, args
 

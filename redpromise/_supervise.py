@@ -75,13 +75,17 @@ class CauseLog:
             repeat = f" ({self.failures} failures in {now - self.since:.0f}s)" if (
                 cause == self.cause
             ) else ""
+            redis = is_redis_failure(exc)
             self.log.warning(
-                "%s: Redis %s (%s)%s; %s; %s",
+                "%s: %s %s (%s)%s; %s; %s",
                 self.what,
+                "Redis" if redis else "unexpected",
                 cause,
                 exc,
                 repeat,
-                _MEANS.get(cause, "an error reply redpromise does not expect"),
+                _MEANS.get(cause, "an error reply redpromise does not expect")
+                if redis
+                else "a bug in redpromise or in its setup",
                 self.action,
                 extra={"redpromise_event": "redis_failure", "cause": cause, "loop": self.what},
             )

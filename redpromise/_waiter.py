@@ -20,19 +20,23 @@ import math
 import time
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 
 from ._backoff import Backoff
+from ._cluster import channels_by_node, refresh_slots
 from ._errors import PromiseNotFound
 from ._keys import Keys
 from ._store import Record, Store
 from ._supervise import CauseLog
+from ._wire import AnyRedis, pack
 
 __all__ = ["Waiter"]
 
 log = logging.getLogger("redpromise.waiter")
 
-_MESSAGE = (b"message", "message")
+_MESSAGE = (b"message", "message", b"smessage", "smessage")
+# Sent by a cluster node when a slot (with its shard channels) moved away.
+_MOVED_AWAY = (b"sunsubscribe", "sunsubscribe")
 _PING_AFTER = 15.0  # seconds of silence before the listener pings its connection
 _SILENT = 10.0  # seconds a ping (or a subscription) may take before the link counts as dead
 _SUBSCRIBE_WAIT = 1.0  # seconds a wait gives a new subscription before reading anyway
@@ -42,8 +46,9 @@ _POLL_UNSUBSCRIBED = 1.0  # seconds between reads of a waited promise while unsu
 class Waiter:
     """Resolves futures of promise ids when their promises complete."""
 
-    def __init__(self, redis: Redis, store: Store, keys: Keys, safety_poll: float) -> None:
+    def __init__(self, redis: AnyRedis, store: Store, keys: Keys, safety_poll: float) -> None:
         self._redis = redis
+        self.sharded = False  # SSUBSCRIBE per node (Redis Cluster >= 7), else SUBSCRIBE
         self._store = store
         self._keys = keys
         self._safety_poll = safety_poll
@@ -54,6 +59,10 @@ class Waiter:
         self._checks: set[asyncio.Task[None]] = set()
         self._causes = CauseLog("completion listener", log)
         self._read_causes = CauseLog("reading completed promises", log)
+
+    def rebind(self, redis: AnyRedis) -> None:
+        """Subscribe through ``redis`` from now on (before the first wait)."""
+        self._redis = redis
 
     @property
     def waiting(self) -> int:
@@ -120,56 +129,61 @@ class Waiter:
         backoff = Backoff(0.05, 2.0)
         self._closing = False
         while not self._closing:
-            conn = None
+            conns: list[Any] = []
             try:
-                conn = await self._subscribe()
+                await self._subscribe(conns)
                 self._subscribed.set()
                 self._causes.ok()
                 backoff.reset()
                 # Anything may have completed while we were not subscribed.
                 await self._check(list(self._waiting))
-                await self._serve(conn)
+                await self._serve(conns)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: resubscribe and re-read after backoff
                 self._subscribed.clear()
                 self._causes.failed(exc)
+                if isinstance(self._redis, RedisCluster):
+                    await refresh_slots(self._redis)  # a failover or a slot move?
                 await asyncio.sleep(backoff.next())
             finally:
-                if conn is not None:
+                for conn in conns:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.disconnect(), 2.0)
 
-    async def _subscribe(self) -> Any:
-        """A connection of its own, in RESP2 (pub/sub replies as plain arrays whatever
-        protocol the client uses), subscribed to every partition's channel."""
-        pool = self._redis.connection_pool
-        # Its own pings only (see _Link.tick): redis-py's health check would read the
-        # PONG itself, racing the reader for the replies of one connection.
-        kwargs = {**pool.connection_kwargs, "protocol": 2, "health_check_interval": 0}
-        conn: Any = pool.connection_class(**kwargs)
+    async def _subscribe(self, conns: list[Any]) -> None:
+        """Connections of its own, in RESP2 (pub/sub replies as plain arrays whatever
+        protocol the client uses), subscribed to every partition's channel: one
+        connection, or with sharded pub/sub one per node holding channels."""
         channels = self._keys.channels()
-        try:
-            async with asyncio.timeout(_SILENT):
-                await conn.connect()
-                await conn.send_command("SUBSCRIBE", *channels)
-                for _ in channels:  # one confirmation per channel
-                    await conn.read_response(timeout=math.inf)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.disconnect(), 2.0)
-            raise
-        return conn
+        if not self.sharded:
+            cls: Any
+            if isinstance(self._redis, RedisCluster):
+                node = self._redis.get_default_node()
+                cls, base = node.connection_class, node.connection_kwargs
+            else:
+                pool = self._redis.connection_pool
+                cls, base = pool.connection_class, pool.connection_kwargs
+            conns.append(await _subscribed(cls, base, "SUBSCRIBE", channels))
+            return
+        assert isinstance(self._redis, RedisCluster)
+        for node, chans in channels_by_node(self._redis, channels).items():
+            conns.append(
+                await _subscribed(
+                    node.connection_class, node.connection_kwargs, "SSUBSCRIBE", chans
+                )
+            )
 
-    async def _serve(self, conn: Any) -> None:
-        """Read notifications until the connection fails or falls silent.
+    async def _serve(self, conns: list[Any]) -> None:
+        """Read notifications until a connection fails or falls silent.
 
         The read blocks without a timeout of its own (a timeout per message costs more
         than the message); a ticker beside it runs the safety poll, pings a quiet
         connection, and gives up on one that stays silent after a ping.
         """
-        link = _Link(self, conn)
-        tasks = [asyncio.create_task(link.read()), asyncio.create_task(link.tick())]
+        links = [_Link(self, conn, poll=i == 0) for i, conn in enumerate(conns)]
+        tasks = [asyncio.create_task(link.read()) for link in links]
+        tasks += [asyncio.create_task(link.tick()) for link in links]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -212,12 +226,33 @@ class Waiter:
                     fut.set_result(rec)
 
 
+async def _subscribed(cls: Any, base: dict[str, Any], command: str, channels: list[str]) -> Any:
+    # Its own pings only (see _Link.tick): redis-py's health check would read the PONG
+    # itself, racing the reader for the replies of one connection.
+    conn: Any = cls(**{**base, "protocol": 2, "health_check_interval": 0})
+    try:
+        async with asyncio.timeout(_SILENT):
+            await conn.connect()
+            if command == "SSUBSCRIBE":  # one slot per command: one command per channel
+                await conn.send_packed_command(pack([[command, ch] for ch in channels]))
+            else:
+                await conn.send_command(command, *channels)
+            for _ in channels:  # one confirmation per channel
+                await conn.read_response(timeout=math.inf)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.disconnect(), 2.0)
+        raise
+    return conn
+
+
 class _Link:
     """One live subscription of a :class:`Waiter`: its reader and its ticker."""
 
-    def __init__(self, waiter: Waiter, conn: Any) -> None:
+    def __init__(self, waiter: Waiter, conn: Any, *, poll: bool) -> None:
         self.waiter = waiter
         self.conn = conn
+        self.poll = poll  # this link's ticker runs the process's safety poll
         self.loop = asyncio.get_running_loop()
         self.heard = self.loop.time()
         self.ids: set[str] = set()
@@ -242,6 +277,8 @@ class _Link:
                     # read of the waited-on promises per burst of notifications.
                     self.flushing = True
                     self.loop.call_soon(self.flush)
+            elif type(msg) is list and msg and msg[0] in _MOVED_AWAY:
+                raise ConnectionError("a slot moved to another node: subscribing again")
 
     async def tick(self) -> None:
         waiter = self.waiter
@@ -250,7 +287,7 @@ class _Link:
         while not waiter._closing:
             await asyncio.sleep(min(1.0, waiter._safety_poll))
             now = self.loop.time()
-            if now >= next_poll:
+            if self.poll and now >= next_poll:
                 next_poll = now + waiter._safety_poll
                 waiter._spawn(waiter._check(list(waiter._waiting)))
             if pinged_at is not None and self.heard >= pinged_at:

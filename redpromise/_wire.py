@@ -20,11 +20,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from hiredis import pack_command
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-__all__ = ["exchange", "pack"]
+__all__ = ["AnyRedis", "exchange", "pack"]
+
+# What redpromise talks to: one server (or a replica set behind one address), or a cluster.
+AnyRedis = Redis | RedisCluster
 
 
 def pack(commands: Sequence[Sequence[Any]]) -> bytes:
@@ -40,7 +43,7 @@ def pack(commands: Sequence[Sequence[Any]]) -> bytes:
 
 
 async def exchange(
-    redis: Redis, commands: Sequence[Sequence[Any]], *, resend: bool = True
+    redis: AnyRedis, commands: Sequence[Sequence[Any]], *, resend: bool = True
 ) -> list[Any]:
     """Send ``commands`` in one write; their replies in order.
 
@@ -50,6 +53,10 @@ async def exchange(
     replay-safe (``XREADGROUP ... >`` delivers new entries each time): a failure is
     raised at once, and the caller decides.
     """
+    if isinstance(redis, RedisCluster):
+        from ._cluster import cluster_exchange
+
+        return await cluster_exchange(redis, commands, resend=resend)
     packed = pack(commands)
     n = len(commands)
     faults = getattr(redis, "_redpromise_faults", None)  # redpromise.testing.FaultyRedis

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rex
+from redis.asyncio import RedisCluster
 
 from ._backoff import Backoff
 from ._codec import as_text, decode, encode, encode_error, error_of
@@ -35,11 +36,11 @@ from ._context import Context, Suspend
 from ._errors import LeaseLost, NondeterminismError, PayloadError
 from ._faults import cause_of, retryable
 from ._options import RetryPolicy, Settings, _policy_from_wire
+from ._reads import PartitionReads, StreamReads
 from ._registry import Function
 from ._scripts import CODES
 from ._supervise import Supervisor
 from ._upkeep import Upkeep
-from ._wire import exchange
 
 if TYPE_CHECKING:
     from ._client import Redpromise
@@ -138,12 +139,14 @@ class Worker:
         self._room.set()
         self._stopping = False
         self.streams = [self.keys.stream(k, group) for k in range(self.keys.partitions)]
-        self._stream_index = {s: k for k, s in enumerate(self.streams)}
         # Partitions whose stream key holds something else (WRONGTYPE): left out of
         # every read until the key is fixed, so the other partitions go on being served.
         self.bad_partitions: set[int] = set()
-        self._read_head = ["XREADGROUP", "GROUP", group, self.consumer, "COUNT"]
-        self._read_tail: list[Any] = []
+        head: list[Any] = ["XREADGROUP", "GROUP", group, self.consumer]
+        block_ms = int(self.settings.block.total_seconds() * 1000)
+        reads = PartitionReads if isinstance(self.redis, RedisCluster) else StreamReads
+        self.reads: StreamReads | PartitionReads = reads(self.redis, head, self.streams, block_ms)
+        self.reads.use(range(self.keys.partitions))
         self.supervisor = Supervisor(log)
         self.upkeep = Upkeep(self)
         self._poison = encode_error(
@@ -182,6 +185,7 @@ class Worker:
         # Bounded waits throughout: a cancel landing inside a pending read must not be
         # able to hold the shutdown (entries left behind are reclaimed anyway).
         await self.supervisor.stop(("read",), timeout=5)
+        await self.reads.close()
         tasks = [ex.task for ex in self._inflight.values() if ex.task is not None]
         if tasks:
             log.info("waiting up to %.1fs for %d in-flight functions", grace, len(tasks))
@@ -233,7 +237,7 @@ class Worker:
             if self.bad_partitions - bad:
                 log.info("streams usable again: %s", sorted(self.bad_partitions - bad))
             self.bad_partitions = bad
-            self._read_tail = []
+            self._use_partitions()
 
     # -- reading and acquiring ----------------------------------------------------------
 
@@ -246,27 +250,19 @@ class Worker:
             await self._room.wait()
             self.supervisor.idle("read", False)
             return
-        if not self._read_tail:
-            block_ms = int(self.settings.block.total_seconds() * 1000)
-            streams = [s for k, s in enumerate(self.streams) if k not in self.bad_partitions]
-            if not streams:
-                await asyncio.sleep(self.settings.block.total_seconds())
-                return
-            self._read_tail = ["BLOCK", block_ms, "STREAMS", *streams, *[">"] * len(streams)]
-        count = max(1, min(free, 500) // self.keys.partitions)
-        # Not resent after a connection failure: a second XREADGROUP would deliver other
-        # entries, and those of a lost reply wait in our pending list until reclaimed.
-        (resp,) = await exchange(
-            self.redis, [[*self._read_head, count, *self._read_tail]], resend=False
-        )
-        if isinstance(resp, rex.ResponseError):
-            cause = cause_of(resp)
+        try:
+            deliveries = await self.reads.read(free)
+        except rex.ResponseError as exc:
+            cause = cause_of(exc)
             if cause == "NOGROUP":
                 await self.ensure_groups()
             elif cause == "WRONGTYPE":
                 await self._find_bad_streams()
-            raise resp
-        await self.acquire(self._parse_read(resp))
+            raise
+        await self.acquire(deliveries)
+
+    def _use_partitions(self) -> None:
+        self.reads.use([k for k in range(self.keys.partitions) if k not in self.bad_partitions])
 
     async def _find_bad_streams(self) -> None:
         """Which partition's stream key holds another type (one WRONGTYPE fails a read of
@@ -282,20 +278,7 @@ class Worker:
                 rex.ResponseError(f"WRONGTYPE {self.streams[k]} holds a {types[k]}, not a stream"),
             )
         self.bad_partitions |= bad
-        self._read_tail = []
-
-    def _parse_read(self, resp: Any) -> list[tuple[int, str, Any]]:
-        """Entries of a raw XREADGROUP reply: a map (RESP3) or pairs (RESP2) of streams."""
-        out: list[tuple[int, str, Any]] = []
-        items = resp.items() if isinstance(resp, dict) else (resp or [])
-        index = self._stream_index
-        for stream, entries in items:
-            k = index.get(as_text(stream))
-            if k is None:
-                continue
-            for entry_id, fields in entries:
-                out.append((k, as_text(entry_id), fields))
-        return out
+        self._use_partitions()
 
     async def acquire(self, deliveries: Sequence[tuple[int, str, Any]]) -> None:
         """Acquire delivered entries (pipelined) and start an execution for each.

@@ -194,7 +194,7 @@ async def test_redis_down_for_seconds_gives_503_then_everything_recovers(
         for method, path in (("POST", "/begin?id=x"), ("GET", "/wait?id=during")):
             status, data = await call(http, method, f"{gw.base}{path}")
             assert status == 503, data
-            assert data == {"error": "Redis unavailable, try again"}
+            assert data == {"error": "Redis unavailable (ConnectionError), try again"}
         health_status, _ = await call(http, "GET", f"{gw.base}/healthz")
         assert health_status == 503
         await asyncio.sleep(2)  # Redis stays down for a few seconds (the scenario itself)

@@ -111,7 +111,7 @@ async def test_result_does_not_hang_while_the_subscription_is_refused(
     make_rp: MakeRp, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # As for a Redis user without channel rights: every SUBSCRIBE answers NOPERM.
-    async def refused(self: _waiter.Waiter) -> Any:
+    async def refused(self: _waiter.Waiter, conns: list[Any]) -> None:
         raise NoPermissionError("this user has no permissions to access one of the channels")
 
     monkeypatch.setattr(_waiter.Waiter, "_subscribe", refused)

@@ -21,6 +21,7 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
           recognised ('' = no replay detection)
   ARGV[10] dead stream max entries
   ARGV[11] dead stream max age ms
+  ARGV[12] how to announce a poison rejection: 'PUBLISH' or 'SPUBLISH' (see complete.lua)
 
   Returns
     { 1, version, func, args, attempt, timeout_at, retry, deliveries, steps }
@@ -82,7 +83,7 @@ if deliveries > tonumber(ARGV[5]) then
   to_dead(KEYS[4], ARGV[10], tonumber(ARGV[11]), { 'id', ARGV[1], 'group', ARGV[3],
     'entry', ARGV[2], 'deliveries', deliveries })
   settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected', ARGV[6],
-    tonumber(ARGV[7]), ARGV[8], '', ARGV[2])
+    tonumber(ARGV[7]), ARGV[8], '', ARGV[2], ARGV[12])
   return { -7 }
 end
 local version = (tonumber(h[5]) or 0) + 1

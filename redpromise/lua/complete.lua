@@ -18,6 +18,8 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
           then the timeouts member ARGV[2]|ARGV[1] that led here is also tidied on every
           refusal, so no member promote reads as due can stay there forever
 
+  ARGV[9] how to announce the completion: 'PUBLISH' (one server) or 'SPUBLISH' (sharded
+          pub/sub on a Redis >= 7 cluster)
   Returns
     { 1, state }            completed now by this call
     { 0, state, value, by } already completed: nothing written, stored outcome returned;
@@ -74,5 +76,5 @@ if timing_out and timeout_at and timeout_at > now_ms() then
   return { -8 }
 end
 settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4], ARGV[5],
-  tonumber(ARGV[6]), ARGV[7], ARGV[3], h[7] or '')
+  tonumber(ARGV[6]), ARGV[7], ARGV[3], h[7] or '', ARGV[9])
 return { 1, ARGV[4] }

@@ -4,12 +4,13 @@
 --   id, group: the promise id and its target group ('' for a latent promise)
 --   state, value: the final state and the msgpack-encoded outcome
 --   retention_ms: TTL of the completed record (0 = keep forever); channel: completion channel
+--   publish: 'PUBLISH', or 'SPUBLISH' for the shard channel of a Redis >= 7 cluster
 --   by: the version of the execution that completes it ('' from outside), so a replayed
 --       completion can tell "already done by me" from "done by someone else"
 --   entry: the promise's current stream entry as the caller read it ('' = none: then, and
 --       only then, the promise may be waiting in the delayed set)
 local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, value,
-                      retention_ms, channel, by, entry)
+                      retention_ms, channel, by, entry, publish)
   if entry ~= '' then
     if group ~= '' then
       redis.call('XACK', stream, group, entry)
@@ -30,5 +31,5 @@ local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, v
   if retention_ms > 0 then
     redis.call('PEXPIRE', pkey, retention_ms)
   end
-  redis.call('PUBLISH', channel, id)
+  redis.call(publish, channel, id)
 end
