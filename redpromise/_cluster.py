@@ -22,7 +22,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from ._backoff import Backoff
-from ._wire import AnyRedis, _roundtrip, pack
+from ._wire import Ack, AnyRedis, _roundtrip, pack, with_wait
 
 __all__ = [
     "channels_by_node",
@@ -84,14 +84,19 @@ async def _send_node(node: ClusterNode, commands: Sequence[Sequence[Any]]) -> li
 
 
 async def cluster_exchange(
-    rc: RedisCluster, commands: Sequence[Sequence[Any]], *, resend: bool = True
+    rc: RedisCluster,
+    commands: Sequence[Sequence[Any]],
+    *,
+    resend: bool = True,
+    durable: Sequence[bool] | None = None,
+    ack: Ack | None = None,
 ) -> list[Any]:
     """Send ``commands`` grouped by node; their replies (or errors) in order.
 
     ``resend=False``: a connection lost mid-exchange is not resent (the commands may have
     run); its error comes back in the slots of that node's commands.
     """
-    ex = _Exchange(rc, commands, resend)
+    ex = _Exchange(rc, commands, resend, durable, ack)
     backoff = Backoff(0.05, 1.0)
     for attempt in range(_ATTEMPTS):
         if attempt:
@@ -104,14 +109,38 @@ async def cluster_exchange(
 class _Exchange:
     """One batch on its way through a cluster: what is answered, what is to resend."""
 
-    def __init__(self, rc: RedisCluster, commands: Sequence[Sequence[Any]], resend: bool) -> None:
+    def __init__(
+        self,
+        rc: RedisCluster,
+        commands: Sequence[Sequence[Any]],
+        resend: bool,
+        durable: Sequence[bool] | None,
+        ack: Ack | None,
+    ) -> None:
         self.rc = rc
         self.commands = commands
         self.resend = resend
+        self.durable = durable
+        self.ack = ack
         self.results: list[Any] = [None] * len(commands)
         self.slots = [_slot(c) for c in commands]
         self.todo = list(range(len(commands)))
         self.asking: dict[int, ClusterNode] = {}
+
+    def _flags(self, n: int, idx: list[int], where: list[int]) -> list[bool] | None:
+        """Which of a node's ``n`` commands (ASKING included) are durable writes."""
+        if self.durable is None:
+            return None
+        flags = [False] * n
+        for i, p in zip(idx, where, strict=True):
+            flags[p] = self.durable[i]
+        return flags
+
+    async def _send(
+        self, node: ClusterNode, commands: list[Sequence[Any]], durable: list[bool] | None
+    ) -> list[Any]:
+        cmds, check = with_wait(commands, durable, self.ack)
+        return check(await _send_node(node, cmds))
 
     def _route(self) -> dict[ClusterNode, list[int]]:
         by_node: dict[ClusterNode, list[int]] = {}
@@ -133,7 +162,10 @@ class _Exchange:
             _with_asking([self.commands[i] for i in idx], idx, self.asking) for _, idx in groups
         ]
         sent = await asyncio.gather(
-            *(_send_node(node, cmds) for (node, _), (cmds, _) in zip(groups, packed, strict=True)),
+            *(
+                self._send(node, cmds, self._flags(len(cmds), idx, where))
+                for (node, idx), (cmds, where) in zip(groups, packed, strict=True)
+            ),
             return_exceptions=True,
         )
         self.todo, self.asking = [], {}

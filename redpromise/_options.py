@@ -268,6 +268,13 @@ class Settings:
     """How often waiters re-read what they wait on, in case a notification was missed."""
     retry: RetryPolicy = field(default_factory=Exponential)
     """Retry policy of functions registered without one."""
+    replicas_ack: int = 0
+    """Replicas that must have a begin, a checkpoint or a completion before it is
+    acknowledged (``WAIT``); 0 = the primary's reply is enough. With 1 or more, an
+    acknowledged write survives a failover to a replica that had it."""
+    replicas_ack_timeout: timedelta = timedelta(seconds=2)
+    """How long a write waits for ``replicas_ack`` replicas; then it raises
+    :class:`StoreUnavailable` (the write may or may not survive a failover: repeat it)."""
 
     def __post_init__(self) -> None:
         if self.partitions < 1 or self.partitions > 1024:
@@ -284,6 +291,10 @@ class Settings:
             raise ConfigurationError("max_payload_bytes must be at least 1024")
         if self.dead_max_entries < 1 or self.dead_max_age < timedelta(milliseconds=1):
             raise ConfigurationError("dead_max_entries and dead_max_age must be positive")
+        if self.replicas_ack < 0 or self.replicas_ack_timeout < timedelta(milliseconds=1):
+            raise ConfigurationError(
+                "replicas_ack must not be negative and replicas_ack_timeout must be positive"
+            )
 
     @property
     def heartbeat_every(self) -> timedelta:
@@ -299,7 +310,7 @@ class Settings:
 
         Reads NAMESPACE, PARTITIONS, LEASE, CONCURRENCY, MAX_DELIVERIES, TIMEOUT,
         RETENTION (``none`` keeps forever), MAX_PAYLOAD_BYTES, SHUTDOWN_GRACE,
-        DEAD_MAX_ENTRIES, DEAD_MAX_AGE.
+        DEAD_MAX_ENTRIES, DEAD_MAX_AGE, REPLICAS_ACK, REPLICAS_ACK_TIMEOUT.
         """
         d = cls()
         values: dict[str, Any] = {
@@ -314,6 +325,10 @@ class Settings:
             "shutdown_grace": _env_seconds("REDPROMISE_SHUTDOWN_GRACE", d.shutdown_grace),
             "dead_max_entries": _env_int("REDPROMISE_DEAD_MAX_ENTRIES", d.dead_max_entries),
             "dead_max_age": _env_seconds("REDPROMISE_DEAD_MAX_AGE", d.dead_max_age),
+            "replicas_ack": _env_int("REDPROMISE_REPLICAS_ACK", d.replicas_ack),
+            "replicas_ack_timeout": _env_seconds(
+                "REDPROMISE_REPLICAS_ACK_TIMEOUT", d.replicas_ack_timeout
+            ),
         }
         values.update(overrides)
         return cls(**values)

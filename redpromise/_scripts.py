@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from ._wire import AnyRedis, exchange
+from ._wire import Ack, AnyRedis, exchange
 
 __all__ = [
     "CODES",
@@ -74,13 +74,18 @@ def _source(name: str) -> str:
     return text
 
 
+# Writes a caller is told are done: with Settings.replicas_ack, acknowledged by replicas.
+DURABLE = frozenset({"create", "checkpoint", "complete"})
+
+
 class Script:
     """One Lua script, called by SHA with a NOSCRIPT fallback."""
 
-    __slots__ = ("name", "sha", "source")
+    __slots__ = ("durable", "name", "sha", "source")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.durable = name in DURABLE
         self.source = _source(name)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
@@ -99,10 +104,11 @@ class Script:
 class Command:
     """A plain Redis command that can share a :class:`Coalescer` batch with the scripts."""
 
-    __slots__ = ("name",)
+    __slots__ = ("durable", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.durable = False
 
     def command(self, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         return [self.name, *keys, *args]
@@ -113,22 +119,32 @@ def load_scripts() -> dict[str, Script]:
 
 
 async def run_pipelined(
-    redis: AnyRedis, calls: Sequence[tuple[Script | Command, Sequence[str], Sequence[Any]]]
+    redis: AnyRedis,
+    calls: Sequence[tuple[Script | Command, Sequence[str], Sequence[Any]]],
+    ack: Ack | None = None,
 ) -> list[Any]:
     """Run many script calls in one round trip; results (or exceptions) in order.
 
     Calls refused with NOSCRIPT never ran, so after loading their scripts exactly those
-    are sent again.
+    are sent again. With ``ack``, durable writes wait for replicas (see ``_wire.Ack``).
     """
     if not calls:
         return []
-    results = await exchange(redis, [s.command(k, a) for s, k, a in calls])
+    durable = [s.durable for s, _, _ in calls] if ack is not None else None
+    results = await exchange(
+        redis, [s.command(k, a) for s, k, a in calls], durable=durable, ack=ack
+    )
     missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
     if missing:
         for script in {calls[i][0].name: calls[i][0] for i in missing}.values():
             if isinstance(script, Script):
                 await redis.script_load(script.source)
-        again = await exchange(redis, [calls[i][0].command(*calls[i][1:]) for i in missing])
+        again = await exchange(
+            redis,
+            [calls[i][0].command(*calls[i][1:]) for i in missing],
+            durable=[durable[i] for i in missing] if durable is not None else None,
+            ack=ack,
+        )
         for i, r in zip(missing, again, strict=True):
             results[i] = r
     return results
@@ -143,9 +159,10 @@ class Coalescer:
     retries fails every call of the batch and each caller retries its own.
     """
 
-    def __init__(self, redis: AnyRedis, max_batch: int = 1000) -> None:
+    def __init__(self, redis: AnyRedis, max_batch: int = 1000, ack: Ack | None = None) -> None:
         self._redis = redis
         self._max = max_batch
+        self._ack = ack
         self._pending: list[
             tuple[tuple[Script | Command, Sequence[str], Sequence[Any]], asyncio.Future[Any]]
         ] = []
@@ -178,7 +195,7 @@ class Coalescer:
         ],
     ) -> None:
         try:
-            results = await run_pipelined(self._redis, [call for call, _ in batch])
+            results = await run_pipelined(self._redis, [call for call, _ in batch], self._ack)
         except Exception as exc:
             for _, fut in batch:
                 if not fut.done():

@@ -14,7 +14,7 @@ from ._faults import typed
 from ._keys import Keys
 from ._options import Settings
 from ._scripts import Coalescer, Command, Script, load_scripts, run_pipelined
-from ._wire import AnyRedis
+from ._wire import Ack, AnyRedis
 
 __all__ = ["PENDING", "STATES", "Call", "Record", "Store", "translate_errors"]
 
@@ -117,7 +117,9 @@ class Store:
         self.keys = keys
         self.settings = settings
         self.scripts = load_scripts()
-        self.batch = Coalescer(redis)
+        ms = int(settings.replicas_ack_timeout.total_seconds() * 1000)
+        self.ack = Ack(settings.replicas_ack, ms) if settings.replicas_ack > 0 else None
+        self.batch = Coalescer(redis, ack=self.ack)
         self.sharded = False
         r = settings.retention
         self.retention_ms = int(r.total_seconds() * 1000) if r is not None else 0
@@ -139,7 +141,7 @@ class Store:
     def rebind(self, redis: AnyRedis) -> None:
         """Talk to ``redis`` from now on (the client found a cluster behind its URL)."""
         self.redis = redis
-        self.batch = Coalescer(redis)
+        self.batch = Coalescer(redis, ack=self.ack)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -357,4 +359,4 @@ class Store:
         )
 
     async def pipelined(self, calls: Sequence[Call]) -> list[Any]:
-        return await run_pipelined(self.redis, calls)
+        return await run_pipelined(self.redis, calls, self.ack)

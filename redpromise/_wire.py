@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from hiredis import pack_command
@@ -24,7 +25,9 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-__all__ = ["AnyRedis", "exchange", "pack"]
+from ._errors import StoreUnavailable
+
+__all__ = ["Ack", "AnyRedis", "exchange", "pack", "with_wait"]
 
 # What redpromise talks to: one server (or a replica set behind one address), or a cluster.
 AnyRedis = Redis | RedisCluster
@@ -42,8 +45,54 @@ def pack(commands: Sequence[Sequence[Any]]) -> bytes:
         raise DataError(f"invalid argument for a Redis command: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Durable writes are acknowledged only once ``replicas`` replicas have them
+    (``WAIT replicas timeout_ms`` after them, on the same connection)."""
+
+    replicas: int
+    timeout_ms: int
+
+
+def with_wait(
+    commands: Sequence[Sequence[Any]], durable: Sequence[bool] | None, ack: Ack | None
+) -> tuple[list[Sequence[Any]], Callable[[list[Any]], list[Any]]]:
+    """``commands`` with a ``WAIT`` after them when one is durable, and the function that
+    takes the replies back: the WAIT's own reply dropped, and each durable write's reply
+    replaced by :class:`StoreUnavailable` when too few replicas acknowledged it."""
+    if ack is None or not durable or not any(durable):
+        return list(commands), _same
+    wait = ["WAIT", ack.replicas, ack.timeout_ms]
+
+    def check(replies: list[Any]) -> list[Any]:
+        got, out = replies[-1], replies[:-1]
+        if isinstance(got, int) and got >= ack.replicas:
+            return out
+        err = StoreUnavailable(
+            f"the write was not acknowledged by {ack.replicas} replica(s) within "
+            f"{ack.timeout_ms} ms (WAIT answered {got!r}); it may or may not survive a "
+            "failover: repeat it (every redpromise write is idempotent by id)",
+            "NOREPLICAS",
+        )
+        return [
+            err if d and not isinstance(r, BaseException) else r
+            for r, d in zip(out, durable, strict=True)
+        ]
+
+    return [*commands, wait], check
+
+
+def _same(replies: list[Any]) -> list[Any]:
+    return replies
+
+
 async def exchange(
-    redis: AnyRedis, commands: Sequence[Sequence[Any]], *, resend: bool = True
+    redis: AnyRedis,
+    commands: Sequence[Sequence[Any]],
+    *,
+    resend: bool = True,
+    durable: Sequence[bool] | None = None,
+    ack: Ack | None = None,
 ) -> list[Any]:
     """Send ``commands`` in one write; their replies in order.
 
@@ -51,18 +100,20 @@ async def exchange(
     ``NoScriptError``); a connection failure is retried per the client's ``Retry`` by
     resending the whole batch, then raised. ``resend=False`` is for commands that are not
     replay-safe (``XREADGROUP ... >`` delivers new entries each time): a failure is
-    raised at once, and the caller decides.
+    raised at once, and the caller decides. With ``ack``, the ``durable`` commands are
+    followed by a ``WAIT`` (see :func:`with_wait`).
     """
     if isinstance(redis, RedisCluster):
         from ._cluster import cluster_exchange
 
-        return await cluster_exchange(redis, commands, resend=resend)
+        return await cluster_exchange(redis, commands, resend=resend, durable=durable, ack=ack)
+    commands, check = with_wait(commands, durable, ack)
     packed = pack(commands)
     n = len(commands)
     faults = getattr(redis, "_redpromise_faults", None)  # redpromise.testing.FaultyRedis
     if faults is not None:
-        return await faults.exchange(commands, lambda: _send(redis, packed, n, resend))  # type: ignore[no-any-return]
-    return await _send(redis, packed, n, resend)
+        return check(await faults.exchange(commands, lambda: _send(redis, packed, n, resend)))
+    return check(await _send(redis, packed, n, resend))
 
 
 async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
