@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from redpromise import Redpromise, Settings
 from tests.procs import WorkerProcess
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 
@@ -51,6 +52,28 @@ def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()  # fast; data in tmp_path is discarded anyway
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One real 3-master + 3-replica Redis Cluster for the session (never kill its nodes)."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster-session"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def own_redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A private Redis Cluster for tests that kill or restart its nodes."""
+    cluster = RedisCluster(tmp_path / "redis-cluster")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # ---------------------------------------------------------------- library fixtures
