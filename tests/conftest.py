@@ -56,8 +56,10 @@ def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    """One real 3-master + 3-replica Redis Cluster for the session (never kill its nodes)."""
-    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster-session"))
+    """One real 3-master + 3-replica Redis Cluster for the session (never kill its nodes).
+
+    Its 2 s node timeout keeps a node starved by a busy machine from being failed over."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster-session"), node_timeout_ms=2000)
     cluster.start()
     try:
         yield cluster
@@ -67,8 +69,9 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 @pytest.fixture
 def own_redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    """A private Redis Cluster for tests that kill or restart its nodes."""
-    cluster = RedisCluster(tmp_path / "redis-cluster")
+    """A private Redis Cluster for tests that kill or restart its nodes (1 s node timeout:
+    a killed master's replica takes over in about 2-3 s)."""
+    cluster = RedisCluster(tmp_path / "redis-cluster", node_timeout_ms=1000)
     cluster.start()
     try:
         yield cluster
