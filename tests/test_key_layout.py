@@ -23,6 +23,7 @@ from redpromise._keys import (
     slot_range,
     spread_tags,
 )
+from tests.conftest import fast_settings
 from tests.redis_cluster import RedisCluster
 
 MakeRp = Callable[..., Awaitable[Redpromise]]
@@ -124,6 +125,28 @@ def test_sixteen_partitions_spread_six_five_five_over_three_masters(
     before = Counter(redis_cluster.master_of(legacy.slot(k)).port for k in range(16))
     print(f"16 partitions per master: legacy {sorted(before.values())}, "
           f"spread {sorted(per_master.values())}")  # fmt: skip
+
+
+@pytest.mark.real
+async def test_promises_on_a_cluster_live_on_their_partitions_master(
+    redis_cluster: RedisCluster, namespace: str
+) -> None:
+    rp = Redpromise(redis_cluster.url, settings=fast_settings(namespace))
+    try:
+        ids = [f"order-{i}" for i in range(160)]
+        for id in ids:
+            await rp.begin_rpc(id, "double", 1)
+        assert rp.keys.layout == LAYOUT_SPREAD
+        expected = Counter(
+            redis_cluster.master_of(rp.keys.slot(rp.keys.partition(id))).port for id in ids
+        )
+        found: Counter[int] = Counter()
+        for master in redis_cluster.masters():
+            with master.client() as direct:  # no redirection: what this master holds
+                found[master.port] = sum(1 for _ in direct.scan_iter(f"{{{namespace}:*}}:p:*"))
+        assert found == expected and len(found) == 3
+    finally:
+        await rp.stop()
 
 
 # ---------------------------------------------------------------- the layout in rp:meta
