@@ -322,18 +322,23 @@ def short(res: dict[str, Any]) -> str:
     return ", ".join(f"{k}={res[k]:.4g}" for k in keys if isinstance(res.get(k), int | float))
 
 
+def _partition_keys(r: redis.Redis, suffix: str, type: str) -> list[bytes]:
+    # Matched, not formatted: a partition's hash tag depends on the namespace's key layout.
+    return list(r.scan_iter(match=f"{{{NS}:*}}:{suffix}", count=1000, _type=type))
+
+
 def pending_total(r: redis.Redis) -> int:
     total = 0
-    for k in range(16):
+    for key in _partition_keys(r, "q:worker", "stream"):
         with contextlib.suppress(redis.ResponseError):
-            total += int(r.xpending(f"{{{NS}:{k}}}:q:worker", "worker")["pending"])
+            total += int(r.xpending(key, "worker")["pending"])
     return total
 
 
 def timeouts_total(r: redis.Redis) -> int:
     pipe = r.pipeline(transaction=False)
-    for k in range(16):
-        pipe.zcard(f"{{{NS}:{k}}}:timeouts")
+    for key in _partition_keys(r, "timeouts", "zset"):
+        pipe.zcard(key)
     return sum(pipe.execute())
 
 

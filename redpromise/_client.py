@@ -26,7 +26,7 @@ from ._errors import (
     PromiseTimedOut,
     StoreError,
 )
-from ._keys import Keys, validate_group, validate_id
+from ._keys import LAYOUT_LEGACY, LAYOUT_SPREAD, LAYOUTS, Keys, validate_group, validate_id
 from ._options import Options, RetryPolicy, Settings, parse_target
 from ._registry import Registry
 from ._store import Record, Store, translate_errors
@@ -312,6 +312,7 @@ class Redpromise:
         if isinstance(self.redis, RedisCluster):
             await self._use_sharded_pubsub()
         async with translate_errors():
+            await self._adopt_key_layout()
             await self.redis.hsetnx(self.keys.meta, "partitions", self.keys.partitions)
             stored = await self.redis.hget(self.keys.meta, "partitions")
         if stored is None or int(stored) != self.keys.partitions:
@@ -343,6 +344,29 @@ class Redpromise:
         version = str(info.get("redis_version", "0"))
         sharded = int(version.split(".")[0] or 0) >= 7
         self.store.sharded = self._waiter.sharded = sharded
+
+    async def _adopt_key_layout(self) -> None:
+        """Give every holder of the keys (store, waiter; the worker comes later) the key
+        layout pinned in the namespace's meta hash; pin the current one if it is new.
+
+        Runs before any key is used and before ``partitions`` is pinned: a new namespace
+        gets ``layout`` first, so a meta with ``partitions`` and no ``layout`` can only
+        come from a version without layouts, and keeps its legacy tags (no data moves).
+        """
+        meta = self.keys.meta
+        partitions, raw = await self.redis.hmget(meta, ["partitions", "layout"])
+        if partitions is None:  # a new namespace (or one whose creator died right here)
+            await self.redis.hsetnx(meta, "layout", LAYOUT_SPREAD)
+            raw = await self.redis.hget(meta, "layout")
+        layout = LAYOUT_LEGACY if raw is None else int(raw) if raw.isdigit() else -1
+        if layout not in LAYOUTS:
+            raise ConfigurationError(
+                f"namespace {self.keys.namespace!r} uses key layout {raw!r}, unknown to this "
+                f"version of redpromise (it knows {LAYOUTS}): upgrade redpromise"
+            )
+        keys = self.keys.with_layout(layout)
+        self.keys = self.store.keys = keys
+        self._waiter._keys = keys  # nothing has waited yet: every wait passes _ready() first
 
     async def _warn_eviction(self) -> None:
         try:

@@ -1,8 +1,15 @@
 """Every Redis key and channel name redpromise uses; nothing else formats key strings.
 
-A promise id maps to one of ``partitions`` partitions by ``crc32(id) % partitions``. All
-keys of a partition carry the hash tag ``{<namespace>:<k>}``, so every script touches one
-slot and runs unchanged on Redis Cluster.
+A promise id maps to one of ``partitions`` (P) partitions by ``crc32(id) % P``. All keys of
+a partition carry one hash tag, so every script touches one slot and runs unchanged on
+Redis Cluster. The tags follow the namespace's key layout, pinned in its meta hash:
+
+- layout 1 (namespaces made before layouts existed): partition k's tag is ``{<ns>:<k>}``;
+  its cluster slot is wherever CRC16 puts it, so partitions spread unevenly over masters.
+- layout 2: partition k's tag is ``{<ns>:<k>:<n>}`` with the smallest n >= 0 whose slot
+  falls in ``[k*16384//P, (k+1)*16384//P)``. Partitions then cover the slot space in
+  order and evenly: the masters of a cluster with evenly split slots get P/masters each,
+  give or take one.
 """
 
 from __future__ import annotations
@@ -10,13 +17,90 @@ from __future__ import annotations
 import re
 import unicodedata
 import zlib
+from binascii import crc_hqx
 
 from ._errors import InvalidId
 
-__all__ = ["MAX_ID_BYTES", "Keys", "validate_group", "validate_id"]
+__all__ = [
+    "LAYOUTS",
+    "LAYOUT_LEGACY",
+    "LAYOUT_SPREAD",
+    "MAX_ID_BYTES",
+    "SLOTS",
+    "Keys",
+    "slot_of_tag",
+    "validate_group",
+    "validate_id",
+]
 
 MAX_ID_BYTES = 512
 _GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+SLOTS = 16384
+"""Hash slots of a Redis Cluster."""
+LAYOUT_LEGACY = 1
+"""Tags ``{<ns>:<k>}``: namespaces whose meta has ``partitions`` but no ``layout``."""
+LAYOUT_SPREAD = 2
+"""Tags ``{<ns>:<k>:<n>}``, partition k in slot range k: what new namespaces get."""
+LAYOUTS = (LAYOUT_LEGACY, LAYOUT_SPREAD)
+
+_MASK = SLOTS - 1  # 16384 is a power of two: slot = crc & _MASK
+_MAX_DIGITS = 6  # the 900,000 six-digit suffixes hit all 16384 slots (tests check it)
+
+
+def slot_of_tag(tag: str) -> int:
+    """The cluster slot of every key carrying hash tag ``{tag}``.
+
+    Redis hashes a tagged key by CRC16-XMODEM of the text between the braces, which is
+    what :func:`binascii.crc_hqx` with initial value 0 computes.
+    """
+    return crc_hqx(tag.encode("utf-8"), 0) & _MASK
+
+
+def slot_range(k: int, partitions: int) -> range:
+    """The slots partition ``k`` of ``partitions`` must land in (layout 2)."""
+    return range(k * SLOTS // partitions, (k + 1) * SLOTS // partitions)
+
+
+# _suffixes[d][v]: the smallest d-digit decimal n whose CRC16 (init 0) has low 14 bits v.
+# Built per digit count on first need and shared by every namespace.
+_suffixes: dict[int, dict[int, int]] = {}
+
+
+def _suffix_table(digits: int) -> dict[int, int]:
+    table = _suffixes.get(digits)
+    if table is None:
+        table = {}
+        first = 0 if digits == 1 else 10 ** (digits - 1)
+        for n in range(10**digits - 1, first - 1, -1):  # downwards: the smallest n wins
+            table[crc_hqx(b"%d" % n, 0) & _MASK] = n
+        _suffixes[digits] = table
+    return table
+
+
+def spread_tags(namespace: str, partitions: int) -> list[str]:
+    """The layout-2 tag of each partition: ``<ns>:<k>:<n>``, n the smallest that fits.
+
+    Found without trying each n in turn (which costs about P tries per partition): CRC16
+    with initial value 0 is linear over GF(2), so for a d-digit suffix
+    ``crc(prefix + s) == crc(prefix + "\0" * d) ^ crc(s)``. For each digit count, in
+    increasing order (fewer digits = smaller n), every slot of the partition's range names
+    the one suffix CRC that would land there, looked up in a table of smallest suffixes.
+    """
+    tags: list[str] = []
+    for k in range(partitions):
+        prefix = f"{namespace}:{k}:".encode()
+        wanted = slot_range(k, partitions)
+        for digits in range(1, _MAX_DIGITS + 1):
+            base = crc_hqx(prefix + b"\0" * digits, 0) & _MASK
+            table = _suffix_table(digits)
+            found = [n for slot in wanted if (n := table.get(base ^ slot)) is not None]
+            if found:
+                tags.append(f"{namespace}:{k}:{min(found)}")
+                break
+        else:  # pragma: no cover - six-digit suffixes reach every slot from any prefix
+            raise AssertionError(f"no hash tag of partition {k} lands in {wanted}")
+    return tags
 
 
 def validate_id(id: object) -> str:
@@ -57,15 +141,38 @@ def validate_group(group: object) -> str:
 
 
 class Keys:
-    """Builds the keys of one namespace. Immutable; safe to share."""
+    """Builds the keys of one namespace in one key layout. Immutable; safe to share.
 
-    __slots__ = ("_tags", "meta", "namespace", "partitions")
+    ``layout`` is :data:`LAYOUT_SPREAD` for new namespaces; the client switches to the
+    layout pinned in the namespace's meta hash before it uses any key.
+    """
 
-    def __init__(self, namespace: str = "rp", partitions: int = 16) -> None:
+    __slots__ = ("_tags", "layout", "meta", "namespace", "partitions")
+
+    def __init__(
+        self, namespace: str = "rp", partitions: int = 16, layout: int = LAYOUT_SPREAD
+    ) -> None:
+        if not 1 <= partitions <= SLOTS:
+            raise ValueError(f"partitions must be between 1 and {SLOTS}, not {partitions}")
         self.namespace = namespace
         self.partitions = partitions
+        self.layout = layout
         self.meta = f"{namespace}:meta"
-        self._tags = [f"{{{namespace}:{k}}}" for k in range(partitions)]
+        if layout == LAYOUT_LEGACY:
+            tags = [f"{namespace}:{k}" for k in range(partitions)]
+        elif layout == LAYOUT_SPREAD:
+            tags = spread_tags(namespace, partitions)
+        else:
+            raise ValueError(f"unknown key layout {layout!r}; this version knows {LAYOUTS}")
+        self._tags = [f"{{{t}}}" for t in tags]
+
+    def with_layout(self, layout: int) -> Keys:
+        """These keys in ``layout`` (``self`` when it is already the one)."""
+        return self if layout == self.layout else Keys(self.namespace, self.partitions, layout)
+
+    def slot(self, k: int) -> int:
+        """The cluster slot of partition ``k``'s keys."""
+        return slot_of_tag(self._tags[k][1:-1])
 
     def partition(self, id: str) -> int:
         """The partition of a promise id."""

@@ -229,9 +229,12 @@ class Settings:
     """Settings of one :class:`Redpromise` process. Durations are ``timedelta``."""
 
     namespace: str = "rp"
-    """Prefix of every key; processes that share work share a namespace."""
+    """Prefix of every key; processes that share work share a namespace. No ``{`` or ``}``
+    (they would cut the hash tags that keep each partition in one cluster slot)."""
     partitions: int = 16
-    """Partitions of the id space; fixed for the life of a namespace (stored in Redis)."""
+    """Partitions of the id space, 1..16384; fixed for the life of a namespace (stored in
+    Redis). Each partition owns 16384/partitions cluster slots; size it at several
+    partitions per cluster master (the README's "Redis Cluster" section)."""
     lease: timedelta = timedelta(seconds=15)
     """A worker silent for this long loses its entries to other workers of its group."""
     heartbeat: timedelta | None = None
@@ -277,8 +280,11 @@ class Settings:
     :class:`StoreUnavailable` (the write may or may not survive a failover: repeat it)."""
 
     def __post_init__(self) -> None:
-        if self.partitions < 1 or self.partitions > 1024:
-            raise ConfigurationError("partitions must be between 1 and 1024")
+        if not self.namespace or "{" in self.namespace or "}" in self.namespace:
+            raise ConfigurationError("namespace must be non-empty, without '{' or '}'")
+        # One partition per cluster slot at most: a partition's slot range must not be empty.
+        if self.partitions < 1 or self.partitions > 16384:
+            raise ConfigurationError("partitions must be between 1 and 16384")
         if self.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
         if self.lease < timedelta(milliseconds=100):

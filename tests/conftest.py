@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from redpromise import Redpromise, Settings
 from tests.procs import WorkerProcess
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 
@@ -51,6 +52,31 @@ def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()  # fast; data in tmp_path is discarded anyway
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One real 3-master + 3-replica Redis Cluster for the session (never kill its nodes).
+
+    Its 2 s node timeout keeps a node starved by a busy machine from being failed over."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster-session"), node_timeout_ms=2000)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def own_redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A private Redis Cluster for tests that kill or restart its nodes (1 s node timeout:
+    a killed master's replica takes over in about 2-3 s)."""
+    cluster = RedisCluster(tmp_path / "redis-cluster", node_timeout_ms=1000)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # ---------------------------------------------------------------- library fixtures

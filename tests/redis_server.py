@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["RedisServer", "free_port", "redis_server_binary"]
@@ -108,6 +109,7 @@ class RedisServer:
         *,
         appendonly: bool = True,
         appendfsync: str = "always",
+        extra_args: Sequence[str] = (),
     ) -> None:
         if port == _FORBIDDEN_PORT:
             raise ValueError("refusing to use port 6379 (reserved for a developer's Redis)")
@@ -116,6 +118,7 @@ class RedisServer:
         self._port = port if port is not None else free_port()
         self._appendonly = appendonly
         self._appendfsync = appendfsync
+        self._extra_args = tuple(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------------ properties
@@ -155,6 +158,7 @@ class RedisServer:
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(self.logfile),
+            *self._extra_args,
         ]  # fmt: skip
 
     def log_tail(self, lines: int = 30) -> str:
@@ -166,6 +170,11 @@ class RedisServer:
 
     def start(self) -> None:
         """Spawn the server and wait until it answers PING (10 s max)."""
+        self.spawn()
+        self.wait_started()
+
+    def spawn(self) -> None:
+        """Spawn the server without waiting (start several, then :meth:`wait_started` each)."""
         if self.running:
             return
         if _ping(self._port, timeout=0.2):
@@ -178,6 +187,11 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C in the test runner does not hit Redis first
         )
+
+    def wait_started(self) -> None:
+        """Wait until the spawned server answers PING (10 s max); raise with its log if not."""
+        if self._proc is None:
+            raise RuntimeError(f"redis-server on port {self._port} was not spawned")
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

@@ -175,7 +175,10 @@ def test_parse_target_refuses_what_it_cannot_route(target: str, error: type[Exce
     "bad",
     [
         {"partitions": 0},
-        {"partitions": 1025},
+        {"partitions": 16385},
+        {"namespace": ""},
+        {"namespace": "a{b"},
+        {"namespace": "a}b"},
         {"concurrency": 0},
         {"lease": timedelta(milliseconds=50)},
         {"max_deliveries": 0},
@@ -188,6 +191,11 @@ def test_parse_target_refuses_what_it_cannot_route(target: str, error: type[Exce
 def test_invalid_settings_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         Settings(**bad)
+
+
+def test_partitions_go_up_to_one_per_cluster_slot() -> None:
+    assert Settings(partitions=16384).partitions == 16384
+    assert Settings(partitions=1).partitions == 1
 
 
 def test_heartbeat_and_reclaim_default_to_a_third_of_the_lease() -> None:
