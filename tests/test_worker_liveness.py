@@ -76,10 +76,11 @@ async def test_health_port_shows_live_through_a_redis_outage_and_ready_after_it(
         wp.close()
 
 
-def test_health_port_answers_404_for_other_paths(
+async def test_health_port_answers_404_for_other_paths(
     workers: Callable[..., WorkerProcess],
 ) -> None:
     port = free_port()
     workers(env={"REDPROMISE_HEALTH_PORT": str(port)})
-    status, body = get(port, "/metrics")
+    # The port opens just after the worker reports it serves its group.
+    status, body = await assert_eventually(lambda: get(port, "/nothing-here"))
     assert status == 404 and "healthz" in body["error"]
