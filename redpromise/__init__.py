@@ -6,7 +6,7 @@ checkpointing each step (``ctx.run``); anyone re-attaches by id (:meth:`Redpromi
 and reads the outcome — after any process, or all of them, restarted.
 """
 
-from ._client import Handle, Redpromise
+from ._client import Handle, PromiseInfo, Redpromise, SearchPage
 from ._context import Context
 from ._errors import (
     ApplicationError,
@@ -45,12 +45,14 @@ __all__ = [
     "PayloadError",
     "PayloadTooLarge",
     "PromiseCanceled",
+    "PromiseInfo",
     "PromiseNotFound",
     "PromiseRejected",
     "PromiseTimedOut",
     "Redpromise",
     "RedpromiseError",
     "RetryPolicy",
+    "SearchPage",
     "Settings",
     "StoreError",
     "StoreUnavailable",

@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
@@ -29,12 +29,13 @@ from ._errors import (
 from ._keys import LAYOUT_LEGACY, LAYOUT_SPREAD, LAYOUTS, Keys, validate_group, validate_id
 from ._options import Options, RetryPolicy, Settings, parse_target
 from ._registry import Registry
+from ._search import PromiseInfo, SearchPage, counts, search
 from ._store import Record, Store, translate_errors
 from ._waiter import Waiter
 from ._wire import AnyRedis
 from ._worker import Worker
 
-__all__ = ["Handle", "Redpromise"]
+__all__ = ["Handle", "PromiseInfo", "Redpromise", "SearchPage"]
 
 log = logging.getLogger("redpromise")
 
@@ -479,6 +480,59 @@ class Redpromise:
             child = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
             await self.store.complete(child, None, None, "rejected_canceled", blob)
             await self._cancel_children(child, blob, depth + 1)
+
+    # -- search and counts --------------------------------------------------------------
+
+    async def search(
+        self,
+        state: str | None = None,
+        group: str | None = None,
+        function: str | None = None,
+        tags: dict[str, str] | None = None,
+        since: int | datetime | None = None,
+        until: int | datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        *,
+        newest_first: bool = False,
+    ) -> SearchPage:
+        """One page of the promises matching every filter given, oldest first (by
+        ``created_at``, then group and id) or newest first. ``state`` is one of ``pending``, ``resolved``, ``rejected``, ``rejected_canceled``,
+        ``rejected_timedout``; ``tags`` must all be on the promise; ``since`` and
+        ``until`` bound ``created_at`` (inclusive; ms since the epoch or a datetime).
+        Pass the returned ``cursor`` back (same filters) for the next page: a walk never
+        repeats a promise nor skips one that exists throughout it, across partitions and
+        state changes. A page holds at most ``limit`` (1 to 1000) records; it may hold fewer
+        while ``cursor`` is not ``None`` when a rare filter made it read many candidates.
+        Completed promises are found until their retention ends. Raises ``ValueError``
+        on a bad argument or cursor.
+        """
+        await self._ready()
+        async with translate_errors():
+            return await search(
+                self.store,
+                state=state,
+                group=group,
+                function=function,
+                tags=tags,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+                newest_first=newest_first,
+            )
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Promises per state and group: ``{state: {group: n}}``, every state present.
+        O(partitions): one small hash per partition, kept by the transition scripts.
+        ``pending`` is exact. A completed state counts the promises completed and still
+        retained; one whose retention ended leaves the count when a worker's upkeep
+        sweeps it (within about one reclaim interval while any worker runs) or when a
+        search meets it. Latent promises count under group ``""``.
+        """
+        await self._ready()
+        async with translate_errors():
+            return await counts(self.store)
 
     # -- for Context (worker side) ------------------------------------------------------
 

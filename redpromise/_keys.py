@@ -203,6 +203,15 @@ class Keys:
     def dead(self, k: int) -> str:
         return f"{self._tag(k)}:dead"
 
+    def index(self, k: int, state: str) -> str:
+        """Partition ``k``'s search index of promises in ``state``: a zset of
+        ``<group>|<id>`` scored by ``created_at`` (see ``docs/design.md``)."""
+        return f"{self._tag(k)}:i:{state}"
+
+    def counts(self, k: int) -> str:
+        """Partition ``k``'s counters hash: ``<state>|<group>`` -> index entries."""
+        return f"{self._tag(k)}:n"
+
     def channel(self, k: int) -> str:
         return f"{self._tag(k)}:c"
 

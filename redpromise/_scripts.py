@@ -37,10 +37,12 @@ SCRIPT_NAMES = (
     "checkpoint",
     "complete",
     "create",
+    "forget",
     "heartbeat",
     "promote",
     "reconcile",
     "retry",
+    "scan",
 )
 
 # One table for every refusal code the scripts return (see each file's header).

@@ -179,7 +179,13 @@ class Store:
         k = self.keys.partition(id)
         res = await self.batch.call(
             self.scripts["create"],
-            [self.keys.promise(id), self.keys.stream(k, group), self.keys.timeouts(k)],
+            [
+                self.keys.promise(id),
+                self.keys.stream(k, group),
+                self.keys.timeouts(k),
+                self.keys.index(k, PENDING),
+                self.keys.counts(k),
+            ],
             [id, func, args, group, timeout_ms, tags, retry],
         )
         if res[0] == 1:
@@ -203,6 +209,9 @@ class Store:
             self.keys.stream(k, group),
             self.keys.timeouts(k),
             self.keys.delayed(k),
+            self.keys.index(k, PENDING),
+            self.keys.index(k, state),
+            self.keys.counts(k),
         ]
         args = [
             id,
@@ -263,6 +272,9 @@ class Store:
             self.keys.dead(k),
             self.keys.timeouts(k),
             self.keys.delayed(k),
+            self.keys.index(k, PENDING),
+            self.keys.index(k, "rejected"),
+            self.keys.counts(k),
         ]
         args = [
             id,
@@ -356,6 +368,16 @@ class Store:
             self.scripts["reconcile"],
             [self.keys.promise(id), self.keys.stream(k, group), self.keys.delayed(k)],
             [id, group, last_delivered],
+        )
+
+    def forget_call(self, k: int, state: str, member: str) -> Call:
+        """Drop index entry ``member`` (``<group>|<id>``) of ``state`` in partition ``k``
+        if its promise is gone (retention ended) or is another promise by the same id."""
+        id = member.partition("|")[2]
+        return (
+            self.scripts["forget"],
+            [self.keys.promise(id), self.keys.index(k, state), self.keys.counts(k)],
+            [member, state],
         )
 
     async def pipelined(self, calls: Sequence[Call]) -> list[Any]:

@@ -1,4 +1,5 @@
-"""The worker's upkeep: reclaim from silent workers, reconcile, sweep, promote, time out.
+"""The worker's upkeep: reclaim from silent workers, reconcile, sweep consumers and expired
+search-index entries, promote, time out.
 
 Kept apart from :class:`~redpromise._worker.Worker` because none of it runs a function:
 it only moves entries and promises between states. Each method is one iteration of a
@@ -19,6 +20,7 @@ from redis import exceptions as rex
 
 from ._codec import as_text
 from ._faults import cause_of, retryable
+from ._search import IndexSweep
 from ._supervise import CauseLog
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ class Upkeep:
         self._cursors = ["0-0"] * self.keys.partitions
         self._reconcile_at = (0, 0)  # (partition, offset) in the timeouts zsets
         self._key_faults: dict[str, CauseLog] = {}
+        self.index_sweep = IndexSweep(worker.store)
 
     def key_fault(self, key: str, exc: BaseException) -> None:
         """Log a problem confined to one key, once per key and cause (rate-limited)."""
@@ -78,6 +81,7 @@ class Upkeep:
             await w.ensure_groups()
         await self.reclaim()
         await self.reconcile(self.settings.reconcile_batch)
+        await self.index_sweep.run(report=self.raise_first)
         if time.monotonic() > self._next_sweep:
             self._next_sweep = time.monotonic() + self._sweep_every
             await self.sweep_consumers()

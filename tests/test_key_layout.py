@@ -23,6 +23,7 @@ from redpromise._keys import (
     slot_range,
     spread_tags,
 )
+from redpromise._store import STATES
 from tests.conftest import fast_settings
 from tests.redis_cluster import RedisCluster
 
@@ -68,6 +69,7 @@ def test_every_key_of_a_promise_shares_its_partitions_slot() -> None:
         k = keys.partition(id)
         built = [keys.promise(id), keys.steps(id), keys.children(id), keys.stream(k, "g")]
         built += [keys.delayed(k), keys.timeouts(k), keys.dead(k), keys.channel(k)]
+        built += [keys.index(k, s) for s in STATES] + [keys.counts(k)]
         assert {key_slot(key.encode()) for key in built} == {keys.slot(k)}
 
 

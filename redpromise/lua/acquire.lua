@@ -8,6 +8,9 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
   KEYS[4] dead stream       {ns:k}:dead
   KEYS[5] timeouts zset     {ns:k}:timeouts
   KEYS[6] delayed zset      {ns:k}:delayed
+  KEYS[7] pending index     {ns:k}:i:pending
+  KEYS[8] rejected index    {ns:k}:i:rejected
+  KEYS[9] counters hash     {ns:k}:n
 
   ARGV[1] id
   ARGV[2] stream entry id
@@ -49,7 +52,7 @@ local function drop_entry()
   redis.call('XDEL', KEYS[3], ARGV[2])
 end
 local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'entry', 'deliveries', 'version',
-  'func', 'args', 'attempt', 'timeout_at', 'retry', 'token')
+  'func', 'args', 'attempt', 'timeout_at', 'retry', 'token', 'created_at')
 if not h[1] then
   drop_entry()
   return { -1 }
@@ -83,7 +86,7 @@ if deliveries > tonumber(ARGV[5]) then
   to_dead(KEYS[4], ARGV[10], tonumber(ARGV[11]), { 'id', ARGV[1], 'group', ARGV[3],
     'entry', ARGV[2], 'deliveries', deliveries })
   settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected', ARGV[6],
-    tonumber(ARGV[7]), ARGV[8], '', ARGV[2], ARGV[12])
+    tonumber(ARGV[7]), ARGV[8], '', ARGV[2], ARGV[12], { KEYS[7], KEYS[8], KEYS[9], h[12] })
   return { -7 }
 end
 local version = (tonumber(h[5]) or 0) + 1

@@ -6,6 +6,9 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
   KEYS[3] target stream     {ns:k}:q:<group>
   KEYS[4] timeouts zset     {ns:k}:timeouts
   KEYS[5] delayed zset      {ns:k}:delayed
+  KEYS[6] pending index     {ns:k}:i:pending
+  KEYS[7] final index       {ns:k}:i:<ARGV[4]>
+  KEYS[8] counters hash     {ns:k}:n
 
   ARGV[1] id
   ARGV[2] group the caller believes the promise targets
@@ -42,7 +45,7 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
 --- @include now
 --- @include settle
 local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'timeout_at', 'value',
-  'completed_by', 'entry')
+  'completed_by', 'entry', 'created_at')
 local timing_out = ARGV[8] == '1'
 -- promote reads a bounded number of due members per partition: one it can neither settle
 -- nor remove would hold that slot, and a hundred would stop every timeout behind them.
@@ -76,5 +79,5 @@ if timing_out and timeout_at and timeout_at > now_ms() then
   return { -8 }
 end
 settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4], ARGV[5],
-  tonumber(ARGV[6]), ARGV[7], ARGV[3], h[7] or '', ARGV[9])
+  tonumber(ARGV[6]), ARGV[7], ARGV[3], h[7] or '', ARGV[9], { KEYS[6], KEYS[7], KEYS[8], h[8] })
 return { 1, ARGV[4] }

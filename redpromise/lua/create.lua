@@ -5,6 +5,8 @@ create: create a promise if absent and dispatch it to its target group, atomical
   KEYS[1] promise hash      {ns:k}:p:<id>
   KEYS[2] target stream     {ns:k}:q:<group>   (unused when group is '')
   KEYS[3] timeouts zset     {ns:k}:timeouts
+  KEYS[4] pending index     {ns:k}:i:pending  (member <group>|<id>, score created_at)
+  KEYS[5] counters hash     {ns:k}:n          (<state>|<group> -> index entries)
 
   ARGV[1] id
   ARGV[2] function name
@@ -39,5 +41,10 @@ end
 redis.call('HSET', KEYS[1], 'state', 'pending', 'func', ARGV[2], 'args', ARGV[3],
   'group', ARGV[4], 'created_at', now, 'timeout_at', timeout_at, 'version', 0,
   'attempt', 0, 'deliveries', 0, 'entry', entry, 'tags', ARGV[6], 'retry', ARGV[7])
-redis.call('ZADD', KEYS[3], timeout_at, ARGV[4] .. '|' .. ARGV[1])
+local member = ARGV[4] .. '|' .. ARGV[1]
+redis.call('ZADD', KEYS[3], timeout_at, member)
+-- A counter moves only with its index entry, so counts always equal the index's members.
+if redis.call('ZADD', KEYS[4], now, member) == 1 then
+  redis.call('HINCRBY', KEYS[5], 'pending|' .. ARGV[4], 1)
+end
 return { 1, timeout_at }

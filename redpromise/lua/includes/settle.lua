@@ -9,8 +9,11 @@
 --       completion can tell "already done by me" from "done by someone else"
 --   entry: the promise's current stream entry as the caller read it ('' = none: then, and
 --       only then, the promise may be waiting in the delayed set)
+--   index: { pending index, index of `state`, counters hash, created_at }: the promise's
+--       search entry moves from the pending index to its final state's, and the counters
+--       follow (a counter moves only when its entry does, so a replay counts nothing)
 local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, value,
-                      retention_ms, channel, by, entry, publish)
+                      retention_ms, channel, by, entry, publish, index)
   if entry ~= '' then
     if group ~= '' then
       redis.call('XACK', stream, group, entry)
@@ -26,8 +29,15 @@ local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, v
     redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_ms())
   end
   redis.call('HDEL', pkey, 'args', 'entry', 'owner', 'deliveries', 'retry', 'token')
-  redis.call('ZREM', timeouts, group .. '|' .. id)
+  local member = group .. '|' .. id
+  redis.call('ZREM', timeouts, member)
   redis.call('DEL', skey)
+  if redis.call('ZREM', index[1], member) == 1 then
+    redis.call('HINCRBY', index[3], 'pending|' .. group, -1)
+  end
+  if redis.call('ZADD', index[2], tonumber(index[4]) or now_ms(), member) == 1 then
+    redis.call('HINCRBY', index[3], state .. '|' .. group, 1)
+  end
   if retention_ms > 0 then
     redis.call('PEXPIRE', pkey, retention_ms)
   end
