@@ -16,6 +16,7 @@ from redpromise._options import Settings
 from redpromise._search import IndexSweep
 from redpromise._store import Store
 from tests.helpers import assert_eventually
+from tests.redis_cluster import RedisCluster
 from tests.storeops import G, acquire, claim, running
 
 MakeRp = Callable[..., Awaitable[Redpromise]]
@@ -334,7 +335,7 @@ async def test_an_id_used_again_after_retention_is_indexed_once(make_rp: MakeRp)
 # ---------------------------------------------------------------- memory
 
 
-async def namespace_bytes(redis: Redis, namespace: str) -> int:
+async def namespace_bytes(redis: Any, namespace: str) -> int:
     """MEMORY USAGE (exact: SAMPLES 0) of every key of the namespace, indexes included."""
     total = 0
     async for key in redis.scan_iter(match=f"*{namespace}*", count=1000):
@@ -373,3 +374,21 @@ async def test_a_completed_promise_with_its_index_entry_stays_under_500_bytes(
     finally:
         await worker.stop()
         await client.stop()
+
+
+@pytest.mark.real
+async def test_search_and_counts_on_a_cluster(redis_cluster: RedisCluster, namespace: str) -> None:
+    from tests.conftest import fast_settings
+
+    rp = Redpromise(redis_cluster.url, settings=fast_settings(namespace))
+    try:
+        ids = await begin_many(rp, 120)
+        for id in ids[:20]:
+            await rp.resolve(id, 1)
+        seen = [id for page in await walk(rp, 7) for id in page]
+        assert sorted(seen) == ids
+        assert sorted(await ids_of(rp, state="resolved")) == ids[:20]
+        counts = await rp.counts()
+        assert counts["pending"] == {"worker": 100} and counts["resolved"] == {"worker": 20}
+    finally:
+        await rp.stop()
