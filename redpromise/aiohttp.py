@@ -47,6 +47,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ from ._errors import (
     StoreUnavailable,
 )
 from ._keys import validate_group, validate_id
+from ._openapi import openapi
 from ._options import parse_target
 from ._supervise import CauseLog
 
@@ -91,11 +93,42 @@ class _HTTPError(Exception):
         self.headers = headers or {}
 
 
+# The numbers the gateway reads (bodies, ``timeout``) lie within +-1e308, the bound the
+# OpenAPI document states: an integer literal is compared exactly (as JSON Schema does),
+# a decimal one after reading it as a double.
+_NUMBER_BOUND = 1e308
+_INT_BOUND = 10**308
+_MSGPACK_INTS = (-(2**63), 2**64 - 1)
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
-    if not math.isfinite(value):
+    if not abs(value) <= _NUMBER_BOUND:  # also NaN and infinities
         raise ValueError(f"number out of range: {text}")
     return value
+
+
+def _json_int(text: str) -> int | float:
+    """An integer literal; one beyond msgpack's 64 bits reads as the nearest double.
+
+    That is how JavaScript's ``JSON.parse`` reads it (RFC 8259 leaves number range and
+    precision to the implementation), and it keeps the accepted bodies exactly the JSON
+    Schema the OpenAPI document states: a number is judged by its value, not its spelling.
+    """
+    value = int(text)
+    if _MSGPACK_INTS[0] <= value <= _MSGPACK_INTS[1]:
+        return value
+    if abs(value) > _INT_BOUND:
+        raise ValueError(f"number out of range: {text[:20]}...")
+    return float(value)
+
+
+def _query_number(text: str) -> float:
+    """A query parameter that must be a JSON number (no blanks, ``_``, ``inf``, …)."""
+    if not _JSON_NUMBER.fullmatch(text):
+        raise ValueError(f"not a number: {text!r}")
+    return _json_int(text) if text.lstrip("-").isdigit() else _finite_float(text)
 
 
 def _reject_constant(name: str) -> Any:
@@ -106,7 +139,10 @@ def _loads(raw: bytes) -> Any:
     """Strict JSON: UTF-8, no NaN/Infinity, no numbers that overflow to infinity."""
     try:
         return json.loads(
-            raw.decode("utf-8"), parse_float=_finite_float, parse_constant=_reject_constant
+            raw.decode("utf-8"),
+            parse_float=_finite_float,
+            parse_int=_json_int,
+            parse_constant=_reject_constant,
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _HTTPError(400, f"malformed JSON body: {exc}") from exc
@@ -222,13 +258,13 @@ class Gateway:
 
     def _timeout(self, request: web.Request) -> float:
         raw = request.query.get("timeout")
-        if raw is None or raw == "":
+        if raw is None:
             return 0.0
         try:
-            value = float(raw)
+            value = float(_query_number(raw))
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < 0:
+        if not value >= 0:
             raise _HTTPError(400, "timeout must be a non-negative number of seconds")
         return min(value, self.max_wait)
 
@@ -456,147 +492,3 @@ def add_routes(
 
         app.cleanup_ctx.append(lifecycle)
     return gw
-
-
-def _op(summary: str, params: list[dict[str, Any]], secured: bool, **extra: Any) -> Any:
-    op: dict[str, Any] = {"summary": summary, "parameters": params, **extra}
-    responses = op.setdefault("responses", {})
-    responses.setdefault("400", {"$ref": "#/components/responses/Error"})
-    responses.setdefault("502", {"$ref": "#/components/responses/Error"})
-    responses.setdefault("503", {"$ref": "#/components/responses/Error"})
-    if secured:
-        op["security"] = [{"bearer": []}]
-        responses.setdefault("401", {"$ref": "#/components/responses/Error"})
-    return op
-
-
-def openapi(prefix: str = "", function: str = "foo", secured: bool = False) -> dict[str, Any]:
-    """The OpenAPI 3.1 document served at ``{prefix}/openapi.json``."""
-    id_required = {
-        "name": "id",
-        "in": "query",
-        "required": True,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 512},
-    }
-    id_optional = {**id_required, "required": False, "description": "a UUID when absent"}
-    timeout = {
-        "name": "timeout",
-        "in": "query",
-        "required": False,
-        "description": "long-poll: seconds to wait for completion (capped by the server)",
-        "schema": {"type": "number", "minimum": 0},
-    }
-    outcome = {
-        "200": {"$ref": "#/components/responses/Outcome"},
-        "404": {"$ref": "#/components/responses/Error"},
-        "413": {"$ref": "#/components/responses/Error"},
-    }
-    any_json = {"content": {"application/json": {"schema": {}}}, "required": False}
-    paths = {
-        "/begin": {
-            "post": _op(
-                f"Create a promise and dispatch {function}(body) to the worker group",
-                [id_optional],
-                secured,
-                requestBody=any_json,
-                responses={
-                    "200": {
-                        "description": "the promise exists (created now or before)",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["promise", "status", "wait"],
-                                    "properties": {
-                                        "promise": {"type": "string"},
-                                        "status": {"const": "pending"},
-                                        "wait": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "413": {"$ref": "#/components/responses/Error"},
-                },
-            )
-        },
-        "/wait": {
-            "get": _op(
-                "Read (or long-poll) a promise's outcome",
-                [id_required, timeout],
-                secured,
-                responses=dict(outcome),
-            )
-        },
-        "/resolve": {
-            "post": _op(
-                "Resolve a pending promise with the JSON body",
-                [id_required],
-                secured,
-                requestBody=any_json,
-                responses=dict(outcome),
-            )
-        },
-        "/reject": {
-            "post": _op(
-                'Reject a pending promise: {"error": message}',
-                [id_required],
-                secured,
-                requestBody=any_json,
-                responses=dict(outcome),
-            )
-        },
-        "/cancel": {
-            "post": _op("Cancel a pending promise", [id_required], secured, responses=dict(outcome))
-        },
-        "/healthz": {
-            "get": {
-                "summary": "Redis reachable",
-                "responses": {
-                    "200": {"$ref": "#/components/responses/Health"},
-                    "503": {"$ref": "#/components/responses/Health"},
-                },
-            }
-        },
-    }
-    outcome_schema = {
-        "type": "object",
-        "required": ["status", "promise_id"],
-        "properties": {
-            "status": {"enum": ["pending", "resolved", "rejected"]},
-            "promise_id": {"type": "string"},
-            "message": {"type": "string"},
-            "result": {},
-            "error": {"type": "string"},
-            "error_type": {"type": "string"},
-        },
-    }
-    error_schema = {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string"}},
-    }
-    doc: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {"title": "redpromise gateway", "version": "1"},
-        "paths": {f"{prefix}{p}": v for p, v in paths.items()},
-        "components": {
-            "responses": {
-                "Outcome": {
-                    "description": "the promise's state",
-                    "content": {"application/json": {"schema": outcome_schema}},
-                },
-                "Error": {
-                    "description": "an error",
-                    "content": {"application/json": {"schema": error_schema}},
-                },
-                "Health": {
-                    "description": "Redis reachable or not",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-            },
-        },
-    }
-    if secured:
-        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    return doc

@@ -221,7 +221,7 @@ async def test_invalid_ids_are_400(env: Env, bad: str) -> None:
         assert "id" in (await body(resp))["error"]
 
 
-@pytest.mark.parametrize("bad", ["abc", "-1", "nan", "inf", "1e999"])
+@pytest.mark.parametrize("bad", ["abc", "-1", "nan", "inf", "1e999", "", " 1", "1_0", "0x1"])
 async def test_bad_wait_timeout_is_400(env: Env, bad: str) -> None:
     client, _ = await env.client()
     await client.post("/begin?id=p")
@@ -267,10 +267,21 @@ async def test_payload_over_the_library_limit_is_413(env: Env) -> None:
 
 async def test_json_that_msgpack_cannot_carry_is_400(env: Env) -> None:
     client, _ = await env.client()
-    resp = await client.post("/begin?id=huge", data=b'{"n": 123456789012345678901234567890}')
-    assert resp.status == 400
     resp = await client.post("/begin?id=sur", data=b'"\\ud800"')
     assert resp.status == 400
+    resp = await client.post("/begin?id=inf", data=b'{"n": 1' + b"0" * 400 + b"}")
+    assert resp.status == 400
+
+
+async def test_an_integer_beyond_64_bits_reads_as_the_nearest_double(env: Env) -> None:
+    """As JSON.parse reads it: the OpenAPI document judges numbers by value, so must we."""
+    client, _ = await env.client()
+    await client.post("/begin?id=huge")
+    resp = await client.post("/resolve?id=huge", data=b'{"n": 123456789012345678901234567890}')
+    assert resp.status == 200
+    assert (await body(resp))["result"] == {"n": 1.2345678901234568e29}
+    resp = await client.post("/resolve?id=huge", data=b"18446744073709551615")
+    assert (await body(resp))["result"] == {"n": 1.2345678901234568e29}  # first one won
 
 
 # ---------------------------------------------------------------- settle from outside
@@ -356,7 +367,8 @@ async def test_openapi_document_lists_every_route_under_the_prefix(env: Env) -> 
     doc = await body(await client.get("/jobs/openapi.json"))
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {
-        f"/jobs/{r}" for r in ("begin", "wait", "resolve", "reject", "cancel", "healthz")
+        f"/jobs/{r}"
+        for r in ("begin", "wait", "resolve", "reject", "cancel", "healthz", "openapi.json")
     }
     assert doc["paths"]["/jobs/wait"]["get"]["security"] == [{"bearer": []}]
     assert doc == json.loads(json.dumps(openapi("/jobs", "foo", True)))
