@@ -28,6 +28,9 @@ Routes (under ``prefix``; every body is JSON, errors are ``{"error": "<message>"
     ``200 {"status": "ok"}`` while Redis answers, else ``503``.
 ``GET /openapi.json``
     An OpenAPI 3.1 description of these routes.
+``GET /ui``
+    The dashboard (redpromise/_ui.py; its JSON under ``/ui/api/`` is not in the OpenAPI
+    document: it is the page's own interface).
 
 Status codes: 400 bad id / query / JSON, 401 missing or wrong bearer token (when ``token``
 is set; ``/healthz`` and ``/openapi.json`` stay open), 404 unknown id, 413 body over
@@ -425,6 +428,7 @@ def add_routes(
     retry_after: int = 1,
     default_body: Any = _DEFAULT_BODY,
     manage: bool = True,
+    ui: bool = True,
 ) -> Gateway:
     """Add ``begin``/``wait``/``resolve``/``reject``/``cancel``/``healthz``/``openapi.json``.
 
@@ -435,7 +439,8 @@ def add_routes(
     long-poll ``timeout`` of ``wait``. With ``manage`` (the default) the application's
     startup runs ``rp.start()`` and its cleanup ``rp.stop()``; Redis being down at
     startup is only a warning (requests answer 503 until it is back), unless ``rp`` has
-    registered functions to serve. On shutdown, long-polls return at once.
+    registered functions to serve. On shutdown, long-polls return at once. With ``ui``
+    (the default) the dashboard is served at ``{prefix}/ui`` (redpromise/_ui.py).
 
     Returns the :class:`Gateway` (also listed under ``app[GATEWAYS]``).
     """
@@ -470,6 +475,10 @@ def add_routes(
     r.add_post(gw.path("/cancel"), gw.guard(gw.cancel))
     r.add_get(gw.path("/healthz"), gw.guard(gw.healthz, auth=False))
     r.add_get(gw.path("/openapi.json"), gw.guard(gw.openapi, auth=False))
+    if ui:
+        from ._ui import add_ui  # imported here: the dashboard builds on this module
+
+        add_ui(app, gw)
 
     async def wake_waiters(app: web.Application) -> None:
         gw.closing.set()

@@ -89,7 +89,16 @@ def make() -> Redpromise:
         await bump(key)
         os.kill(os.getpid(), signal.SIGKILL)
 
+    rp.register(fragile)
     return rp
+
+
+async def fragile(ctx: Context, key: str, trap: str) -> str:
+    """SIGKILLs its own worker while the file ``trap`` exists (a poison dispatch until the
+    operator removes the cause), else returns ``<key> ok``."""
+    if os.path.exists(trap):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return f"{key} ok"
 
 
 def make_with_promote_bug() -> Redpromise:

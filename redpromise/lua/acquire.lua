@@ -36,7 +36,7 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
     { -4 }       entry is not the promise's current dispatch: acked and deleted
     { -5 }       the promise targets another group: entry acked and deleted
     { -7 }       delivered more than ARGV[5] times: promise rejected as poison, entry
-                 moved to the dead stream
+                 moved to the dead stream (with the function and arguments)
   Fence rule: this is where the fence advances, once per acquire call: every delivery
   (XREADGROUP, or XAUTOCLAIM by any consumer after the lease lapsed) is a new call with a
   new token, so it counts toward ARGV[5] and bumps the version, fencing out the previous
@@ -83,8 +83,10 @@ end
 local deliveries = (tonumber(h[4]) or 0) + 1
 if deliveries > tonumber(ARGV[5]) then
   redis.call('HSET', KEYS[1], 'deliveries', deliveries)
+  -- The record keeps the function and arguments (settle drops them from the hash), so
+  -- an operator can requeue the work as a new promise (redpromise/_inspect.py).
   to_dead(KEYS[4], ARGV[10], tonumber(ARGV[11]), { 'id', ARGV[1], 'group', ARGV[3],
-    'entry', ARGV[2], 'deliveries', deliveries })
+    'entry', ARGV[2], 'deliveries', deliveries, 'func', h[6] or '', 'args', h[7] or '' })
   settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected', ARGV[6],
     tonumber(ARGV[7]), ARGV[8], '', ARGV[2], ARGV[12], { KEYS[7], KEYS[8], KEYS[9], h[12] })
   return { -7 }

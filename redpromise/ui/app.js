@@ -1,0 +1,296 @@
+// The redpromise dashboard: plain DOM and fetch, an inline SVG chart, no build step.
+"use strict";
+
+const BASE = location.pathname.replace(/\/ui\/?$/, "");
+const API = BASE + "/ui/api";
+const COLORS = ["#2f5fd0", "#c2410c", "#1a7f37", "#7c3aed", "#0e7490", "#b91c1c"];
+const state = { tab: "recent", cursor: null, session: null, detail: null };
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k === "onclick") node.addEventListener("click", v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : String(c ?? ""));
+  return node;
+}
+
+function token() { return sessionStorage.getItem("redpromise-token") || ""; }
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (token()) headers.Authorization = "Bearer " + token();
+  const resp = await fetch(API + path, Object.assign({}, options, { headers }));
+  let body = null;
+  try { body = await resp.json(); } catch (_) { body = { error: resp.statusText }; }
+  if (!resp.ok) {
+    const err = new Error((body && body.error) || resp.statusText);
+    err.status = resp.status;
+    throw err;
+  }
+  return body;
+}
+
+function showError(err) { $("status").textContent = err ? String(err.message || err) : ""; }
+
+const fmtTime = (ms) => (ms ? new Date(ms).toLocaleString() : "");
+function fmtIdle(ms) {
+  if (ms === null || ms === undefined) return "";
+  if (ms < 1000) return ms + " ms";
+  if (ms < 60000) return (ms / 1000).toFixed(1) + " s";
+  return Math.round(ms / 60000) + " min";
+}
+const stateBadge = (s) => el("span", { class: "state " + s }, s);
+const promiseLink = (id) => el("a", { onclick: () => openPromise(id), "data-id": id }, id);
+
+// -- session and token ------------------------------------------------------------------
+
+async function loadSession() {
+  state.session = await api("/session");
+  $("namespace").textContent = "namespace " + state.session.namespace;
+  const on = state.session.authorized;
+  $("mode").textContent = on ? (state.session.token_required ? "actions unlocked" : "no token needed") : "read-only";
+  $("mode").classList.toggle("on", on);
+  $("token-form").hidden = !state.session.token_required;
+  for (const node of document.querySelectorAll(".needs-token")) node.disabled = !on;
+  for (const node of document.querySelectorAll("button.requeue")) node.disabled = !on;
+}
+
+$("token-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem("redpromise-token", $("token").value);
+  $("token").value = "";
+  await refreshAll();
+});
+
+// -- groups, chart, workers -------------------------------------------------------------
+
+function rates(history, name) {
+  const out = [];
+  for (let i = 1; i < history.length; i++) {
+    const a = history[i - 1].groups[name], b = history[i].groups[name];
+    const dt = (history[i].t - history[i - 1].t) / 1000;
+    if (!a || !b || a.dispatched === null || b.dispatched === null || dt <= 0) continue;
+    out.push({ t: history[i].t, v: Math.max(0, b.dispatched - a.dispatched) / dt });
+  }
+  return out;
+}
+
+function drawChart(history, names) {
+  const svg = $("chart");
+  const W = 480, H = 160, L = 34, R = 8, T = 8, B = 18;
+  svg.replaceChildren();
+  const ns = "http://www.w3.org/2000/svg";
+  const add = (tag, attrs, text) => {
+    const n = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+    if (text !== undefined) n.textContent = text;
+    svg.append(n);
+    return n;
+  };
+  const now = Date.now(), span = 15 * 60 * 1000, t0 = now - span;
+  const series = [];
+  names.forEach((name, i) => {
+    const color = COLORS[i % COLORS.length];
+    series.push({ label: name + " backlog", color, dash: "", pts: history.filter((h) => h.groups[name]).map((h) => ({ t: h.t, v: h.groups[name].backlog })) });
+    series.push({ label: name + " dispatched/s", color, dash: "4 3", pts: rates(history, name) });
+  });
+  const max = Math.max(1, ...series.flatMap((s) => s.pts.map((p) => p.v)));
+  const x = (t) => L + ((t - t0) / span) * (W - L - R);
+  const y = (v) => H - B - (v / max) * (H - T - B);
+  for (const f of [0, 0.5, 1]) {
+    add("line", { x1: L, x2: W - R, y1: y(max * f), y2: y(max * f), stroke: "#e3e6ec" });
+    add("text", { x: L - 4, y: y(max * f) + 4, "text-anchor": "end", "font-size": 10, fill: "#687083" }, max * f >= 10 ? Math.round(max * f) : (max * f).toFixed(1));
+  }
+  for (const m of [15, 10, 5, 0]) {
+    add("text", { x: x(now - m * 60000), y: H - 4, "text-anchor": "middle", "font-size": 10, fill: "#687083" }, m ? "-" + m + " min" : "now");
+  }
+  for (const s of series) {
+    const pts = s.pts.filter((p) => p.t >= t0);
+    if (pts.length === 1) add("circle", { cx: x(pts[0].t), cy: y(pts[0].v), r: 2.5, fill: s.color });
+    if (pts.length < 2) continue;
+    add("polyline", { points: pts.map((p) => x(p.t).toFixed(1) + "," + y(p.v).toFixed(1)).join(" "), fill: "none", stroke: s.color, "stroke-width": 1.8, "stroke-dasharray": s.dash });
+  }
+  $("chart-legend").textContent = history.length
+    ? "solid: backlog · dashed: dispatched per second · sampled every 5 s while this page is open"
+    : "collecting samples…";
+}
+
+async function loadOverview() {
+  const data = await api("/overview");
+  const body = $("groups").tBodies[0];
+  body.replaceChildren();
+  const workers = $("workers").tBodies[0];
+  workers.replaceChildren();
+  for (const g of data.groups) {
+    const r = rates(data.history, g.name);
+    const rate = r.length ? r[r.length - 1].v.toFixed(1) : "";
+    const count = (st) => (data.counts && data.counts[st] ? data.counts[st][g.name] || 0 : "");
+    const rejected = data.counts ? ["rejected", "rejected_canceled", "rejected_timedout"].reduce((n, st) => n + (count(st) || 0), 0) : "";
+    body.append(el("tr", { "data-group": g.name }, el("td", {}, g.name), el("td", { class: "num" }, g.backlog), el("td", { class: "num" }, g.in_flight),
+      el("td", { class: "num" }, rate), el("td", { class: "num" }, g.consumers.length), el("td", { class: "num" }, count("pending")),
+      el("td", { class: "num" }, count("resolved")), el("td", { class: "num" }, rejected)));
+    for (const c of g.consumers) {
+      workers.append(el("tr", {}, el("td", {}, g.name), el("td", {}, c.name), el("td", { class: "num" }, c.pending), el("td", { class: "num" }, fmtIdle(c.idle_ms))));
+    }
+  }
+  if (!workers.rows.length) workers.append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "no consumers")));
+  $("dead-count").textContent = data.dead;
+  drawChart(data.history, data.groups.map((g) => g.name));
+}
+
+// -- promises, search, dead -------------------------------------------------------------
+
+function filters() {
+  const p = new URLSearchParams();
+  const st = state.tab === "failed" ? ($("f-state").value || "rejected") : $("f-state").value;
+  if (st) p.set("state", st);
+  for (const [k, id] of [["group", "f-group"], ["function", "f-function"], ["tag", "f-tag"]]) {
+    if ($(id).value.trim()) p.set(k, $(id).value.trim());
+  }
+  return p;
+}
+
+async function loadPromises(more = false) {
+  const table = $("promises").tBodies[0];
+  if (!more) { table.replaceChildren(); state.cursor = null; }
+  if (!state.session.search) {
+    table.append(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "search needs redpromise's search indexes")));
+    return;
+  }
+  const p = filters();
+  if (more && state.cursor) p.set("cursor", state.cursor);
+  const page = await api("/promises?" + p.toString());
+  for (const r of page.records) {
+    table.append(el("tr", { "data-id": r.id }, el("td", {}, promiseLink(r.id)), el("td", {}, stateBadge(r.state)), el("td", {}, r.function),
+      el("td", {}, r.group), el("td", {}, fmtTime(r.created_at)), el("td", {}, fmtTime(r.completed_at))));
+  }
+  if (!table.rows.length) table.append(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no promise matches")));
+  state.cursor = page.cursor;
+  $("more").hidden = !page.cursor;
+}
+
+async function loadDead() {
+  const data = await api("/dead?limit=100");
+  const table = $("dead").tBodies[0];
+  table.replaceChildren();
+  for (const r of data.records) {
+    let action;
+    if (r.requeued_as) action = el("span", {}, "requeued as ", promiseLink(r.requeued_as));
+    else if (r.requeueable) {
+      action = el("button", { class: "requeue", "data-key": r.key, onclick: () => requeue(r.key) }, "Requeue");
+      action.disabled = !state.session.authorized;
+    } else action = el("span", { class: "muted" }, "cannot requeue");
+    table.append(el("tr", { "data-key": r.key }, el("td", {}, fmtTime(r.recorded_at)), el("td", {}, r.id ? promiseLink(r.id) : el("span", { class: "muted" }, "none")),
+      el("td", {}, r.group), el("td", { title: r.reason }, r.reason), el("td", {}, action)));
+  }
+  if (!table.rows.length) table.append(el("tr", {}, el("td", { colspan: 5, class: "muted" }, "no dead records")));
+}
+
+async function requeue(key) {
+  try {
+    const res = await api("/requeue?key=" + encodeURIComponent(key), { method: "POST" });
+    await loadDead();
+    await openPromise(res.id);
+  } catch (err) { showError(err); }
+}
+
+async function loadList() {
+  $("promises").hidden = state.tab === "dead";
+  $("search").hidden = state.tab === "dead";
+  $("dead").hidden = state.tab !== "dead";
+  $("more").hidden = true;
+  if (state.tab === "dead") await loadDead();
+  else await loadPromises();
+}
+
+for (const tab of document.querySelectorAll(".tab")) {
+  tab.addEventListener("click", async () => {
+    for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t === tab);
+    state.tab = tab.dataset.tab;
+    try { await loadList(); showError(null); } catch (err) { showError(err); }
+  });
+}
+
+$("search").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const id = $("f-id").value.trim();
+    if (id) await openPromise(id);
+    else await loadPromises();
+    showError(null);
+  } catch (err) { showError(err); }
+});
+$("more").addEventListener("click", () => loadPromises(true).catch(showError));
+
+// -- one promise ------------------------------------------------------------------------
+
+function show(value) { return el("pre", {}, JSON.stringify(value, null, 1)); }
+
+async function openPromise(id) {
+  let d;
+  try { d = await api("/promise?id=" + encodeURIComponent(id)); } catch (err) { showError(err); return; }
+  state.detail = d;
+  $("detail-section").hidden = false;
+  $("d-id").textContent = d.id;
+  $("d-state").replaceWith(Object.assign(stateBadge(d.state), { id: "d-state" }));
+  const fields = $("d-fields");
+  fields.replaceChildren();
+  const row = (k, v) => fields.append(el("dt", {}, k), el("dd", {}, v));
+  row("function", d.function);
+  row("group", d.group || "(latent)");
+  row("attempt", d.attempt);
+  row("version", d.version);
+  if (d.owner) row("owner", d.owner);
+  if (Object.keys(d.tags || {}).length) row("tags", show(d.tags));
+  if ("args" in d) {
+    if (d.args !== null) row("arguments", show(d.args));
+    if (d.result !== null) row("result", show(d.result));
+    if (d.error) row("error", (d.error.type ? d.error.type + ": " : "") + d.error.message);
+  } else row("values", el("span", { class: "muted" }, "hidden: unlock with the gateway token"));
+  const tl = $("d-timeline");
+  tl.replaceChildren();
+  tl.append(el("li", {}, "created " + fmtTime(d.created_at)));
+  for (const s of d.steps) {
+    const what = (s.kind || "step") + " " + (s.name || "#" + s.seq) + (s.at ? " at " + fmtTime(s.at) : "");
+    tl.append(el("li", { class: s.ok === false ? "bad" : "ok" }, "step " + s.seq + ": " + what));
+  }
+  if (d.state === "pending") tl.append(el("li", {}, "pending; times out " + fmtTime(d.timeout_at)));
+  else tl.append(el("li", { class: d.state === "resolved" ? "ok" : "bad" }, d.state + " " + fmtTime(d.completed_at) + (d.completed_by ? " by " + d.completed_by : "")));
+  const kids = $("d-children");
+  kids.replaceChildren();
+  for (const c of d.children) kids.append(el("li", {}, promiseLink(c.id), " ", stateBadge(c.state)));
+  if (!d.children.length) kids.append(el("li", { class: "muted" }, "none"));
+  const pending = d.state === "pending";
+  for (const node of document.querySelectorAll(".needs-token")) node.disabled = !state.session.authorized || !pending;
+  showError(null);
+}
+
+async function act(path, body) {
+  const d = state.detail;
+  if (!d) return;
+  try {
+    await api(path + "?id=" + encodeURIComponent(d.id), { method: "POST", body, headers: { "Content-Type": "application/json" } });
+    await openPromise(d.id);
+  } catch (err) { showError(err); }
+}
+$("d-cancel").addEventListener("click", () => act("/cancel", ""));
+$("d-resolve").addEventListener("click", () => act("/resolve", $("d-value").value));
+
+// -- refresh ----------------------------------------------------------------------------
+
+async function refreshAll() {
+  try {
+    await loadSession();
+    await loadOverview();
+    await loadList();
+    showError(null);
+  } catch (err) { showError(err); }
+}
+
+refreshAll();
+setInterval(() => loadOverview().then(() => showError(null), showError), 5000);

@@ -1,0 +1,191 @@
+"""The dashboard (``/ui``) end to end in a real browser.
+
+Debian's chromium, driven by Playwright's Python package, against a real gateway process
+(services/gateway.py, with a bearer token), real worker processes (tests.workers:make, at
+most one delivery per dispatch) and a real redis-server: the page loads without a console
+error, search finds a promise begun by the test, and a poison (dead) promise is requeued
+from the page and then resolves. Screenshots go to the test's tmp dir and to
+``$REDPROMISE_SCREENS`` (default /work/screens when that directory's parent exists).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from redpromise import Redpromise, Settings
+from tests.procs import WorkerProcess
+from tests.services import GatewayProcess
+
+pytestmark = pytest.mark.real
+
+CHROMIUM = os.environ.get("REDPROMISE_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "ui-token"
+DEADLINE = 30.0
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.1)
+
+
+class Library:
+    """The test's own redpromise client (blocking calls over asyncio.run)."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self.url = url
+        self.namespace = namespace
+
+    def call(self, fn: Callable[[Redpromise], Any]) -> Any:
+        async def go() -> Any:
+            rp = Redpromise(self.url, group="ui-test", settings=Settings(namespace=self.namespace))
+            try:
+                await rp.start()
+                return await fn(rp)
+            finally:
+                await rp.stop()
+
+        return asyncio.run(go())
+
+    def state(self, id: str) -> str:
+        async def get(rp: Redpromise) -> str:
+            return await (await rp.get(id)).state()
+
+        return str(self.call(get))
+
+
+@pytest.fixture
+def screens(tmp_path: Path) -> Iterator[Path]:
+    out = tmp_path / "screens"
+    out.mkdir()
+    yield out
+    stable = os.environ.get("REDPROMISE_SCREENS") or (
+        "/work/screens" if Path("/work").is_dir() else ""
+    )
+    if stable:
+        Path(stable).mkdir(parents=True, exist_ok=True)
+        for png in out.glob("*.png"):
+            shutil.copy(png, Path(stable) / png.name)
+
+
+def test_dashboard_search_and_requeue_a_dead_promise_in_a_real_browser(
+    real_url: str, tmp_path: Path, screens: Path
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    namespace = f"ui{uuid.uuid4().hex[:10]}"
+    case = uuid.uuid4().hex[:8]
+    trap = tmp_path / "trap"
+    lib = Library(real_url, namespace)
+    gateway = GatewayProcess(real_url, namespace, tmp_path, env={"REDPROMISE_GATEWAY_TOKEN": TOKEN})
+    workers = [
+        WorkerProcess(real_url, namespace, tmp_path, env={"REDPROMISE_MAX_DELIVERIES": "1"})
+        for _ in range(2)
+    ]
+    errors: list[str] = []
+    try:
+        gateway.start()
+        for w in workers:
+            w.start()
+        # A promise to find, and a poison one: its worker dies, the other reclaims it
+        # after the lease and, past max_deliveries, rejects it into the dead stream.
+        found_id = f"find-{case}"
+        dead_id = f"dead-{case}"
+        trap.touch()
+
+        async def begin(rp: Redpromise) -> None:
+            await rp.begin_rpc(found_id, "echo", {"hello": case}, tags={"case": case})
+            await rp.begin_rpc(dead_id, "fragile", dead_id, str(trap), tags={"case": case})
+
+        lib.call(begin)
+        eventually(lambda: lib.state(found_id) == "resolved", "the echo promise resolves")
+        eventually(lambda: lib.state(dead_id) == "rejected", "the poison promise is rejected")
+        trap.unlink()  # the operator fixed the cause: a new attempt can succeed
+
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{gateway.base}/ui")
+            page.wait_for_selector("#groups tbody tr[data-group='worker']")
+            assert page.text_content("#mode") == "read-only"
+            assert page.is_disabled("#d-cancel")
+            page.screenshot(path=str(screens / "1-overview-read-only.png"), full_page=True)
+
+            # Search by tag finds the promise begun above; its detail shows the result
+            # only once the token is given.
+            page.fill("#f-tag", f"case={case}")
+            page.click("#search-button")
+            page.wait_for_selector(f"#promises tr[data-id='{found_id}']")
+            page.click(f"#promises a[data-id='{found_id}']")
+            page.wait_for_selector("#d-state.resolved")
+            assert "unlock with the gateway token" in page.text_content("#d-fields")
+            page.fill("#token", TOKEN)
+            page.click("#unlock")
+            page.wait_for_selector("#mode.on")
+            page.click(f"#promises a[data-id='{found_id}']")
+            page.wait_for_function(
+                "document.querySelector('#d-fields').textContent.includes('hello')"
+            )
+            page.screenshot(path=str(screens / "2-search-and-detail.png"), full_page=True)
+
+            # The dead record is requeued from the page: a new promise with the same
+            # function and arguments, which now resolves. The original stays rejected.
+            page.click("button[data-tab='dead']")
+            row = f"#dead tr:has(a[data-id='{dead_id}'])"
+            page.wait_for_selector(f"{row} button.requeue")
+            page.screenshot(path=str(screens / "3-dead.png"), full_page=True)
+            page.click(f"{row} button.requeue")
+            page.wait_for_selector(f"{row} >> text=requeued as")
+            new_id = page.get_attribute(f"{row} span a", "data-id")
+            assert new_id and new_id != dead_id
+            eventually(lambda: lib.state(new_id) == "resolved", "the requeued promise resolves")
+
+            def shows_resolved() -> bool:
+                page.click(f"{row} span a")
+                page.wait_for_selector("#d-state")
+                return page.get_attribute("#d-state", "class") == "state resolved"
+
+            eventually(shows_resolved, "the page shows the requeued promise resolved")
+            assert f"{dead_id} ok" in (page.text_content("#d-fields") or "")
+            page.screenshot(path=str(screens / "4-requeued-resolved.png"), full_page=True)
+            assert lib.state(dead_id) == "rejected"  # the first completion still stands
+
+            # Requeueing the same record again begins nothing new.
+            resp = page.request.post(
+                f"{gateway.base}/ui/api/requeue?key=" + (page.get_attribute(row, "data-key") or ""),
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert resp.json() == {"action": "begun", "id": new_id}
+            browser.close()
+        assert errors == []
+    finally:
+        gateway.close()
+        for w in workers:
+            w.close()
