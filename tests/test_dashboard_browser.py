@@ -16,6 +16,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ class Library:
             finally:
                 await rp.stop()
 
-        return asyncio.run(go())
+        # Its own thread: Playwright's sync API runs an event loop in this one.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(lambda: asyncio.run(go())).result()
 
     def state(self, id: str) -> str:
         async def get(rp: Redpromise) -> str:

@@ -92,7 +92,10 @@ function drawChart(history, names) {
     svg.append(n);
     return n;
   };
-  const now = Date.now(), span = 15 * 60 * 1000, t0 = now - span;
+  // The axis covers the history held (2 to 15 minutes), so a fresh page draws lines too.
+  const now = Date.now();
+  const oldest = history.length ? history[0].t : now;
+  const span = Math.min(15 * 60000, Math.max(2 * 60000, now - oldest)), t0 = now - span;
   const series = [];
   names.forEach((name, i) => {
     const color = COLORS[i % COLORS.length];
@@ -106,8 +109,10 @@ function drawChart(history, names) {
     add("line", { x1: L, x2: W - R, y1: y(max * f), y2: y(max * f), stroke: "#e3e6ec" });
     add("text", { x: L - 4, y: y(max * f) + 4, "text-anchor": "end", "font-size": 10, fill: "#687083" }, max * f >= 10 ? Math.round(max * f) : (max * f).toFixed(1));
   }
-  for (const m of [15, 10, 5, 0]) {
-    add("text", { x: x(now - m * 60000), y: H - 4, "text-anchor": "middle", "font-size": 10, fill: "#687083" }, m ? "-" + m + " min" : "now");
+  for (const f of [1, 2 / 3, 1 / 3, 0]) {
+    const m = (span * f) / 60000;
+    const label = f ? "-" + (m >= 1 ? Math.round(m) + " min" : Math.round(m * 60) + " s") : "now";
+    add("text", { x: x(now - span * f), y: H - 4, "text-anchor": f === 1 ? "start" : f ? "middle" : "end", "font-size": 10, fill: "#687083" }, label);
   }
   for (const s of series) {
     const pts = s.pts.filter((p) => p.t >= t0);
@@ -235,7 +240,9 @@ async function openPromise(id) {
   let d;
   try { d = await api("/promise?id=" + encodeURIComponent(id)); } catch (err) { showError(err); return; }
   state.detail = d;
+  const fresh = $("detail-section").hidden;
   $("detail-section").hidden = false;
+  if (fresh) $("detail-section").scrollIntoView({ block: "nearest" });
   $("d-id").textContent = d.id;
   $("d-state").replaceWith(Object.assign(stateBadge(d.state), { id: "d-state" }));
   const fields = $("d-fields");
@@ -260,7 +267,7 @@ async function openPromise(id) {
     tl.append(el("li", { class: s.ok === false ? "bad" : "ok" }, "step " + s.seq + ": " + what));
   }
   if (d.state === "pending") tl.append(el("li", {}, "pending; times out " + fmtTime(d.timeout_at)));
-  else tl.append(el("li", { class: d.state === "resolved" ? "ok" : "bad" }, d.state + " " + fmtTime(d.completed_at) + (d.completed_by ? " by " + d.completed_by : "")));
+  else tl.append(el("li", { class: d.state === "resolved" ? "ok" : "bad" }, d.state + " " + fmtTime(d.completed_at) + (d.completed_by ? " by execution version " + d.completed_by : " from outside")));
   const kids = $("d-children");
   kids.replaceChildren();
   for (const c of d.children) kids.append(el("li", {}, promiseLink(c.id), " ", stateBadge(c.state)));
