@@ -24,23 +24,19 @@ dispatch was delivered more than ``max_deliveries`` times without completing. Re
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._codec import as_text, decode, decode_error
 from ._errors import PayloadError, PromiseNotFound
-from ._keys import MAX_ID_BYTES, validate_group, validate_id
+from ._keys import MAX_ID_BYTES, validate_id
 from ._store import PENDING, translate_errors
 
 if TYPE_CHECKING:
     from ._client import Redpromise
 
 __all__ = ["DeadRecord", "Inspector", "NotRequeueable", "requeue_id"]
-
-_GROUPS_TTL = 30.0  # seconds a SCAN-discovered group list is reused
-
 
 class NotRequeueable(Exception):
     """The dead record cannot be requeued (why is the message)."""
@@ -142,28 +138,15 @@ class Inspector:
 
     def __init__(self, rp: Redpromise) -> None:
         self.rp = rp
-        self._groups: tuple[float, list[str]] = (0.0, [])
 
     # -- groups -------------------------------------------------------------------------
 
     async def group_names(self, known: Iterable[str] = ()) -> list[str]:
-        """Groups ``known`` plus those with a dispatch stream (found by ``SCAN`` of one
-        partition's keys, reused for 30 s: every group's stream exists in each partition
-        its workers or dispatches have touched)."""
-        at, cached = self._groups
-        if time.monotonic() - at > _GROUPS_TTL:
-            prefix = self.rp.keys.stream(0, "")
-            found: set[str] = set()
-            async with translate_errors():
-                async for key in self.rp.redis.scan_iter(match=f"{prefix}*", count=1000):
-                    name = as_text(key)[len(prefix) :]
-                    try:
-                        found.add(validate_group(name))
-                    except ValueError:
-                        continue
-            cached = sorted(found)
-            self._groups = (time.monotonic(), cached)
-        return sorted(set(cached) | set(known))
+        """Groups ``known`` plus every group with a promise counted by
+        :meth:`Redpromise.counts` (pending, or completed and retained): O(partitions)."""
+        counts = await self.rp.counts()
+        found = {g for per_group in counts.values() for g, n in per_group.items() if g and n}
+        return sorted(found | set(known))
 
     async def groups(self, known: Iterable[str] = ()) -> list[dict[str, Any]]:
         """Per group: ``backlog`` (dispatched, not yet delivered), ``in_flight`` (delivered,

@@ -123,7 +123,7 @@ class Dashboard:
             {
                 "authorized": self.authorized(request),
                 "token_required": self.gw.token is not None,
-                "search": callable(getattr(self.gw.rp, "search", None)),
+                "search": True,
                 "namespace": self.gw.rp.settings.namespace,
                 "api": self.gw.path(""),
             }
@@ -133,9 +133,7 @@ class Dashboard:
         self._keep_sampling()
         fresh = await self._sample()
         dead = await self.inspector.dead_count()
-        counts = None
-        if callable(getattr(self.gw.rp, "counts", None)):
-            counts = await self.gw.rp.counts()  # type: ignore[attr-defined]
+        counts = await self.gw.rp.counts()
         return _json(
             {
                 "groups": fresh["groups"],
@@ -147,9 +145,6 @@ class Dashboard:
         )
 
     async def promises(self, request: web.Request) -> web.StreamResponse:
-        search = getattr(self.gw.rp, "search", None)
-        if not callable(search):
-            raise _HTTPError(501, "this redpromise has no search")
         q = request.query
         state = q.get("state") or None
         if state is not None and state not in _STATES:
@@ -162,7 +157,7 @@ class Dashboard:
             tags = {name.strip(): value.strip()}
         try:
             limit = int(q.get("limit") or 50)
-            page = await search(
+            page = await self.gw.rp.search(
                 state=state,
                 group=q.get("group") or None,
                 function=q.get("function") or None,
