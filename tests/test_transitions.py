@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from redis.asyncio import Redis
 
-from redpromise._codec import decode_error
+from redpromise._codec import decode, decode_error
 from redpromise._keys import Keys
 from redpromise._options import Settings
 from redpromise._store import Store
@@ -134,12 +134,18 @@ async def test_acquire_past_max_deliveries_rejects_as_poison(store: Store) -> No
     assert decode_error(rec.value)[0] == "PoisonError"
     dead = await xrange(store, store.keys.dead(store.keys.partition("p1")))
     assert len(dead) == 1
-    assert dead[0][1] == {
+    record = dict(dead[0][1])
+    # The record keeps the function and arguments: a requeue needs them, and the
+    # completed promise's hash no longer has them.
+    assert decode(record.pop(b"args")) == {"a": [1]}
+    assert record == {
         b"id": b"p1",
         b"group": b"g",
         b"entry": entry.encode(),
         b"deliveries": b"4",
+        b"func": b"fn",
     }
+    assert await store.redis.hget(store.keys.promise("p1"), "args") is None
     assert await pel(store, "p1") == []
     assert await store.redis.xlen(stream(store, "p1")) == 0
 
