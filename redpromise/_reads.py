@@ -122,7 +122,9 @@ class PartitionReads:
             task = self._reads.pop(k)
             try:
                 resp = task.result()
-                if isinstance(resp, rex.ResponseError):
+                # An error reply, or (on a cluster, where a node's lost connection comes
+                # back in its commands' places instead of being raised) a connection error.
+                if isinstance(resp, Exception):
                     raise resp
             except Exception as exc:
                 # Entries other partitions delivered are handed over first; the error

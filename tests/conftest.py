@@ -23,6 +23,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A test marked on_cluster runs twice: on the session redis-server and on the session
+    # Redis Cluster (that variant carries the `cluster` marker: -m cluster / -m "not cluster").
+    if metafunc.definition.get_closest_marker("on_cluster") and "topology" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "topology",
+            ["single", pytest.param("cluster", marks=pytest.mark.cluster)],
+            indirect=True,
+        )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--run-slow"):
         return
@@ -112,6 +123,23 @@ def real_url(request: pytest.FixtureRequest) -> str:
     return server.url
 
 
+@pytest.fixture
+def topology(request: pytest.FixtureRequest) -> str:
+    """``single`` (one redis-server), or ``cluster`` for the cluster run of an
+    ``on_cluster`` test."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def redis_url(topology: str, request: pytest.FixtureRequest) -> str:
+    """The real Redis of the process tests: :func:`real_url`, or the session Redis
+    Cluster's URL (one node's, as a user would configure it) in the cluster run."""
+    if topology == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    return str(request.getfixturevalue("real_url"))
+
+
 class Backend:
     """Makes clients of one Redis: a fakeredis server, or a real redis-server's URL.
 
@@ -186,13 +214,14 @@ async def make_rp(
 
 @pytest.fixture
 def workers(
-    real_url: str, namespace: str, tmp_path: Path
+    redis_url: str, namespace: str, tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start real worker processes (tests.workers) on the real Redis; killed at the end."""
+    """Start real worker processes (tests.workers) on the real Redis (:func:`redis_url`);
+    killed at the end."""
     started: list[WorkerProcess] = []
 
     def start(url: str | None = None, **kwargs: Any) -> WorkerProcess:
-        wp = WorkerProcess(url or real_url, namespace, tmp_path, **kwargs).start()
+        wp = WorkerProcess(url or redis_url, namespace, tmp_path, **kwargs).start()
         started.append(wp)
         return wp
 

@@ -16,9 +16,8 @@ import os
 from collections.abc import Generator
 from typing import Any
 
-from redis.asyncio import Redis
-
 from redpromise import Context, Redpromise
+from tests.redis_cluster import async_client
 
 FX_PREFIX = "fx:"
 GATE_POLL = 0.05
@@ -28,7 +27,7 @@ class Fx:
     """Side-effect counters and gates of one namespace, in the test's Redis."""
 
     def __init__(self, url: str, namespace: str) -> None:
-        self.redis = Redis.from_url(url)
+        self.redis = async_client(url)
         self.namespace = namespace
 
     def key(self, name: str) -> str:

@@ -15,6 +15,7 @@ from redpromise import Redpromise
 from redpromise._keys import Keys
 from tests.conftest import fast_settings
 from tests.procs import WorkerProcess
+from tests.redis_cluster import async_client
 
 __all__ = [
     "GROUP",
@@ -39,12 +40,12 @@ MakeClient = Callable[..., Redpromise]
 
 
 @pytest.fixture
-async def client(real_url: str, namespace: str) -> AsyncIterator[MakeClient]:
+async def client(redis_url: str, namespace: str) -> AsyncIterator[MakeClient]:
     """Gateway-style clients (no functions registered) on the test's namespace."""
     made: list[Redpromise] = []
 
     def make(url: str | None = None) -> Redpromise:
-        rp = Redpromise(url or real_url, group="gateway", settings=fast_settings(namespace))
+        rp = Redpromise(url or redis_url, group="gateway", settings=fast_settings(namespace))
         made.append(rp)
         return rp
 
@@ -54,9 +55,10 @@ async def client(real_url: str, namespace: str) -> AsyncIterator[MakeClient]:
 
 
 @pytest.fixture
-async def raw(real_url: str) -> AsyncIterator[Redis]:
-    """A plain client for inspecting keys and side-effect counters."""
-    r = Redis.from_url(real_url)
+async def raw(redis_url: str) -> AsyncIterator[Redis]:
+    """A client for inspecting keys and side-effect counters (a cluster client on a
+    cluster)."""
+    r = async_client(redis_url)
     yield r
     await r.aclose()
 

@@ -19,13 +19,14 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
+import redis.asyncio
 
 from tests.redis_server import RedisServer, redis_server_binary
 
-__all__ = ["ClusterNode", "RedisCluster", "redis_cli_binary"]
+__all__ = ["ClusterNode", "RedisCluster", "async_client", "is_cluster_url", "redis_cli_binary"]
 
 SLOTS = 16384
 _FORBIDDEN_PORT = 6379
@@ -46,6 +47,25 @@ def redis_cli_binary() -> str:
     if found:
         return found
     raise RuntimeError("no redis-cli found next to redis-server or on PATH")
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether the Redis at ``url`` is a cluster node (``cluster_enabled:1``)."""
+    with contextlib.closing(redis.Redis.from_url(url, socket_timeout=5)) as probe:
+        return bool(int(probe.info("cluster").get("cluster_enabled", 0) or 0))
+
+
+def async_client(url: str) -> redis.asyncio.Redis:
+    """An asyncio client of the Redis at ``url``: a ``RedisCluster`` when it is a cluster
+    node, so test code and test workers reach any key from any node's URL.
+
+    Typed as ``Redis``: tests use single-key commands and non-transactional pipelines,
+    which ``RedisCluster`` offers with the same signatures.
+    """
+    if is_cluster_url(url):
+        client: Any = redis.asyncio.RedisCluster.from_url(url)
+        return cast(redis.asyncio.Redis, client)
+    return redis.asyncio.Redis.from_url(url)
 
 
 def _bindable(port: int) -> bool:

@@ -29,6 +29,7 @@ from redpromise._keys import Keys
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.procs import ROOT, WorkerProcess
+from tests.redis_cluster import async_client
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.real
@@ -45,17 +46,18 @@ StartWorker = Callable[..., WorkerProcess]
 
 
 @pytest.fixture
-async def rp(real_url: str, namespace: str) -> AsyncIterator[Redpromise]:
+async def rp(redis_url: str, namespace: str) -> AsyncIterator[Redpromise]:
     """A gateway-style client (no functions registered) on the test's namespace."""
-    client = Redpromise(real_url, group="gateway", settings=fast_settings(namespace))
+    client = Redpromise(redis_url, group="gateway", settings=fast_settings(namespace))
     yield client
     await client.stop()
 
 
 @pytest.fixture
-async def raw(real_url: str) -> AsyncIterator[Redis]:
-    """A plain client for gates, side-effect counters and checkpoints."""
-    r = Redis.from_url(real_url)
+async def raw(redis_url: str) -> AsyncIterator[Redis]:
+    """A client for gates, side-effect counters and checkpoints (a cluster client on a
+    cluster)."""
+    r = async_client(redis_url)
     yield r
     await r.aclose()
 
@@ -139,6 +141,7 @@ async def _kill_after_step_two(
     return {f: await handles[f].result(timeout=15) for f in funcs}
 
 
+@pytest.mark.on_cluster
 async def test_worker_killed_after_step_two_resumes_without_repeating_steps(
     workers: StartWorker, rp: Redpromise, raw: Redis, keys: Keys, namespace: str
 ) -> None:
@@ -255,14 +258,14 @@ async def test_durable_sleep_keeps_its_clock_across_a_worker_restart(
 
 
 @pytest.fixture
-def gateway(real_url: str, namespace: str, tmp_path: Path) -> Iterator[str]:
+def gateway(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[str]:
     """The real gateway (services/gateway.py) as a process; yields its base URL."""
     port = free_port()
     log = tmp_path / "gateway.log"
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "REDPROMISE_URL": real_url,
+        "REDPROMISE_URL": redis_url,
         "REDPROMISE_NAMESPACE": namespace,
         "REDPROMISE_LEASE": str(LEASE),
         "REDPROMISE_GATEWAY_PORT": str(port),

@@ -30,6 +30,7 @@ __all__ = ["client", "raw"]  # fixtures
 
 
 @pytest.mark.real
+@pytest.mark.on_cluster
 async def test_completion_of_a_worker_frozen_past_its_lease_is_refused_by_the_fence(
     workers: StartWorker, client: MakeClient, raw: Redis, namespace: str, tmp_path: Path
 ) -> None:

@@ -44,6 +44,7 @@ __all__ = ["client", "raw"]  # fixtures
 # ---------------------------------------------------------------- one execution per id
 
 
+@pytest.mark.on_cluster
 async def test_same_id_begun_concurrently_executes_once(
     workers: StartWorker, client: MakeClient, raw: Redis, namespace: str
 ) -> None:
@@ -80,6 +81,7 @@ async def test_same_id_begun_sequentially_executes_once(
 # ---------------------------------------------------------------- kill -9 and zombies
 
 
+@pytest.mark.on_cluster
 async def test_worker_killed_mid_function_is_completed_by_another(
     workers: StartWorker, client: MakeClient, raw: Redis, namespace: str
 ) -> None:
@@ -130,6 +132,7 @@ async def _frozen_holder_scenario(
     return a, b, after_b
 
 
+@pytest.mark.on_cluster
 async def test_frozen_worker_late_completion_is_fenced(
     workers: StartWorker, client: MakeClient, raw: Redis, namespace: str
 ) -> None:

@@ -63,8 +63,8 @@ class Stack:
 
 
 @pytest.fixture
-def stack(real_url: str, tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(real_url, tmp_path)
+def stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(redis_url, tmp_path)
     try:
         yield s
     finally:
@@ -96,6 +96,7 @@ async def wait_done(http: aiohttp.ClientSession, gw: GatewayProcess, id: str) ->
     return result
 
 
+@pytest.mark.on_cluster
 async def test_begin_then_wait_ends_resolved(stack: Stack, http: aiohttp.ClientSession) -> None:
     gw = stack.gateway()
     stack.worker()
@@ -132,6 +133,7 @@ async def test_unknown_id_is_404(stack: Stack, http: aiohttp.ClientSession) -> N
     )
 
 
+@pytest.mark.on_cluster
 async def test_same_id_twice_executes_once(stack: Stack, http: aiohttp.ClientSession) -> None:
     gw = stack.gateway()
     workers = [stack.worker(process_seconds=0.5), stack.worker(process_seconds=0.5)]
@@ -146,6 +148,7 @@ async def test_same_id_twice_executes_once(stack: Stack, http: aiohttp.ClientSes
     assert executions(workers, "dup") == 1
 
 
+@pytest.mark.on_cluster
 async def test_worker_killed_while_holding_the_promise_still_ends_resolved(
     stack: Stack, http: aiohttp.ClientSession
 ) -> None:

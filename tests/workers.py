@@ -13,16 +13,15 @@ import signal
 from datetime import timedelta
 from typing import Any
 
-from redis.asyncio import Redis
-
 from redpromise import ApplicationError, Context, Exponential, Redpromise
+from tests.redis_cluster import async_client
 
 FX_PREFIX = "fx:"
 
 
 def make() -> Redpromise:
     rp = Redpromise.from_env()
-    fx = Redis.from_url(os.environ["TEST_FX_URL"])
+    fx = async_client(os.environ["TEST_FX_URL"])
     ns = rp.settings.namespace
 
     async def bump(name: str) -> int:
