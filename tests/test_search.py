@@ -374,6 +374,9 @@ async def test_a_completed_promise_with_its_index_entry_stays_under_500_bytes(
     finally:
         await worker.stop()
         await client.stop()
+        # Clients handed in with redis= are the caller's to close.
+        await worker.redis.aclose()
+        await client.redis.aclose()
 
 
 @pytest.mark.real
