@@ -160,10 +160,14 @@ class Supervisor:
         # Capped low: a failing Redis sees a few commands per second per loop, and a
         # recovered one is back in service within about two seconds.
         backoff = Backoff(0.05, 2.0)
-        while True:
+        while not loop.stopping:
             try:
                 await step()
             except Exception as exc:
+                if loop.stopping:
+                    # A cancellation that the Redis client turned into a connection
+                    # error: the loop was told to stop, so it stops.
+                    return
                 if not is_redis_failure(exc):
                     raise
                 loop.causes.failed(exc)
