@@ -16,7 +16,8 @@ Each :class:`Fault` puts a running server into one condition and takes it out ag
 - ``OOM``: ``maxmemory`` under the memory used, ``noeviction``; recovered by ``maxmemory 0``.
 - ``FLUSHALL``: everything vanishes at once (streams and groups too: NOGROUP).
 - ``NOPERM``: worker, client and gateway run as an ACL user whose key patterns are
-  taken away (``resetkeys``), then given back (``~*``).
+  taken away (``resetkeys``), then given back (``~*``); ``NOPERM-SCRIPTS``: the same user
+  loses the script commands instead (keys stay readable: entries are still read).
 
 No pytest import: importable from bench/ too.
 """
@@ -84,6 +85,9 @@ class Fault:
     server_args: ClassVar[Sequence[str]] = ()
     # Whether the data survives: a promise in flight across the fault must end resolved.
     keeps_data: ClassVar[bool] = True
+    # Whether the worker's loops meet the error (then /healthz names it and "recovered"
+    # is logged), or only a write of the function in flight does.
+    loops_fail: ClassVar[bool] = True
 
     def __init__(self, dir: Path) -> None:
         self.dir = dir
@@ -237,6 +241,9 @@ class Loading(Fault):
 
 class Oom(Fault):
     name = cause = "OOM"
+    # The loops send no command OOM refuses (XREADGROUP, XAUTOCLAIM, reads, and scripts
+    # whose first write is not a deny-oom command); the in-flight checkpoint meets it.
+    loops_fail = False
 
     def induce(self) -> None:
         self.admin.config_set("maxmemory-policy", "noeviction")
@@ -289,8 +296,22 @@ class NoPerm(Fault):
         self.admin.acl_setuser(self.USER, enabled=True, keys=["*"])
 
 
+class NoPermScripts(NoPerm):
+    """The keys stay readable (XREADGROUP works) but scripts are refused: entries are read
+    and their acquire, the in-flight checkpoint and every creation meet NOPERM."""
+
+    name = "NOPERM-SCRIPTS"
+    _SCRIPTS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
+
+    def induce(self) -> None:
+        self.admin.acl_setuser(self.USER, enabled=True, commands=[f"-{c}" for c in self._SCRIPTS])
+
+    def recover(self) -> None:
+        self.admin.acl_setuser(self.USER, enabled=True, commands=["+@all"])
+
+
 FAULTS: dict[str, type[Fault]] = {
-    f.name: f for f in (Misconf, ReadOnly, Busy, Loading, Oom, Flushall, NoPerm)
+    f.name: f for f in (Misconf, ReadOnly, Busy, Loading, Oom, Flushall, NoPerm, NoPermScripts)
 }
 
 
@@ -321,8 +342,15 @@ class Observation:
     def warnings(self) -> list[str]:
         return [ln for ln in self.log_during.splitlines() if " WARNING " in ln]
 
+    def alerts(self) -> list[str]:
+        """Worker log lines at WARNING or above while the condition lasted."""
+        levels = (" WARNING ", " ERROR ", " CRITICAL ")
+        return [ln for ln in self.log_during.splitlines() if any(lv in ln for lv in levels)]
+
     def recovered_lines(self) -> list[str]:
-        return [ln for ln in self.log_after.splitlines() if " INFO " in ln and "recovered" in ln]
+        # From the induce on: after FLUSHALL the loops recover before recover() is called.
+        log = self.log_during + self.log_after
+        return [ln for ln in log.splitlines() if " INFO " in ln and "recovered" in ln]
 
 
 def _settings(namespace: str) -> Settings:
@@ -455,10 +483,10 @@ async def run_scenario(fault_cls: type[Fault], dir: Path, *, hold: float = 1.5) 
             mark = len(worker.output())
             await asyncio.to_thread(fault.induce)
             await _during(fault, rp, http, gw, worker, health_port, obs, hold)
-            await asyncio.to_thread(fault.recover)
-            recovered_at = time.time()
             after = len(worker.output())
             obs.log_during = worker.output()[mark:after]
+            await asyncio.to_thread(fault.recover)
+            recovered_at = time.time()
 
             obs.served_after, obs.served_by = await _first_served(rp, admin, keys, recovered_at)
             if fault.keeps_data:
