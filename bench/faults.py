@@ -1,7 +1,7 @@
 """Every error reply a production Redis gives: what a caller sees, what the worker logs,
 and how long after recovery the same worker serves a new promise.
 
-    /.venv/bin/python bench/faults.py [--runs 3] [--only MISCONF,OOM]
+    /.venv/bin/python bench/faults.py [--runs 3] [--hold 1.5] [--only MISCONF,OOM]
 
 Runs tests/faults.py ``run_scenario`` (a real worker process, the real gateway, a private
 redis-server per run) for each condition ``--runs`` times and prints a markdown table.
@@ -50,12 +50,16 @@ def _gateway(obs: list[Observation]) -> str:
 
 
 def _worker_log(o: Observation, cause: str) -> str:
-    warnings = o.warnings()
-    named = [w for w in warnings if cause in w]
-    first = named[0] if named else (warnings[0] if warnings else "")
-    first = first.split(" WARNING ", 1)[-1]
+    alerts = o.alerts()
+    named = [w for w in alerts if cause in w]
+    first = named[0] if named else (alerts[0] if alerts else "")
+    level, _, text = first.partition(" redpromise.worker: ")
+    level = level.rsplit(" ", 1)[-1]
     recovered = "yes" if o.recovered_lines() else "no"
-    return f"{len(warnings)} WARNING; first: `{_short(first)}`; recovered line: {recovered}"
+    return (
+        f"{len(o.warnings())} WARNING, {len(alerts) - len(o.warnings())} ERROR; "
+        f"first naming it: {level} `{_short(text)}`; `recovered` line: {recovered}"
+    )
 
 
 def _served(obs: list[Observation]) -> str:
@@ -91,6 +95,9 @@ def _health(obs: list[Observation]) -> str:
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--hold", type=float, default=1.5, help="seconds each condition lasts (at least)"
+    )
     parser.add_argument("--only", default="", help="comma-separated: " + ",".join(FAULTS))
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n] or list(FAULTS)
@@ -100,7 +107,7 @@ async def main() -> int:
         obs = []
         for i in range(args.runs):
             with tempfile.TemporaryDirectory(prefix=f"fault-{name}-") as d:
-                obs.append(await run_scenario(fault, Path(d)))
+                obs.append(await run_scenario(fault, Path(d), hold=args.hold))
             print(f"{name} run {i + 1}: served after {obs[-1].served_after}", file=sys.stderr)
         exits = sorted({str(o.worker_exit) for o in obs if o.worker_exit is not None})
         rows.append(

@@ -337,10 +337,14 @@ class Observation:
     served_by: int | None = None  # the pid that ran it
     inflight: str | None = None  # outcome of the promise running when the fault hit
     gateway_after: int | None = None
+    gateway_log: str = ""  # the gateway's log while the condition lasted
     worker_exit: int | None = None  # None: still running at the end
 
     def warnings(self) -> list[str]:
         return [ln for ln in self.log_during.splitlines() if " WARNING " in ln]
+
+    def gateway_warnings(self) -> list[str]:
+        return [ln for ln in self.gateway_log.splitlines() if " WARNING " in ln]
 
     def alerts(self) -> list[str]:
         """Worker log lines at WARNING or above while the condition lasted."""
@@ -405,7 +409,8 @@ async def _during(
     """Probe while the condition lasts: public calls, the gateway, the worker's health.
 
     Holds at least ``hold`` s (the in-flight function completes meanwhile) and until the
-    worker has said something about it (at most 8 s).
+    worker has said something about it (at most ``hold`` + 5 s, and 8 s). LOADING ends
+    by itself (about 3 s), whatever ``hold`` says.
     """
     start = time.monotonic()
     n = 0
@@ -419,16 +424,17 @@ async def _during(
                 obs.calls.append(_describe(exc))
             else:
                 obs.calls.append("ok")
-        if obs.gateway_status is None or obs.gateway_status == 200:
-            status, headers, body = await _http(
-                http, "POST", f"{gw.base}/begin", params={"id": f"gw-during-{n}"}, json={"n": n}
-            )
+        # Every round: a gateway that logs each refused request shows in its log.
+        status, headers, body = await _http(
+            http, "POST", f"{gw.base}/begin", params={"id": f"gw-during-{n}"}, json={"n": n}
+        )
+        if obs.gateway_status in (None, 200):
             obs.gateway_status, obs.gateway_body = status, body
             obs.gateway_retry_after = headers.get("Retry-After")
         said = fault.cause in worker.output()
         if (said or fault.error is None) and time.monotonic() - start >= hold:
             break
-        if time.monotonic() - start > 8:
+        if time.monotonic() - start > max(8.0, hold + 5.0):
             break
         await asyncio.sleep(0.1)
     obs.health_during = await _health(http, health_port)
@@ -480,11 +486,12 @@ async def run_scenario(fault_cls: type[Fault], dir: Path, *, hold: float = 1.5) 
             inflight = await rp.begin_rpc("inflight", "nap_step", 1.0)
             await _until_owned(admin, keys, "inflight")
 
-            mark = len(worker.output())
+            mark, gw_mark = len(worker.output()), len(gw.output())
             await asyncio.to_thread(fault.induce)
             await _during(fault, rp, http, gw, worker, health_port, obs, hold)
             after = len(worker.output())
             obs.log_during = worker.output()[mark:after]
+            obs.gateway_log = gw.output()[gw_mark:]
             await asyncio.to_thread(fault.recover)
             recovered_at = time.time()
 

@@ -47,6 +47,9 @@ def assert_never_stuck(obs: Observation, fault: type[Fault]) -> None:
         assert obs.gateway_status == 503, (obs.gateway_status, obs.gateway_body)
         assert obs.gateway_retry_after is not None and int(obs.gateway_retry_after) > 0
         assert isinstance(obs.gateway_body, dict) and "error" in obs.gateway_body
+        # The gateway was asked ~10 times a second: it must not log each refusal.
+        assert any(fault.cause in w for w in obs.gateway_warnings()), obs.gateway_log
+        assert len(obs.gateway_warnings()) <= MAX_WARNINGS, "\n".join(obs.gateway_warnings())
     else:  # the data is gone, the server is fine: nothing to refuse
         assert {first_word(c) for c in failed} <= {"PromiseNotFound"}, failed
 
