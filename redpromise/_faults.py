@@ -37,6 +37,7 @@ RETRYABLE = frozenset(
         "NOREPLICAS",
         "NOSCRIPT",  # a script cache emptied under us: loaded again on the next call
         "NOGROUP",  # a wiped dataset: the worker creates its groups again
+        "UNBLOCKED",  # a blocked read ended as its server turned replica (a failover)
         "ConnectionError",
         "TimeoutError",
     }

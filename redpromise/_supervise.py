@@ -39,6 +39,7 @@ _MEANS = {
     "OOM": "Redis is out of memory (maxmemory under noeviction)",
     "NOPERM": "the Redis user lacks a right (see 'Running as an ACL user' in the README)",
     "NOGROUP": "the consumer groups are gone (a wiped dataset?): creating them again",
+    "UNBLOCKED": "Redis ended a blocked read (this server turned replica: a failover?)",
     "NOSCRIPT": "the script cache was emptied: loading the scripts again",
     "WRONGTYPE": "a key holds a value redpromise did not write: skipping that key",
     "ConnectionError": "Redis is unreachable",

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["WorkerProcess"]
@@ -29,6 +30,7 @@ class WorkerProcess:
         grace: float = 5.0,
         target: str = "tests.workers:make",
         env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.log = log_dir / f"worker-{time.monotonic_ns()}.log"
         self.env = {
@@ -44,12 +46,13 @@ class WorkerProcess:
             **(env or {}),
         }
         self.target = target
+        self.args = list(args)  # extra CLI arguments, e.g. ["--health-port", "8123"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True) -> WorkerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "redpromise", "worker", self.target],
+                [sys.executable, "-m", "redpromise", "worker", self.target, *self.args],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,

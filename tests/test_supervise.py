@@ -58,6 +58,9 @@ REPLIES = [
      ConfigurationError),
     ("NOPERM this user has no permissions to access one of the channels used as arguments",
      "NOPERM", ConfigurationError),
+    # A blocked XREADGROUP when its server turns replica (a failover), or CLIENT UNBLOCK.
+    ("UNBLOCKED force unblock from blocking operation, instance state changed (master -> "
+     "replica?)", "UNBLOCKED", StoreUnavailable),
     ("ERR unknown command 'FOO', with args beginning with:", "ERR", StoreError),
 ]  # fmt: skip
 

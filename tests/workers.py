@@ -19,6 +19,18 @@ from tests.redis_cluster import async_client
 FX_PREFIX = "fx:"
 
 
+async def nap(ctx: Context, seconds: float) -> dict[str, int]:
+    """Sleeps without touching Redis; the result names the process that ran it."""
+    await asyncio.sleep(seconds)
+    return {"pid": os.getpid()}
+
+
+async def nap_step(ctx: Context, seconds: float) -> dict[str, int]:
+    """Sleeps, then records one checkpointed step: a fault meanwhile hits the write."""
+    await asyncio.sleep(seconds)
+    return {"pid": await ctx.run(os.getpid)}
+
+
 def make() -> Redpromise:
     rp = Redpromise.from_env()
     fx = async_client(os.environ["TEST_FX_URL"])
@@ -81,6 +93,9 @@ def make() -> Redpromise:
         while not os.path.exists(f"{gate}.{ctx.version}"):
             await asyncio.sleep(0.02)
         return {"pid": os.getpid(), "version": ctx.version}
+
+    rp.register(nap)
+    rp.register(nap_step)
 
     @rp.register
     async def suicide(ctx: Context, key: str) -> None:
