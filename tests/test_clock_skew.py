@@ -103,14 +103,17 @@ async def test_result_waits_on_the_notification_not_in_a_loop(make_rp: MakeRp, s
     handle = await rp.begin_rpc("skew-wait", "f", target="nobody", timeout=timedelta(seconds=60))
     calls = _count_calls(rp)
     result = asyncio.create_task(handle.result(timeout=30))
-    await assert_eventually(lambda: rp._waiter.waiting == 1)
-    before = calls[0]
-    # A measured window, not synchronisation: a waiter on a promise due in a minute
-    # must not read Redis in it (a skewed clock made it read every 50 ms).
-    await asyncio.sleep(1.0)
-    assert calls[0] - before <= 1, f"{calls[0] - before} reads/scripts while waiting 1 s"
-    await rp.resolve("skew-wait", "done")
-    assert await asyncio.wait_for(result, 10) == "done"
+    try:
+        await assert_eventually(lambda: rp._waiter.waiting == 1)
+        before = calls[0]
+        # A measured window, not synchronisation: a waiter on a promise due in a minute
+        # must not read Redis in it (a skewed clock made it read every 50 ms).
+        await asyncio.sleep(1.0)
+        assert calls[0] - before <= 1, f"{calls[0] - before} reads/scripts while waiting 1 s"
+        await rp.resolve("skew-wait", "done")
+        assert await asyncio.wait_for(result, 10) == "done"
+    finally:
+        result.cancel()
 
 
 async def test_lazy_timeout_fires_on_time_without_a_worker(make_rp: MakeRp, skew: float) -> None:
@@ -141,32 +144,44 @@ async def test_worker_promotes_timeouts_on_redis_time(make_rp: MakeRp, skew: flo
     await assert_eventually(timed_out, timeout=10)
 
 
-async def test_worker_retries_and_children_get_the_parent_timeout(
-    make_rp: MakeRp, skew: float
-) -> None:
+async def test_worker_retries_a_failed_attempt_on_redis_time(make_rp: MakeRp, skew: float) -> None:
+    rp = await make_rp()
+    attempts: list[int] = []
+
+    @rp.register(retry=Constant(delay=timedelta(milliseconds=50)))
+    async def flaky(ctx: Context) -> str:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 0:
+            raise RuntimeError("fails once")
+        await ctx.sleep(0.2)
+        return "ok"
+
+    await rp.start()
+    handle = await rp.begin_rpc("skew-retry", "flaky", timeout=timedelta(minutes=5))
+    # Ahead, the retry looked too late for the timeout; behind, it was promoted an hour late.
+    assert await handle.result(timeout=20) == "ok"
+    assert attempts == [0, 1]
+
+
+async def test_child_gets_the_parent_remaining_time(make_rp: MakeRp, skew: float) -> None:
     rp = await make_rp()
     children = await make_rp(group="children")
-    attempts: list[int] = []
 
     @children.register
     async def double(ctx: Context, x: int) -> int:
         return 2 * x
 
-    @rp.register(retry=Constant(delay=timedelta(milliseconds=50)))
+    @rp.register
     async def parent(ctx: Context, x: int) -> int:
-        attempts.append(ctx.attempt)
-        if ctx.attempt == 0:
-            raise RuntimeError("fails once")
-        await ctx.sleep(0.2)
         return int(await ctx.rpc("double", x, target="children"))
 
     await children.start()
     await rp.start()
-    assert await rp.rpc("skew-par", "parent", 21, timeout=timedelta(minutes=5)) == 42
-    assert attempts == [0, 1]
-    child = await rp.redis.hget(rp.keys.promise("skew-par.2"), "timeout_at")
+    handle = await rp.begin_rpc("skew-par", "parent", 21, timeout=timedelta(minutes=5))
+    assert await handle.result(timeout=20) == 42
+    child = await rp.redis.hget(rp.keys.promise("skew-par.1"), "timeout_at")
     par = await rp.redis.hget(rp.keys.promise("skew-par"), "timeout_at")
     # The child's timeout is the parent's remaining time (give or take the clock's
-    # estimate, a few ms): not 1 ms, and not an hour more.
+    # estimate, a few ms): not 1 ms (ahead), and not an hour more (behind).
     assert child is not None and par is not None
     assert -1_000 < int(par) - int(child) < 10_000
