@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from ._errors import (
     StoreError,
 )
 from ._keys import LAYOUT_LEGACY, LAYOUT_SPREAD, LAYOUTS, Keys, validate_group, validate_id
-from ._options import Options, RetryPolicy, Settings, parse_target
+from ._options import Options, RetryPolicy, Settings, Timeout, as_timeout, parse_target
 from ._registry import Registry
 from ._search import PromiseInfo, SearchPage, counts, search
 from ._store import Record, Store, translate_errors
@@ -193,7 +192,7 @@ class Redpromise:
         *,
         name: str | None = None,
         retry: RetryPolicy | None = None,
-        timeout: timedelta | None = None,
+        timeout: Timeout | None = None,
     ) -> Callable[[F], F]: ...
 
     @overload
@@ -204,7 +203,7 @@ class Redpromise:
         *,
         name: str | None = None,
         retry: RetryPolicy | None = None,
-        timeout: timedelta | None = None,
+        timeout: Timeout | None = None,
     ) -> F: ...
 
     def register(
@@ -214,18 +213,20 @@ class Redpromise:
         *,
         name: str | None = None,
         retry: RetryPolicy | None = None,
-        timeout: timedelta | None = None,
+        timeout: Timeout | None = None,
     ) -> Any:
         """Register ``fn(ctx, *args, **kwargs)`` under ``name`` (default: its ``__name__``).
 
         Use as ``@rp.register``, ``@rp.register(name=…, retry=…)`` or
         ``rp.register(fn, name=…)``. ``fn`` may be ``async def``, a generator function
         (Resonate style: ``value = yield ctx.run(step, …)``) or a plain function (run in
-        a thread). ``retry`` overrides ``Settings.retry``; ``timeout`` bounds one attempt.
+        a thread). ``retry`` overrides ``Settings.retry``; ``timeout`` (seconds or a
+        ``timedelta``, positive) bounds one attempt.
         """
+        attempt_timeout = as_timeout(timeout)
 
         def add(f: F) -> F:
-            self.registry.add(f, name, retry, timeout)
+            self.registry.add(f, name, retry, attempt_timeout)
             return f
 
         return add(fn) if fn is not None else add
@@ -234,11 +235,14 @@ class Redpromise:
         self,
         *,
         target: str | None = None,
-        timeout: timedelta | None = None,
+        timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
         tags: dict[str, str] | None = None,
     ) -> Options:
-        """An options bag for :meth:`begin_rpc` (``options=``), as in Resonate's SDKs."""
+        """An options bag for :meth:`begin_rpc` (``options=``), as in Resonate's SDKs.
+
+        ``timeout`` is seconds or a ``timedelta``; :class:`ConfigurationError` unless
+        positive and finite."""
         return Options(target=target, timeout=timeout, retry=retry, tags=tags)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -273,6 +277,7 @@ class Redpromise:
             )
             self._worker = None
         await self._waiter.close()
+        await self.store.clock.close()
         if self._own_redis:
             await self.redis.aclose()
 
@@ -316,6 +321,7 @@ class Redpromise:
             await self._adopt_key_layout()
             await self.redis.hsetnx(self.keys.meta, "partitions", self.keys.partitions)
             stored = await self.redis.hget(self.keys.meta, "partitions")
+            await self.store.clock.sync()
         if stored is None or int(stored) != self.keys.partitions:
             raise ConfigurationError(
                 f"namespace {self.keys.namespace!r} was created with {stored!r} partitions, "
@@ -393,7 +399,7 @@ class Redpromise:
         name: str,
         *args: Any,
         target: str | None = None,
-        timeout: timedelta | None = None,
+        timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
         tags: dict[str, str] | None = None,
         options: Options | None = None,
@@ -403,7 +409,9 @@ class Redpromise:
 
         Creation and dispatch are one atomic write. If ``id`` exists already, nothing is
         written and the handle re-attaches to it: the same id never executes twice.
-        Returns as soon as the promise is durable in Redis.
+        Returns as soon as the promise is durable in Redis. ``timeout`` is seconds or a
+        ``timedelta`` (default ``Settings.timeout``); :class:`ConfigurationError` unless
+        positive and finite.
         """
         validate_id(id)
         validate_group(name)
@@ -572,7 +580,7 @@ class Redpromise:
 
     async def _expire_if_due(self, rec: Record) -> Record:
         """Apply a passed timeout now, even with no worker alive (the lazy timeout)."""
-        if not rec.pending or rec.timeout_at > time.time() * 1000:
+        if not rec.pending or rec.timeout_at > self.store.clock.now_ms():
             return rec
         script, keys, args = self.store.timeout_call(rec.id, rec.group)
         await self.store.batch.call(script, keys, args)

@@ -5,12 +5,15 @@ steps started together (``asyncio.gather``) get deterministic numbers. Each reco
 outcome through the fenced checkpoint script; a replay (after a crash, a retry or a
 suspension) returns the recorded outcome instead of doing the work again, and refuses
 with :class:`NondeterminismError` when the code now asks for a different operation at
-that number than the one recorded.
+that number than the one recorded. A step is recognised by its kind and name: a step
+function's qualified name (a ``functools.partial`` by the function it wraps, a callable
+object by its class), or the ``name=`` given to :meth:`Context.run`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import random as _random
 import time
@@ -19,7 +22,15 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._codec import decode, encode, error_of
-from ._errors import LeaseLost, NondeterminismError, PayloadError, PromiseRejected
+from ._errors import (
+    LeaseLost,
+    NondeterminismError,
+    PayloadError,
+    PromiseCanceled,
+    PromiseRejected,
+    PromiseTimedOut,
+)
+from ._options import Timeout, as_timeout
 
 if TYPE_CHECKING:
     from ._worker import Execution
@@ -39,14 +50,42 @@ class Suspend(BaseException):
 
 
 def _name(fn: Callable[..., Any]) -> str:
-    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
+    """A step's name, the same in every process and every run (never a ``repr`` with a
+    memory address): the qualified name of the function, of the function a
+    ``functools.partial`` wraps, or of a callable object's class."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    qualname = getattr(fn, "__qualname__", None)
+    if isinstance(qualname, str) and qualname:
+        return qualname
+    return type(fn).__qualname__
+
+
+# Rejections replayed as their own class, as on the first run.
+_REJECTED_AS: dict[str, Callable[[str], PromiseRejected]] = {
+    "rejected_canceled": PromiseCanceled,
+    "rejected_timedout": PromiseTimedOut,
+}
+
+
+def _failure(exc: PromiseRejected) -> dict[str, Any]:
+    """The checkpointed form of a child's or a latent promise's rejection."""
+    out: dict[str, Any] = {"e": error_of(exc), "c": exc.id}
+    if isinstance(exc, PromiseCanceled):
+        out["s"] = "rejected_canceled"
+    elif isinstance(exc, PromiseTimedOut):
+        out["s"] = "rejected_timedout"
+    return out
 
 
 class DurablePromise:
     """A promise created by :meth:`Context.promise`, completed from outside by id.
 
     ``await p`` (or ``yield p``) waits for it and returns its value, or raises its
-    rejection, like :meth:`Handle.result`.
+    rejection, like :meth:`Handle.result`. Each ``await`` is a durable step of its own:
+    it takes the next step number when it starts and checkpoints the outcome, so a
+    replay returns that outcome without reading the promise again (it may have expired
+    after its retention by then).
     """
 
     def __init__(self, ctx: Context, id: str) -> None:
@@ -57,7 +96,8 @@ class DurablePromise:
         return f"DurablePromise({self.id!r})"
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self._ctx._await_promise(self.id).__await__()
+        seq = self._ctx._next()
+        return self._ctx._await_promise(seq, self.id).__await__()
 
 
 class Context:
@@ -71,6 +111,7 @@ class Context:
         self._ex = execution
         self._seq = 0
         self._client = execution.worker.client
+        self._clock = execution.worker.store.clock
 
     @property
     def id(self) -> str:
@@ -97,7 +138,9 @@ class Context:
 
     # -- steps --------------------------------------------------------------------------
 
-    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+    def run(
+        self, fn: Callable[..., Any], /, *args: Any, name: str | None = None, **kwargs: Any
+    ) -> asyncio.Future[Any]:
         """Run ``fn(*args, **kwargs)`` as a checkpointed step; await (or yield) the result.
 
         If an earlier execution recorded this step, its value is returned and ``fn`` is
@@ -105,16 +148,27 @@ class Context:
         recorded through the fence before it is returned. A step that ran but whose
         checkpoint was not written (the worker died in between) runs again: steps are
         at-least-once, completions exactly-once.
+
+        The step is recorded under ``name``, by default the qualified name of ``fn`` (of
+        the function a ``functools.partial`` wraps; of a callable object's class). A
+        replay refuses a step of another name (:class:`NondeterminismError`). ``name`` is
+        keyword-only and not passed to ``fn``; a step function that takes a keyword
+        argument called ``name`` gets it through ``functools.partial(fn, name=…)``.
         """
         seq = self._next()
-        return asyncio.ensure_future(self._run(seq, fn, args, kwargs))
+        return asyncio.ensure_future(self._run(seq, fn, args, kwargs, name))
 
     begin_run = run
 
     async def _run(
-        self, seq: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        seq: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        step_name: str | None,
     ) -> Any:
-        name = _name(fn)
+        name = step_name if step_name is not None else _name(fn)
         recorded = self._recorded(seq, "run", name)
         if recorded is not None:
             return recorded["v"]
@@ -167,11 +221,12 @@ class Context:
         recorded = self._recorded(seq, "sleep", "sleep")
         if recorded is None:
             self._ex.ensure_alive()
-            wake_at = int((time.time() + max(0.0, secs)) * 1000)
+            wake_at = self._clock.now_ms() + int(max(0.0, secs) * 1000)
             await self._record(seq, {"k": "sleep", "n": "sleep", "v": None, "w": wake_at})
         else:
             wake_at = int(recorded.get("w", 0))
-        left = wake_at / 1000 - time.time()
+        # Redis' clock: the wake-up time survives a move to a worker whose clock differs.
+        left = (wake_at - self._clock.now_ms()) / 1000
         if left <= 0:
             return
         if left > self._ex.worker.suspend_after:
@@ -186,17 +241,20 @@ class Context:
         name: str,
         *args: Any,
         target: str | None = None,
-        timeout: timedelta | None = None,
+        timeout: Timeout | None = None,
         **kwargs: Any,
     ) -> asyncio.Future[Any]:
         """Dispatch ``name`` as a child promise ``<id>.<seq>`` and wait for its result.
 
         The child id is deterministic: a replayed parent re-attaches to the same child and
-        never creates a second one. The child's timeout is capped at the parent's.
-        Awaiting the returned future gives the child's value or raises its rejection.
+        never creates a second one. The child's timeout (seconds or a ``timedelta``) is
+        capped at the parent's. Awaiting the returned future gives the child's value or
+        raises its rejection; a replay raises the same class (:class:`PromiseCanceled`,
+        :class:`PromiseTimedOut` or :class:`PromiseRejected`) as the first run.
         """
+        child_timeout = as_timeout(timeout)
         seq = self._next()
-        return asyncio.ensure_future(self._rpc(seq, name, args, kwargs, target, timeout))
+        return asyncio.ensure_future(self._rpc(seq, name, args, kwargs, target, child_timeout))
 
     begin_rpc = rpc
 
@@ -226,18 +284,20 @@ class Context:
         try:
             value = await self._client._wait_outcome(child)
         except PromiseRejected as exc:
-            await self._record(seq, {"k": "rpc", "n": name, "e": error_of(exc), "c": child})
+            await self._record(seq, {"k": "rpc", "n": name, **_failure(exc)})
             raise
         await self._record(seq, {"k": "rpc", "n": name, "v": value, "c": child})
         return value
 
-    def promise(self, timeout: timedelta | None = None) -> asyncio.Future[DurablePromise]:
+    def promise(self, timeout: Timeout | None = None) -> asyncio.Future[DurablePromise]:
         """Create a promise ``<id>.<seq>`` that something outside completes by id.
 
         Give its ``id`` to a person or a system; ``Redpromise.resolve(id, value)`` (or the
         gateway's ``/resolve`` route) completes it; ``await p`` waits for it. For
-        human-in-the-loop steps that may wait for days.
+        human-in-the-loop steps that may wait for days. ``timeout`` (seconds or a
+        ``timedelta``) is capped at this promise's.
         """
+        latent_timeout = as_timeout(timeout)
         seq = self._next()
 
         async def create() -> DurablePromise:
@@ -245,14 +305,24 @@ class Context:
             if self._recorded(seq, "promise", "promise") is None:
                 self._ex.ensure_alive()
                 await self._client._adopt(self.id, pid)
-                await self._client._create_latent(pid, self._child_timeout(timeout))
+                await self._client._create_latent(pid, self._child_timeout(latent_timeout))
                 await self._record(seq, {"k": "promise", "n": "promise", "v": pid})
             return DurablePromise(self, pid)
 
         return asyncio.ensure_future(create())
 
-    async def _await_promise(self, pid: str) -> Any:
-        return await self._client._wait_outcome(pid)
+    async def _await_promise(self, seq: int, pid: str) -> Any:
+        recorded = self._recorded(seq, "await", pid)
+        if recorded is not None:
+            return self._replay_outcome(recorded)
+        self._ex.ensure_alive()
+        try:
+            value = await self._client._wait_outcome(pid)
+        except PromiseRejected as exc:
+            await self._record(seq, {"k": "await", "n": pid, **_failure(exc)})
+            raise
+        await self._record(seq, {"k": "await", "n": pid, "v": value})
+        return value
 
     # -- internals ----------------------------------------------------------------------
 
@@ -261,7 +331,7 @@ class Context:
         return self._seq
 
     def _child_timeout(self, timeout: timedelta | None) -> timedelta:
-        left = timedelta(milliseconds=max(1, self._ex.timeout_at - int(time.time() * 1000)))
+        left = timedelta(milliseconds=max(1, self._ex.timeout_at - self._clock.now_ms()))
         return min(timeout, left) if timeout is not None else left
 
     def _recorded(self, seq: int, kind: str, name: str) -> dict[str, Any] | None:
@@ -285,6 +355,9 @@ class Context:
         if "e" in outcome:
             err = outcome["e"]
             child = str(outcome.get("c", ""))
+            as_class = _REJECTED_AS.get(str(outcome.get("s", "")))
+            if as_class is not None:
+                raise as_class(child)
             raise PromiseRejected(child, err.get("type", ""), err.get("message", ""))
         return outcome["v"]
 

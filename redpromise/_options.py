@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -18,8 +19,39 @@ __all__ = [
     "Options",
     "RetryPolicy",
     "Settings",
+    "Timeout",
+    "as_timeout",
     "parse_target",
 ]
+
+Timeout = float | int | timedelta
+"""A duration the public API accepts: seconds (``int`` or ``float``) or a ``timedelta``."""
+
+
+def as_timeout(value: Timeout | None, what: str = "timeout") -> timedelta | None:
+    """``value`` as a ``timedelta`` (``None`` stays ``None``).
+
+    Numbers are seconds. Raises :class:`ConfigurationError` unless the duration is
+    positive and finite, so a bad timeout fails where it is given, not later.
+    """
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        td = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigurationError(f"{what} must be a finite number of seconds, got {value!r}")
+        try:
+            td = timedelta(seconds=value)
+        except OverflowError as exc:
+            raise ConfigurationError(f"{what} of {value!r} seconds is too large") from exc
+    else:
+        raise ConfigurationError(
+            f"{what} must be seconds (int or float) or a timedelta, got {type(value).__name__}"
+        )
+    if td <= timedelta(0):
+        raise ConfigurationError(f"{what} must be positive, got {value!r}")
+    return td
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,9 +213,13 @@ def parse_target(target: str) -> str:
     return validate_group(target)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, init=False)
 class Options:
-    """Per-call options for :meth:`Redpromise.begin_rpc`; ``None`` means "the default"."""
+    """Per-call options for :meth:`Redpromise.begin_rpc`; ``None`` means "the default".
+
+    ``timeout`` may be given in seconds or as a ``timedelta``; it is stored as a
+    ``timedelta`` and refused (:class:`ConfigurationError`) unless positive and finite.
+    """
 
     target: str | None = None
     """Where to dispatch: ``poll://any@<group>`` or a bare group name."""
@@ -193,6 +229,21 @@ class Options:
     """Retry policy for this promise, overriding the function's registered policy."""
     tags: dict[str, str] | None = None
     """Free-form string tags stored with the promise."""
+
+    def __init__(
+        self,
+        *,
+        target: str | None = None,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        # A hand-written __init__ so the field keeps its timedelta type while callers may
+        # pass seconds; dataclasses.replace() (merge) goes through here as well.
+        object.__setattr__(self, "target", target)
+        object.__setattr__(self, "timeout", as_timeout(timeout))
+        object.__setattr__(self, "retry", retry)
+        object.__setattr__(self, "tags", tags)
 
     def merge(self, **overrides: Any) -> Options:
         """A copy with every non-``None`` override applied (``self`` if there are none)."""

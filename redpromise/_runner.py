@@ -9,10 +9,11 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from ._client import Redpromise
-from ._errors import RedpromiseError, StoreUnavailable
+from ._errors import ConfigurationError, RedpromiseError, StoreUnavailable
 from ._health import serve_health
 
 __all__ = ["event_loop_factory", "load_target", "main", "run_worker"]
@@ -78,16 +79,68 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def load_target(spec: str) -> Redpromise:
-    """Import ``module:attr``; ``attr`` is a Redpromise or a callable returning one."""
+    """Import ``module:attr``; ``attr`` is a Redpromise or a callable returning one.
+
+    Raises :class:`ConfigurationError` with a one-line reason and a hint when the spec is
+    malformed, the module cannot be found or raises while importing, the attribute is
+    missing, or it is not a Redpromise.
+    """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise SystemExit(f"expected module:attribute, got {spec!r}")
-    obj = getattr(importlib.import_module(module_name), attr)
+        raise ConfigurationError(f"expected module:attribute (e.g. myapp.worker:rp), got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise ConfigurationError(
+                f"no module named {module_name!r}: run from the directory that holds it "
+                "or add that directory to PYTHONPATH"
+            ) from exc
+        raise ConfigurationError(_import_failed(module_name, exc)) from exc
+    except Exception as exc:  # the user's module raised while importing
+        raise ConfigurationError(_import_failed(module_name, exc)) from exc
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        found = sorted(n for n, v in vars(module).items() if isinstance(v, Redpromise))
+        hint = f" (its Redpromise instances: {', '.join(found)})" if found else ""
+        raise ConfigurationError(
+            f"module {module_name!r} has no attribute {attr!r}{hint}"
+        ) from None
     if not isinstance(obj, Redpromise) and callable(obj):
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise ConfigurationError(
+                f"calling {spec}() failed: {_one_line(exc)}{_where(exc)}"
+            ) from exc
     if not isinstance(obj, Redpromise):
-        raise SystemExit(f"{spec} is not a Redpromise instance")
+        raise ConfigurationError(
+            f"{spec} is of type {type(obj).__name__!r}, not a Redpromise "
+            "(or a function returning one)"
+        )
     return obj
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _where(exc: BaseException) -> str:
+    """`` (file:line)`` of the innermost frame outside importlib, if any."""
+    if isinstance(exc, SyntaxError):
+        return ""  # its message names the file and line already
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    return f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+def _import_failed(module_name: str, exc: BaseException) -> str:
+    return (
+        f"importing {module_name!r} failed: {_one_line(exc)}{_where(exc)}; "
+        f'run python -c "import {module_name}" to see the traceback'
+    )
 
 
 def _env_port(name: str) -> int | None:
@@ -124,12 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     sys.path.insert(0, "")
-    rp = load_target(args.target)
+    try:
+        rp = load_target(args.target)
+    except ConfigurationError as exc:
+        print(f"redpromise: {exc}", file=sys.stderr)
+        return 2
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(
-                run_worker(rp, health_port=args.health_port, health_host=args.health_host)
-            )
+            runner.run(run_worker(rp, health_port=args.health_port, health_host=args.health_host))
     except StoreUnavailable as exc:
         print(f"redpromise: cannot reach Redis at {rp.url}: {exc}", file=sys.stderr)
         return 2

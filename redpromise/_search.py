@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -395,7 +394,7 @@ class IndexSweep:
         store = self.store
         if store.retention_ms <= 0:
             return 0
-        cutoff = int(time.time() * 1000) - store.retention_ms
+        cutoff = store.clock.now_ms() - store.retention_ms  # scores are on Redis' clock
         targets = [(k, s) for k in range(store.keys.partitions) for s in COMPLETED]
         zkeys = [store.keys.index(k, s) for k, s in targets]
         reads: list[Call] = [

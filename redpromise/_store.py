@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._clock import RedisClock
 from ._codec import as_text, encode_error
 from ._errors import CorruptRecord
 from ._faults import typed
@@ -120,6 +121,8 @@ class Store:
         ms = int(settings.replicas_ack_timeout.total_seconds() * 1000)
         self.ack = Ack(settings.replicas_ack, ms) if settings.replicas_ack > 0 else None
         self.batch = Coalescer(redis, ack=self.ack)
+        self.clock = RedisClock(redis)
+        """Redis' clock: every due time computed in Python is on it (see _clock.py)."""
         self.sharded = False
         r = settings.retention
         self.retention_ms = int(r.total_seconds() * 1000) if r is not None else 0
@@ -142,6 +145,7 @@ class Store:
         """Talk to ``redis`` from now on (the client found a cluster behind its URL)."""
         self.redis = redis
         self.batch = Coalescer(redis, ack=self.ack)
+        self.clock.redis = redis
 
     # -- reads ------------------------------------------------------------------------
 

@@ -197,7 +197,7 @@ class Upkeep:
 
     async def promote(self) -> int:
         """Dispatch due retries and time out expired promises; returns how many moved."""
-        now = int(time.time() * 1000)
+        now = self.store.clock.now_ms()
         zkeys: list[str] = []
         pipe = self.redis.pipeline(transaction=False)
         for k in range(self.keys.partitions):

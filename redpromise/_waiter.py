@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from typing import Any
 
 from redis.asyncio import RedisCluster
@@ -93,7 +92,8 @@ class Waiter:
                 raise PromiseNotFound(id)
             if not rec.pending:
                 return rec
-            wait = max(0.0, rec.timeout_at / 1000 - time.time()) + 0.05
+            # Redis' clock (the one the timeout is applied on), not this host's.
+            wait = max(0.0, (rec.timeout_at - self._store.clock.now_ms()) / 1000) + 0.05
             if timeout is not None:
                 wait = min(wait, max(0.0, timeout - (loop.time() - start)))
             if not self._subscribed.is_set():

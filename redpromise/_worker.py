@@ -440,7 +440,7 @@ class Worker:
         error = encode_error(info["type"], info["message"], self.settings.max_payload_bytes)
         if delay is not None:
             delay_ms = int(delay.total_seconds() * 1000)
-            if time.time() * 1000 + delay_ms < ex.timeout_at:
+            if self.store.clock.now_ms() + delay_ms < ex.timeout_at:
                 log.info(
                     "%r attempt %d failed (%s: %s); retry in %s",
                     ex.id,
@@ -463,7 +463,7 @@ class Worker:
 
     async def _suspend(self, ex: Execution, wake_at: int) -> None:
         ex.finishing = True
-        delay_ms = max(0, wake_at - int(time.time() * 1000))
+        delay_ms = max(0, wake_at - self.store.clock.now_ms())
         log.info("%r suspended for %.1fs", ex.id, delay_ms / 1000)
         code = await self.persist(
             lambda: self.store.retry(
