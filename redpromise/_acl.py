@@ -65,7 +65,9 @@ CLIENT_RULES = (
 )  # fmt: skip
 WORKER_RULES = (
     "xreadgroup", "xautoclaim", "xgroup|create", "xgroup|delconsumer", "xinfo|groups",
-    "xinfo|consumers", "zrange", "zrangebyscore", "multi", "exec",
+    "xinfo|consumers", "zrange", "zrangebyscore", "type",
+    # inside the scripts only workers run (acquire, bury)
+    "xtrim",
 )  # fmt: skip
 
 
@@ -239,6 +241,7 @@ class _Uses:
             ("xinfo|consumers", q, ["XINFO", "CONSUMERS", q, _G]),
             ("xpending", q, ["XPENDING", q, _G, "-", "+", 1, _G]),
             ("xgroup|delconsumer", q, ["XGROUP", "DELCONSUMER", q, _G, _G]),
+            ("type", q, ["TYPE", q]),
             ("zrange", t, ["ZRANGE", t, 0, 0]),
             ("zrangebyscore", d, ["ZRANGEBYSCORE", d, "-inf", "-inf", "LIMIT", 0, 1]),
         ]
@@ -274,15 +277,16 @@ class _Uses:
             ("zscore", d, ["ZSCORE", d, _G]),
             *self.worker_side(),
         ]
-        if self.worker:
-            uses += [("multi", None, ["MULTI"]), ("exec", None, ["EXEC"])]
+        if self.worker:  # never run by the probe: it would trim the real dead stream
+            uses.append(("xtrim", x, ["XTRIM", x, "MAXLEN", 1000]))
         return uses
 
 
 # Tries, with redis.pcall, each command the transitions run, on the probe's keys; writes
 # only what it deletes before returning (real delayed/timeouts zsets get a member added
 # and removed in the same atomic script). Returns {rule, key, error} per refusal.
-#   KEYS: promise, steps, stream, delayed, timeouts, dead, children   ARGV: channel, member
+#   KEYS: promise, steps, stream, delayed, timeouts, dead, children
+#   ARGV: channel, member, '1' for a worker
 _PROBE_LUA = """
 local out = {}
 local function try(rule, key, ...)
@@ -319,6 +323,7 @@ for _, z in ipairs({d, t}) do
     try('zrem', z, 'ZREM', z, m)
   end
 end
+if ARGV[3] == '1' then try('xtrim', q, 'XTRIM', q, 'MAXLEN', 1000) end
 try('publish', ARGV[1], 'PUBLISH', ARGV[1], m)
 try('del', p, 'DEL', p, s, q, c)
 return out
@@ -418,7 +423,7 @@ async def _dryrun(redis: Redis, user: str, uses: _Uses) -> _Missing | None:
 
 async def _probe(redis: Redis, uses: _Uses) -> _Missing:
     """The missing rights found by running harmless commands on a connection of its own
-    (in a MULTI left open by a refused EXEC, or subscribed, it never goes back to a pool).
+    (subscribed at the end, it never goes back to a pool).
     """
     sha = hashlib.sha1(_PROBE_LUA.encode("utf-8")).hexdigest()
     u = uses
@@ -427,10 +432,8 @@ async def _probe(redis: Redis, uses: _Uses) -> _Missing:
         *u.client(),
         *u.worker_side(),
         ("script|load", None, ["SCRIPT", "LOAD", _PROBE_LUA]),
-        ("evalsha", u.p, ["EVALSHA", sha, len(script_keys), *script_keys, u.ch, _G]),
+        ("evalsha", u.p, ["EVALSHA", sha, len(script_keys), *script_keys, u.ch, _G, int(u.worker)]),
     ]
-    if u.worker:
-        todo += [("multi", None, ["MULTI"]), ("exec", None, ["EXEC"])]
     todo.append(("subscribe", u.ch, ["SUBSCRIBE", u.ch]))
     pool = redis.connection_pool
     conn: Any = pool.connection_class(

@@ -22,7 +22,7 @@ from redis import exceptions as rex
 from redis.asyncio import Redis
 
 from redpromise import ConfigurationError, PromiseRejected, Redpromise, _acl, _client, _wire
-from redpromise._acl import CLIENT_RULES, describe_noperm, setuser_line
+from redpromise._acl import CLIENT_RULES, WORKER_RULES, describe_noperm, setuser_line
 from redpromise._codec import encode
 from redpromise._faults import typed
 from redpromise._keys import Keys
@@ -219,7 +219,7 @@ async def test_every_missing_right_is_named_at_start(
     suggested line grants them."""
     keys = Keys(namespace)
     rules = setuser_line("app", keys).split()[3:]
-    dropped = {"+time", "+xinfo|groups", f"~{keys.meta}"}
+    dropped = {"+time", "+xinfo|groups", "+xtrim", f"~{keys.meta}"}
     await run_line(admin, "ACL SETUSER app on >pw resetchannels " + " ".join(
         r for r in rules if r not in dropped
     ))  # fmt: skip
@@ -232,7 +232,7 @@ async def test_every_missing_right_is_named_at_start(
         await rp.stop()
     message = str(refused.value)
     assert "commands " in message
-    assert "TIME" in message and "XINFO|GROUPS" in message
+    assert "TIME" in message and "XINFO|GROUPS" in message and "XTRIM" in message
     assert repr(keys.meta) in message
     assert "channels" not in message
     suggested = re.search(r"^\s*(ACL SETUSER .*)$", message, re.MULTILINE)
@@ -347,4 +347,5 @@ def test_acl_rules_cover_every_command_the_lua_scripts_run() -> None:
         if f.name.endswith(".lua")
         for name in re.findall(r"redis\.p?call\('(\w+)'", f.read_text(encoding="utf-8"))
     }
-    assert used and used <= set(CLIENT_RULES), used - set(CLIENT_RULES)
+    granted = set(CLIENT_RULES + WORKER_RULES)
+    assert used and used <= granted, used - granted
