@@ -112,7 +112,8 @@ async def test_worker_whose_publish_is_refused_completes_without_an_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A worker running as a user without channel rights (its start check skipped, as
-    for a process started before the ACL changed) completes once, and logs no error."""
+    for a process started before the ACL changed): its completion call succeeds the first
+    time (no error to retry through), the promise ran once, nothing is logged."""
 
     async def unchecked(*_: Any, **__: Any) -> None:
         return None
@@ -122,6 +123,19 @@ async def test_worker_whose_publish_is_refused_completes_without_an_error(
     caplog.set_level(logging.WARNING, logger="redpromise")
     worker = Redpromise(user_url(acl_server), settings=fast_settings(namespace))
     worker.register(lambda ctx, v: v, name="echo")
+    outcomes: list[object] = []
+    complete = worker.store.complete
+
+    async def recorded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            res = await complete(*args, **kwargs)
+        except Exception as exc:
+            outcomes.append(exc)
+            raise
+        outcomes.append(res[0])
+        return res
+
+    monkeypatch.setattr(worker.store, "complete", recorded)
     async with worker, Redpromise(acl_server.url, settings=fast_settings(namespace)) as client:
         await client.begin_rpc("w1", "echo", "ok")
         handle = await client.get("w1")
@@ -129,6 +143,7 @@ async def test_worker_whose_publish_is_refused_completes_without_an_error(
         assert await handle.result() == "ok"
         record = await client._read("w1")
         assert (record.attempt, record.version) == (0, 1)  # one run: no retry, no reclaim
+    assert outcomes == [1]  # completed by the first call
     assert [r.getMessage() for r in caplog.records] == []
 
 
@@ -262,9 +277,9 @@ async def test_a_user_with_every_right_costs_one_round_trip(
     monkeypatch.setattr(_acl, "exchange", counting)
     monkeypatch.setattr(_acl, "_probe", no_probe)
     rp = Redpromise(settings=fast_settings(namespace), redis=backend.client())
-    rp.register(lambda ctx: None, name="noop")
+    rp.register(lambda ctx: None, name="noop")  # checked as a worker: the most it needs
     try:
-        await rp.start()
+        await rp._ready()  # what start() checks first; no worker loops to stop after
     finally:
         await rp.stop(grace=1)
     assert sent == [[["ACL", "WHOAMI"], ["ACL", "GETUSER"]]]
