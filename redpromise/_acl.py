@@ -62,10 +62,12 @@ CLIENT_RULES = (
     # inside the scripts
     "time", "hset", "hdel", "hgetall", "hincrby", "del", "publish", "xadd", "xack",
     "xdel", "xclaim", "xpending", "xrange", "zadd", "zrem", "zscore",
+    # search (scan.lua and reads of the state indexes)
+    "zrangebyscore", "zrevrangebyscore",
 )  # fmt: skip
 WORKER_RULES = (
     "xreadgroup", "xautoclaim", "xgroup|create", "xgroup|delconsumer", "xinfo|groups",
-    "xinfo|consumers", "zrange", "zrangebyscore", "type",
+    "xinfo|consumers", "zrange", "type",
     # inside the scripts only workers run (acquire, bury)
     "xtrim",
 )  # fmt: skip
@@ -216,7 +218,7 @@ class _Uses:
         self.worker = worker
 
     def client(self) -> list[tuple[str, str | None, list[Any]]]:
-        p, c, m = self.p, self.c, self.keys.meta
+        p, c, d, m = self.p, self.c, self.d, self.keys.meta
         return [
             ("info", None, ["INFO", "cluster"]),  # is it a cluster? asked at every start
             ("ping", None, ["PING"]),
@@ -226,12 +228,14 @@ class _Uses:
             ("sadd", c, ["SADD", c, _G]),
             ("pexpire", c, ["PEXPIRE", c, 1000]),
             ("smembers", c, ["SMEMBERS", c]),
+            ("zrangebyscore", d, ["ZRANGEBYSCORE", d, "-inf", "-inf", "LIMIT", 0, 1]),
+            ("zrevrangebyscore", d, ["ZREVRANGEBYSCORE", d, "-inf", "-inf", "LIMIT", 0, 1]),
         ]
 
     def worker_side(self) -> list[tuple[str, str | None, list[Any]]]:
         if not self.worker:
             return []
-        q, d, t = self.q, self.d, self.t
+        q, t = self.q, self.t
         return [
             ("xgroup|create", q, ["XGROUP", "CREATE", q, _G, "0", "MKSTREAM"]),
             ("pexpire", q, ["PEXPIRE", q, 1000]),
@@ -243,7 +247,6 @@ class _Uses:
             ("xgroup|delconsumer", q, ["XGROUP", "DELCONSUMER", q, _G, _G]),
             ("type", q, ["TYPE", q]),
             ("zrange", t, ["ZRANGE", t, 0, 0]),
-            ("zrangebyscore", d, ["ZRANGEBYSCORE", d, "-inf", "-inf", "LIMIT", 0, 1]),
         ]
 
     def dryrun(self) -> list[tuple[str, str | None, list[Any]]]:

@@ -256,7 +256,7 @@ async def test_every_missing_right_is_named_at_start(
     rp = Redpromise(user_url(acl_server), settings=fast_settings(namespace))
     rp.register(lambda ctx: None, name="noop")
     try:
-        await rp.start()
+        await rp._ready()  # start()'s check, as a worker, without starting worker loops
     finally:
         await rp.stop(grace=1)
 
