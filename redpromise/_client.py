@@ -15,6 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from ._acl import check_acl
 from ._cluster import cluster_enabled, connect_cluster
 from ._codec import as_text, decode, decode_error, encode, encode_error, error_of
 from ._errors import (
@@ -318,6 +319,7 @@ class Redpromise:
         if isinstance(self.redis, RedisCluster):
             await self._use_sharded_pubsub()
         async with translate_errors():
+            await check_acl(self.redis, self.keys, worker=bool(self.registry))
             await self._adopt_key_layout()
             await self.redis.hsetnx(self.keys.meta, "partitions", self.keys.partitions)
             stored = await self.redis.hget(self.keys.meta, "partitions")

@@ -19,6 +19,7 @@ import re
 
 from redis import exceptions as rex
 
+from ._acl import describe_noperm
 from ._errors import ConfigurationError, CorruptRecord, StoreError, StoreUnavailable
 
 __all__ = ["RETRYABLE", "cause_of", "is_redis_failure", "retryable", "typed"]
@@ -126,7 +127,8 @@ def typed(exc: BaseException) -> BaseException:
         return StoreUnavailable(f"Redis unavailable ({cause}): {exc}", cause)
     if cause in _RIGHTS:
         return ConfigurationError(
-            f"the Redis user lacks a right redpromise needs ({cause}): {exc}; "
+            f"the Redis user lacks {describe_noperm(exc) or 'a right redpromise needs'} "
+            f"({cause}): {exc}; "
             "see 'Running as an ACL user' in the README",
             cause,
         )

@@ -41,5 +41,8 @@ local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, v
   if retention_ms > 0 then
     redis.call('PEXPIRE', pkey, retention_ms)
   end
-  redis.call(publish, channel, id)
+  -- pcall: the promise is already stored and Redis never rolls back a script's writes, so
+  -- a refused PUBLISH (an ACL user without channel rights) must not turn a stored
+  -- completion into an error reply. Waiters then learn of it by their safety poll.
+  redis.pcall(publish, channel, id)
 end
