@@ -36,6 +36,7 @@ import os
 import platform
 import resource
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -51,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
-from run import Workers, cpu_seconds, produce, redis_server  # noqa: E402
+from run import Workers, cpu_seconds, free_port, produce, redis_server  # noqa: E402
 
 from tests.redis_cluster import RedisCluster  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
@@ -103,6 +104,20 @@ def single_target() -> Iterator[Target]:
 
 
 @contextlib.contextmanager
+def single_aof_target() -> Iterator[Target]:
+    """Diagnosis: one redis-server with the test helper's AOF (appendfsync always)."""
+    with tempfile.TemporaryDirectory(prefix="rp-bench-aof-") as d:
+        server = RedisServer(Path(d), appendonly=True, appendfsync="always")
+        server.start()
+        c = redis.Redis(port=server.port, socket_timeout=10)
+        try:
+            yield Target("single AOF", server.url, [Node("single", server.port, True, c)])
+        finally:
+            c.close()
+            server.kill()
+
+
+@contextlib.contextmanager
 def single_with_replica_target() -> Iterator[Target]:
     """Diagnosis: one redis-server and one replica of it (what replication costs alone)."""
     with redis_server() as (url, r), tempfile.TemporaryDirectory(prefix="rp-bench-rep-") as d:
@@ -124,11 +139,25 @@ def single_with_replica_target() -> Iterator[Target]:
             replica.kill()
 
 
+def cluster_port() -> int:
+    """A free port whose cluster-bus port (+10000) is free too, so at most 55535."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 @contextlib.contextmanager
 def one_node_cluster_target() -> Iterator[Target]:
     """Diagnosis: one node in cluster mode serving every slot (cluster-mode cost alone)."""
     with tempfile.TemporaryDirectory(prefix="rp-bench-cluster1-") as d:
-        server = RedisServer(Path(d), appendonly=False, extra_args=(
+        server = RedisServer(Path(d), cluster_port(), appendonly=False, extra_args=(
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"))
         server.start()
         c = redis.Redis(port=server.port, socket_timeout=10)
@@ -181,6 +210,7 @@ def cluster_target(replicas: int, aof: bool) -> Iterator[Target]:
 TARGETS = {
     "single": "one redis-server (the reference)",
     "cluster": "3 masters + 3 replicas, no persistence",
+    "single-aof": "one redis-server with AOF, appendfsync always (diagnosis)",
     "single1": "one redis-server + one replica (diagnosis: replication alone)",
     "cluster0": "3 masters, no replicas (diagnosis: replication's share)",
     "cluster1": "one node in cluster mode with every slot (diagnosis: cluster mode's share)",
@@ -191,6 +221,8 @@ TARGETS = {
 def open_target(stack: contextlib.ExitStack, name: str, a: argparse.Namespace) -> Target:
     if name == "single":
         return stack.enter_context(single_target())
+    if name == "single-aof":
+        return stack.enter_context(single_aof_target())
     if name == "single1":
         return stack.enter_context(single_with_replica_target())
     if name == "cluster1":
