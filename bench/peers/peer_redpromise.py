@@ -24,10 +24,13 @@ import _proto
 from redpromise import Redpromise, Settings
 
 NS = os.environ.get("BENCH_NAMESPACE", "bench")
+# Partitions of the namespace (bench/cluster.py --partitions); the library's default if unset.
+PARTITIONS = {"partitions": int(os.environ["BENCH_PARTITIONS"])} if os.environ.get(
+    "BENCH_PARTITIONS") else {}
 
 
 def make(url: str, concurrency: int = 100) -> Redpromise:
-    rp = Redpromise(url, settings=Settings(namespace=NS, concurrency=concurrency))
+    rp = Redpromise(url, settings=Settings(namespace=NS, concurrency=concurrency, **PARTITIONS))
 
     @rp.register
     async def noop(ctx: Any, x: int) -> int:
