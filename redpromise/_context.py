@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import _tracing as tracing
 from ._codec import decode, encode, error_of
 from ._errors import LeaseLost, NondeterminismError, PayloadError, PromiseRejected
 
@@ -111,6 +112,7 @@ class Context:
 
     begin_run = run
 
+    @tracing.steps
     async def _run(
         self, seq: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
