@@ -469,11 +469,12 @@ def add_routes(
     name or ``poll://any@<group>``). ``token``, when set, is required as
     ``Authorization: Bearer <token>`` on every route but ``healthz``,
     ``openapi.json`` and ``metrics``. ``max_body`` bounds request bodies (413);
-    ``max_wait`` caps the long-poll ``timeout`` of ``wait``. With ``manage`` (the default) the application's
-    startup runs ``rp.start()`` and its cleanup ``rp.stop()``; Redis being down at
-    startup is only a warning (requests answer 503 until it is back), unless ``rp`` has
-    registered functions to serve. On shutdown, long-polls return at once. With ``ui``
-    (the default) the dashboard is served at ``{prefix}/ui`` (redpromise/_ui.py).
+    ``max_wait`` caps the long-poll ``timeout`` of ``wait``. With ``manage`` (the
+    default) the application's startup runs ``rp.start()`` and its cleanup
+    ``rp.stop()``; Redis being down at startup is only a warning (requests answer 503
+    until it is back), unless ``rp`` has registered functions to serve. On shutdown,
+    long-polls return at once. With ``ui`` (the default) the dashboard is served at
+    ``{prefix}/ui`` (redpromise/_ui.py).
 
     Returns the :class:`Gateway` (also listed under ``app[GATEWAYS]``).
     """
