@@ -2,8 +2,9 @@
 
 Two kinds, both in ``prometheus_client``'s default registry:
 
-- **Events**, counted where they happen, at the cost of one counter or histogram update
-  (a dict lookup and a locked add; no Redis command, no allocation on the hot path):
+- **Events**, counted where they happen into plain dicts (a dict update, or a bisect
+  over the buckets for a histogram; no lock, no Redis command), turned into Prometheus
+  families only when scraped:
   promises begun and completed, execution and end-to-end latency, steps, redeliveries,
   fence refusals, retries, Redis failures of the supervised loops. Each process counts
   what it did; Prometheus sums over processes.
@@ -25,7 +26,9 @@ still in the stream are exactly the undelivered ones plus the pending ones. (An 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import math
 import time
 import weakref
 from collections.abc import Iterator
@@ -39,7 +42,11 @@ if TYPE_CHECKING:
 
 try:
     import prometheus_client as _prom
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
 except ImportError:  # the `metrics` extra is not installed: every hook is a no-op
     _prom = None  # type: ignore[assignment]
 
@@ -66,71 +73,109 @@ _BUCKETS = (
 )  # fmt: skip
 
 
-class _Events:
-    """The event instruments, with their labelled children cached by label values
-    (``labels()`` validates and locks on every call; a dict lookup does not)."""
+class _Counter:
+    """A labelled counter kept as a plain dict, turned into a Prometheus family only
+    when scraped: an event costs a dict update, not a lock and a label lookup."""
 
-    def __init__(self) -> None:
-        assert _prom is not None
-        p = _prom
-        self.begun = p.Counter(
-            "redpromise_promises_begun",
-            "Promises created (a re-attach to an existing id is not counted)",
-            ["group", "function"],
-        )
-        self.completed = p.Counter(
-            "redpromise_promises_completed",
-            "Promises completed, by final state (counted by the process that completed it)",
-            ["group", "function", "state"],
-        )
-        self.execution = p.Histogram(
-            "redpromise_execution_seconds",
-            "One run of a function on a worker, from its start to its return or raise",
-            ["group", "function"],
-            buckets=_BUCKETS,
-        )
-        self.end_to_end = p.Histogram(
-            "redpromise_end_to_end_seconds",
-            "From a promise's creation to its completion, by Redis' clock",
-            ["group", "function", "state"],
-            buckets=_BUCKETS,
-        )
-        self.steps = p.Counter(
-            "redpromise_steps_checkpointed",
-            "Steps (ctx.run, ctx.sleep, …) recorded through the fence",
-            ["group", "function"],
-        )
-        self.redeliveries = p.Counter(
-            "redpromise_redeliveries",
-            "Acquisitions of a dispatch delivered before (its worker died, stalled or left)",
-            ["group", "function"],
-        )
-        self.refusals = p.Counter(
-            "redpromise_fence_refusals",
-            "Writes of an execution refused by the fence or by the promise's state",
-            ["group", "operation", "code"],
-        )
-        self.retries = p.Counter(
-            "redpromise_retries",
-            "Failed attempts handed back for a retry after a backoff",
-            ["group", "function"],
-        )
-        self.redis_failures = p.Counter(
-            "redpromise_redis_failures",
-            "Failed iterations of a supervised loop (or gateway requests) because of Redis",
-            ["loop", "cause"],
-        )
-        self._children: dict[tuple[Any, ...], Any] = {}
+    __slots__ = ("doc", "labels", "name", "values")
 
-    def child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        c = self._children.get(key)
-        if c is None:
-            c = self._children[key] = metric.labels(*labels)
-        return c
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, key: tuple[str, ...]) -> None:
+        self.values[key] = self.values.get(key, 0) + 1
+
+    def family(self) -> Any:
+        f = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        # list(): a C-level copy, safe while the event loop's thread adds entries.
+        for key, value in list(self.values.items()):
+            f.add_metric(key, value)
+        return f
 
 
-_events: _Events | None = _Events() if _prom is not None else None
+class _Histogram:
+    """A labelled histogram kept as ``{labels: [count per bucket…, +Inf count, sum]}``."""
+
+    __slots__ = ("doc", "labels", "name", "values")
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, key: tuple[str, ...], seconds: float) -> None:
+        row = self.values.get(key)
+        if row is None:
+            row = self.values[key] = [0.0] * (len(_BUCKETS) + 2)
+        row[bisect.bisect_left(_BUCKETS, seconds)] += 1
+        row[-1] += seconds
+
+    def family(self) -> Any:
+        f = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, row in list(self.values.items()):
+            row = row[:]
+            cumulative, buckets = 0.0, []
+            for bound, n in zip((*_BUCKETS, math.inf), row, strict=False):
+                cumulative += n
+                buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+            f.add_metric(key, buckets, sum_value=row[-1])
+        return f
+
+
+GF = ("group", "function")
+_BEGUN = _Counter(
+    "redpromise_promises_begun",
+    "Promises created by this process (a re-attach to an existing id is not counted)",
+    GF,
+)
+_COMPLETED = _Counter(
+    "redpromise_promises_completed",
+    "First completions made by this process, by final state",
+    (*GF, "state"),
+)
+_EXECUTION = _Histogram(
+    "redpromise_execution_seconds",
+    "One run of a function on a worker, from its start to its return or raise",
+    GF,
+)
+_END_TO_END = _Histogram(
+    "redpromise_end_to_end_seconds",
+    "From a promise's creation to its completion, by Redis' clock",
+    (*GF, "state"),
+)
+_STEPS = _Counter(
+    "redpromise_steps_checkpointed", "Steps recorded through the fence", GF
+)
+_REDELIVERIES = _Counter(
+    "redpromise_redeliveries",
+    "Acquisitions of a dispatch delivered before (its worker died, stalled or left)",
+    GF,
+)
+_REFUSALS = _Counter(
+    "redpromise_fence_refusals",
+    "Writes of an execution refused by the fence or by the promise's state",
+    ("group", "operation", "code"),
+)
+_RETRIES = _Counter(
+    "redpromise_retries", "Failed attempts handed back for a retry after a backoff", GF
+)
+_REDIS_FAILURES = _Counter(
+    "redpromise_redis_failures",
+    "Failed iterations of a supervised loop (or gateway requests) because of Redis",
+    ("loop", "cause"),
+)
+_EVENTS = (
+    _BEGUN, _COMPLETED, _EXECUTION, _END_TO_END, _STEPS, _REDELIVERIES, _REFUSALS,
+    _RETRIES, _REDIS_FAILURES,
+)  # fmt: skip
+
+
+class _EventCollector:
+    def describe(self) -> Iterator[Any]:
+        return self.collect()
+
+    def collect(self) -> Iterator[Any]:
+        return iter([e.family() for e in _EVENTS])
 
 
 def _ms(raw: Any) -> int | None:
@@ -145,8 +190,8 @@ def _ms(raw: Any) -> int | None:
 
 def begun(group: str, function: str) -> None:
     """A promise was created by this process."""
-    if _events is not None:
-        _events.child(_events.begun, group, function).inc()
+    if AVAILABLE:
+        _BEGUN.inc((group, function))
 
 
 def completed(group: str, function: Any, state: Any, created_at: Any, completed_at: Any) -> None:
@@ -155,49 +200,53 @@ def completed(group: str, function: Any, state: Any, created_at: Any, completed_
     ``created_at``/``completed_at`` are the record's Redis timestamps (ms), as the
     completing script returns them.
     """
-    if _events is None:
+    if not AVAILABLE:
         return
-    fn, st = as_text(function or b""), as_text(state or b"")
-    _events.child(_events.completed, group, fn, st).inc()
+    key = (group, as_text(function or b""), as_text(state or b""))
+    _COMPLETED.inc(key)
     start, end = _ms(created_at), _ms(completed_at)
     if start is not None and end is not None:
-        _events.child(_events.end_to_end, group, fn, st).observe(max(0, end - start) / 1000)
+        _END_TO_END.observe(key, max(0, end - start) / 1000)
 
 
 def completed_reply(group: str, reply: Any) -> None:
     """Count a completion from ``complete.lua``'s reply ``[1, state, created, done, func]``."""
-    if _events is not None and isinstance(reply, list) and len(reply) >= 5 and reply[0] == 1:
+    if AVAILABLE and isinstance(reply, list) and len(reply) >= 5 and reply[0] == 1:
         completed(group, reply[4], reply[1], reply[2], reply[3])
 
 
 def executed(group: str, function: str, seconds: float) -> None:
-    if _events is not None:
-        _events.child(_events.execution, group, function).observe(seconds)
+    if AVAILABLE:
+        _EXECUTION.observe((group, function), seconds)
 
 
 def step(group: str, function: str) -> None:
-    if _events is not None:
-        _events.child(_events.steps, group, function).inc()
+    if AVAILABLE:
+        _STEPS.inc((group, function))
 
 
 def redelivered(group: str, function: str) -> None:
-    if _events is not None:
-        _events.child(_events.redeliveries, group, function).inc()
+    if AVAILABLE:
+        _REDELIVERIES.inc((group, function))
 
 
 def refused(group: str, operation: str, code: str) -> None:
-    if _events is not None:
-        _events.child(_events.refusals, group, operation, code).inc()
+    if AVAILABLE:
+        _REFUSALS.inc((group, operation, code))
 
 
 def retried(group: str, function: str) -> None:
-    if _events is not None:
-        _events.child(_events.retries, group, function).inc()
+    if AVAILABLE:
+        _RETRIES.inc((group, function))
 
 
 def redis_failure(loop: str, cause: str) -> None:
-    if _events is not None:
-        _events.child(_events.redis_failures, loop, cause).inc()
+    if AVAILABLE:
+        _REDIS_FAILURES.inc((loop, cause))
+
+
+if _prom is not None:
+    _prom.REGISTRY.register(_EventCollector())
 
 
 # -- queue state, read at scrape time ------------------------------------------------

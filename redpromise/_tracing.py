@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -47,6 +48,9 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 AVAILABLE = _trace is not None
+_UNKNOWN = object()
+# A provider named by the environment is made by the API on first use.
+_FROM_ENV = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
 _NULL: contextlib.nullcontext[None] = contextlib.nullcontext()
 _PLACEHOLDERS: tuple[type, ...] = (
     (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider) if _trace is not None else ()
@@ -64,8 +68,19 @@ _KINDS: dict[str, Any] = (
 
 
 def active() -> bool:
-    """Whether spans are recorded: the API is installed and a real provider is set."""
-    return _trace is not None and not isinstance(_trace.get_tracer_provider(), _PLACEHOLDERS)
+    """Whether spans are recorded: the API is installed and a real provider is set.
+
+    Called on every begin, execution and step: reads the API's global directly when it
+    can (``get_tracer_provider()`` consults the environment on each call while unset).
+    """
+    if not AVAILABLE:
+        return False
+    provider = getattr(_trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None and not _FROM_ENV:
+        return False
+    if provider is _UNKNOWN or provider is None:
+        provider = _trace.get_tracer_provider()
+    return not isinstance(provider, _PLACEHOLDERS)
 
 
 def carrier() -> dict[str, str] | None:

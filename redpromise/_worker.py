@@ -409,6 +409,9 @@ class Worker:
         except (PayloadError, KeyError, TypeError) as exc:
             await self._reject(ex, "PayloadError", f"unreadable arguments: {exc}")
             return
+        if not tracing.active():
+            await self._invoke(ex, func, args, kwargs)
+            return
         attributes = {
             "redpromise.promise_id": ex.id,
             "redpromise.group": self.group,
