@@ -15,6 +15,8 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from . import _metrics as metrics
+from . import _tracing as tracing
 from ._acl import check_acl
 from ._cluster import cluster_enabled, connect_cluster
 from ._codec import as_text, decode, decode_error, encode, encode_error, error_of
@@ -395,6 +397,7 @@ class Redpromise:
 
     # -- promises -----------------------------------------------------------------------
 
+    @tracing.begins
     async def begin_rpc(
         self,
         id: str,
@@ -422,7 +425,7 @@ class Redpromise:
         )
         group = parse_target(opts.target or DEFAULT_TARGET)
         limit = self.settings.max_payload_bytes
-        payload = encode({"a": list(args), "k": kwargs}, limit)
+        payload = encode(tracing.with_context({"a": list(args), "k": kwargs}), limit)
         tags_blob = encode(opts.tags, limit) if opts.tags else b""
         retry_blob = encode(opts.retry.to_wire(), limit) if opts.retry else b""
         timeout_ms = (
@@ -585,7 +588,7 @@ class Redpromise:
         if not rec.pending or rec.timeout_at > self.store.clock.now_ms():
             return rec
         script, keys, args = self.store.timeout_call(rec.id, rec.group)
-        await self.store.batch.call(script, keys, args)
+        metrics.completed_reply(rec.group, await self.store.batch.call(script, keys, args))
         return await self.store.read(rec.id) or rec
 
     async def _wait(self, id: str, timeout: float | None) -> Record:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Generator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import _tracing as tracing
 from ._codec import decode, encode, error_of
 from ._errors import (
     LeaseLost,
@@ -160,6 +161,7 @@ class Context:
 
     begin_run = run
 
+    @tracing.steps
     async def _run(
         self,
         seq: int,

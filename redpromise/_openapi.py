@@ -216,6 +216,18 @@ def openapi(prefix: str = "", function: str = "foo", secured: bool = False) -> d
                 },
             }
         },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of this process and its target group's queue",
+                "responses": {
+                    "200": {
+                        "description": "the Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "501": {"$ref": "#/components/responses/Error"},
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "summary": "This document",

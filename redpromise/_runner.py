@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
+from . import _metrics
 from ._client import Redpromise
 from ._errors import ConfigurationError, RedpromiseError, StoreUnavailable
 from ._health import serve_health
@@ -22,7 +23,12 @@ log = logging.getLogger("redpromise")
 
 
 async def run_worker(
-    rp: Redpromise, *, health_port: int | None = None, health_host: str = "127.0.0.1"
+    rp: Redpromise,
+    *,
+    health_port: int | None = None,
+    health_host: str = "127.0.0.1",
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
 ) -> None:
     """Start ``rp``, serve until SIGTERM or SIGINT, then stop gracefully.
 
@@ -32,19 +38,26 @@ async def run_worker(
     worker's loops ends unexpectedly (a bug, not Redis), the worker stops and this raises
     ``SystemExit`` with the reason: the process exits non-zero for its supervisor to
     restart it. ``health_port`` serves ``/healthz`` and ``/readyz`` (see
-    :meth:`Redpromise.health`).
+    :meth:`Redpromise.health`); ``metrics_port`` serves Prometheus' ``/metrics`` on
+    ``metrics_host`` (default ``health_host``), from the health server when the ports are
+    equal. Raises :class:`ConfigurationError` for ``metrics_port`` without
+    ``prometheus-client`` installed.
     """
+    if metrics_port is not None and not _metrics.AVAILABLE:
+        raise ConfigurationError(
+            "--metrics-port needs prometheus-client: pip install redpromise[metrics]"
+        )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server: asyncio.Server | None = None
+    servers: list[asyncio.Server] = []
     reason = ""
     try:
         await rp.start()
-        if health_port is not None:
-            server = await serve_health(health_host, health_port, rp.health)
-            log.info("health on http://%s:%d/healthz", health_host, health_port)
+        servers = await _serve(
+            rp, health_port, health_host, metrics_port, metrics_host or health_host
+        )
         waits = [asyncio.ensure_future(stop.wait())]
         if rp.worker is not None:
             waits.append(asyncio.ensure_future(rp.worker.supervisor.died.wait()))
@@ -60,11 +73,37 @@ async def run_worker(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        if server is not None:
+        for server in servers:
             server.close()
         await rp.stop()
     if reason:
         raise SystemExit(f"redpromise: worker stopped: {reason}")
+
+
+async def _exposition() -> tuple[bytes, str]:
+    return await _metrics.exposition(), _metrics.CONTENT_TYPE
+
+
+async def _serve(
+    rp: Redpromise,
+    health_port: int | None,
+    health_host: str,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> list[asyncio.Server]:
+    """The health and metrics servers: one when both are on the same address."""
+    servers = []
+    shared = (metrics_port, metrics_host) == (health_port, health_host)
+    if health_port is not None:
+        servers.append(
+            await serve_health(health_host, health_port, rp.health, _exposition if shared else None)
+        )
+        log.info("health on http://%s:%d/healthz", health_host, health_port)
+    if metrics_port is not None:
+        if not shared:
+            servers.append(await serve_health(metrics_host, metrics_port, None, _exposition))
+        log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
+    return servers
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -172,6 +211,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="address for --health-port (env REDPROMISE_HEALTH_HOST; 0.0.0.0 for a "
         "Kubernetes probe)",
     )
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_env_port("REDPROMISE_METRICS_PORT"),
+        help="serve Prometheus /metrics on this port (env REDPROMISE_METRICS_PORT; the same "
+        "port as --health-port shares its server; needs redpromise[metrics])",
+    )
+    w.add_argument(
+        "--metrics-host",
+        default=os.environ.get("REDPROMISE_METRICS_HOST") or None,
+        help="address for --metrics-port (env REDPROMISE_METRICS_HOST; default: "
+        "--health-host)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -184,7 +236,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(run_worker(rp, health_port=args.health_port, health_host=args.health_host))
+            runner.run(
+                run_worker(
+                    rp,
+                    health_port=args.health_port,
+                    health_host=args.health_host,
+                    metrics_port=args.metrics_port,
+                    metrics_host=args.metrics_host,
+                )
+            )
     except StoreUnavailable as exc:
         print(f"redpromise: cannot reach Redis at {rp.url}: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import _metrics as metrics
 from ._clock import RedisClock
 from ._codec import as_text, encode_error
 from ._errors import CorruptRecord
@@ -193,6 +194,7 @@ class Store:
             [id, func, args, group, timeout_ms, tags, retry],
         )
         if res[0] == 1:
+            metrics.begun(group, func)
             return True, PENDING, _int(res[1])
         return False, as_text(res[1]), _int(res[2])
 
@@ -259,6 +261,7 @@ class Store:
             )
             res: list[Any] = await self.batch.call(script, keys, args)
             if res[0] != -5:
+                metrics.completed_reply(group, res)
                 return res
             group = as_text(res[1])
         return res

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _metrics as metrics
 from ._backoff import Backoff
 from ._faults import cause_of, is_redis_failure
 
@@ -54,6 +55,9 @@ class CauseLog:
     what: str
     log: logging.Logger
     action: str = "retrying with backoff until it recovers"
+    # The `loop` label of redpromise_redis_failures_total ('' = not counted): a small,
+    # fixed set of names, never one per key.
+    metric: str = ""
     since: float | None = None
     cause: str = ""
     failures: int = 0
@@ -72,6 +76,8 @@ class CauseLog:
             self.since = now
         self.failures += 1
         self.last_error = f"{cause}: {exc}"
+        if self.metric:
+            metrics.redis_failure(self.metric, cause)
         if cause != self.cause or now - self._logged_at >= LOG_EVERY:
             repeat = f" ({self.failures} failures in {now - self.since:.0f}s)" if (
                 cause == self.cause
@@ -123,6 +129,10 @@ class _Loop:
     task: asyncio.Task[None] | None = None
 
 
+def _told_to_stop(loop: _Loop) -> bool:
+    return loop.stopping  # read afresh: stop() may have set it during the await
+
+
 class Supervisor:
     """Runs named loops; see the module docstring for what it guarantees."""
 
@@ -145,7 +155,8 @@ class Supervisor:
         ``stall_after``: seconds without a finished iteration after which :meth:`health`
         reports the loop stuck (an iteration is bounded by the client's socket timeout).
         """
-        loop = _Loop(name, every, max(stall_after, 3 * every), CauseLog(f"{name} loop", self._log))
+        causes = CauseLog(f"{name} loop", self._log, metric=name)
+        loop = _Loop(name, every, max(stall_after, 3 * every), causes)
         loop.task = asyncio.create_task(self._run(loop, step), name=f"redpromise-{name}")
         loop.task.add_done_callback(functools.partial(self._ended, loop))
         self._loops[name] = loop
@@ -165,7 +176,7 @@ class Supervisor:
             try:
                 await step()
             except Exception as exc:
-                if loop.stopping:
+                if _told_to_stop(loop):
                     # A cancellation that the Redis client turned into a connection
                     # error: the loop was told to stop, so it stops.
                     return

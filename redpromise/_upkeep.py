@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rex
 
+from . import _metrics as metrics
 from ._codec import as_text
 from ._faults import cause_of, retryable
 from ._search import IndexSweep
@@ -219,6 +220,9 @@ class Upkeep:
             return 0
         results = await self.store.pipelined(calls)
         done = sum(1 for r in results if not isinstance(r, BaseException) and int(r[0]) == 1)
+        for (script, _, args), r in zip(calls, results, strict=True):
+            if script.name == "complete":  # a timeout applied: ARGV[2] is the group
+                metrics.completed_reply(str(args[1]), r)
         # promote's KEYS[2] and complete's KEYS[1] are the promise hash.
         promises = [str(keys[1] if s.name == "promote" else keys[0]) for s, keys, _ in calls]
         self.raise_first(results, promises)

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from redis import exceptions as rex
 from redis.asyncio import RedisCluster
 
+from . import _metrics as metrics
+from . import _tracing as tracing
 from ._backoff import Backoff
 from ._codec import as_text, decode, encode, encode_error, error_of
 from ._context import Context, Suspend
@@ -100,6 +102,10 @@ class Execution:
         if code is None:
             self.lost = "Redis unavailable for a whole lease"
             raise LeaseLost(f"execution of {self.id!r} could not checkpoint: {self.lost}")
+        if code == 1:
+            metrics.step(self.worker.group, self.func)
+        else:
+            metrics.refused(self.worker.group, "checkpoint", CODES.get(code, str(code)))
         return int(code)
 
     def stop_reason(self, code: int) -> None:
@@ -174,6 +180,7 @@ class Worker:
         sup.spawn("heartbeat", self.heartbeat, s.heartbeat_every.total_seconds())
         sup.spawn("reclaim", self.upkeep.tick, s.reclaim_every.total_seconds())
         sup.spawn("promote", self.upkeep.promote, s.poll_interval.total_seconds())
+        metrics.watch_worker(self)
 
     async def stop(self, grace: float) -> None:
         """Stop reading, let in-flight functions finish for ``grace`` s, leave the rest.
@@ -325,6 +332,8 @@ class Worker:
             if code != 1:
                 if code == -7:
                     log.error("promise %r rejected as poison", id)
+                    if len(res) >= 4:
+                        metrics.completed(self.group, res[1], "rejected", res[2], res[3])
                 else:
                     log.debug("skipped entry %s of %r: %s", entry, id, CODES.get(code, code))
                 continue
@@ -344,6 +353,8 @@ class Worker:
                 steps={int(steps[i]): steps[i + 1] for i in range(0, len(steps), 2)},
                 last_hb=sent,
             )
+            if ex.deliveries > 1:
+                metrics.redelivered(self.group, ex.func)
             old = self._inflight.get((k, entry))
             if old is not None and old.lost is None:
                 # We reclaimed our own entry (this process stalled past its lease): the
@@ -398,25 +409,49 @@ class Worker:
         except (PayloadError, KeyError, TypeError) as exc:
             await self._reject(ex, "PayloadError", f"unreadable arguments: {exc}")
             return
+        if not tracing.active():
+            await self._invoke(ex, func, args, kwargs)
+            return
+        attributes = {
+            "redpromise.promise_id": ex.id,
+            "redpromise.group": self.group,
+            "redpromise.version": ex.version,
+            "redpromise.attempt": ex.attempt,
+            "redpromise.deliveries": ex.deliveries,
+        }
+        # The trace context begin_rpc put in the payload: this span joins the caller's trace.
+        parent = payload.get("tc") if isinstance(payload.get("tc"), dict) else None
+        with tracing.span(f"execute {ex.func}", "consumer", attributes, parent=parent):
+            await self._invoke(ex, func, args, kwargs)
+
+    async def _invoke(
+        self, ex: Execution, func: Function, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
         ex.ensure_alive()
         ctx = Context(ex)
+        started = time.monotonic()
         try:
-            call = func.invoke(ctx, args, kwargs)
-            if func.timeout is not None:
-                value = await asyncio.wait_for(call, func.timeout.total_seconds())
-            else:
-                value = await call
+            try:
+                call = func.invoke(ctx, args, kwargs)
+                if func.timeout is not None:
+                    value = await asyncio.wait_for(call, func.timeout.total_seconds())
+                else:
+                    value = await call
+            finally:
+                metrics.executed(self.group, ex.func, time.monotonic() - started)
         except (asyncio.CancelledError, LeaseLost):
             raise
         except Suspend as sus:
             await self._suspend(ex, sus.wake_at)
             return
         except NondeterminismError as exc:
+            tracing.failed(exc)
             await self._reject(ex, "NondeterminismError", str(exc))
             return
         except Exception as exc:
             if ex.lost is not None:
                 raise LeaseLost(f"execution of {ex.id!r} lost its lease: {ex.lost}") from exc
+            tracing.failed(exc)
             await self._failed(ex, func, exc)
             return
         try:
@@ -455,7 +490,10 @@ class Worker:
                         ex.id, self.group, ex.version, delay_ms, error, entry=ex.entry
                     )
                 )
-                if code is not None and code < 0:
+                if code == 1:
+                    metrics.retried(self.group, ex.func)
+                elif code is not None and code < 0:
+                    metrics.refused(self.group, "retry", CODES.get(code, str(code)))
                     log.warning("retry of %r refused: %s", ex.id, CODES.get(code, code))
                 return
         log.info("%r rejected after %d attempts: %s", ex.id, ex.attempt + 1, info["type"])
@@ -471,6 +509,7 @@ class Worker:
             )
         )
         if code is not None and code < 0:
+            metrics.refused(self.group, "suspend", CODES.get(code, str(code)))
             log.warning("suspension of %r refused: %s", ex.id, CODES.get(code, code))
 
     async def _reject(self, ex: Execution, type_name: str, message: str) -> None:
@@ -500,14 +539,21 @@ class Worker:
         # From here the outcome is being written: a heartbeat that races the completion
         # (and sees "not pending") must not cancel the task writing it.
         ex.finishing = True
-        res = await self.persist(
-            lambda: self.store.complete(ex.id, self.group, ex.version, state, blob)
-        )
+        attributes = {"redpromise.promise_id": ex.id, "redpromise.state": state}
+        with tracing.span(f"complete {ex.func}", "internal", attributes) as span:
+            res = await self.persist(
+                lambda: self.store.complete(ex.id, self.group, ex.version, state, blob)
+            )
+            if res is not None:
+                tracing.annotate(span, code=int(res[0]))
         if res is None:
             return
         code = int(res[0])
         if code == 0 and len(res) > 3 and as_text(res[3]) == str(ex.version):
             code = 1  # our own earlier call landed and its reply was lost: a success
+            metrics.completed(self.group, ex.func, state, None, None)
+        elif code < 0:
+            metrics.refused(self.group, "complete", CODES.get(code, str(code)))
         # Structured events (``record.redpromise_event``) let an audit or a chaos
         # checker count accepted and refused completions without parsing messages.
         event = {"promise_id": ex.id, "state": state, "version": ex.version}
@@ -579,6 +625,7 @@ class Worker:
                 ex.last_hb = sent
             elif ex.lost is None:
                 ex.lost = CODES.get(code, str(code))
+                metrics.refused(self.group, "heartbeat", ex.lost)
                 if ex.task is not None and not ex.finishing:
                     ex.task.cancel()
         # One log line for Redis as a whole, not one per execution.

@@ -31,9 +31,12 @@ Routes (under ``prefix``; every body is JSON, errors are ``{"error": "<message>"
 ``GET /ui``
     The dashboard (redpromise/_ui.py; its JSON under ``/ui/api/`` is not in the OpenAPI
     document: it is the page's own interface).
+``GET /metrics``
+    Prometheus metrics of this process, with the queue gauges of the target group
+    (``pip install redpromise[metrics]``; ``501`` without it).
 
 Status codes: 400 bad id / query / JSON, 401 missing or wrong bearer token (when ``token``
-is set; ``/healthz`` and ``/openapi.json`` stay open), 404 unknown id, 413 body over
+is set; ``/healthz``, ``/openapi.json`` and ``/metrics`` stay open), 404 unknown id, 413 body over
 ``max_body`` or a payload over ``Settings.max_payload_bytes``, 502 Redis answered an
 error redpromise does not expect or holds a corrupt record, 503 Redis unavailable or
 refusing for now (``MISCONF``, ``READONLY``, ``LOADING``, ``BUSY``, ``OOM``, …) or the
@@ -60,6 +63,7 @@ from urllib.parse import quote
 from aiohttp import web
 from redis import exceptions as rex
 
+from . import _metrics, _tracing
 from ._client import Handle, Redpromise
 from ._errors import (
     ConfigurationError,
@@ -188,7 +192,10 @@ class Gateway:
     waiting: int = 0
     _causes: CauseLog = field(
         default_factory=lambda: CauseLog(
-            "gateway requests", log, "answering 503 with Retry-After until it recovers"
+            "gateway requests",
+            log,
+            "answering 503 with Retry-After until it recovers",
+            metric="gateway",
         )
     )
 
@@ -250,7 +257,7 @@ class Gateway:
                 log.exception("%s %s failed", request.method, request.path)
                 return _json({"error": "internal error"}, 500)
 
-        return guarded
+        return _traced(guarded) if auth else guarded
 
     def _id(self, request: web.Request, *, required: bool = True) -> str | None:
         if "id" not in request.query:
@@ -407,6 +414,31 @@ class Gateway:
     async def openapi(self, request: web.Request) -> web.StreamResponse:
         return _json(openapi(self.prefix, self.function, self.token is not None))
 
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        if not _metrics.AVAILABLE:
+            raise _HTTPError(501, "metrics need prometheus-client: pip install redpromise[metrics]")
+        body = await _metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": _metrics.CONTENT_TYPE})
+
+
+def _traced(handler: _Handler) -> _Handler:
+    """``handler`` inside a server span that continues the request's trace context."""
+
+    async def traced(request: web.Request) -> web.StreamResponse:
+        if not _tracing.active():
+            return await handler(request)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else request.path
+        attributes = {"http.request.method": request.method, "http.route": route}
+        with _tracing.span(
+            f"{request.method} {route}", "server", attributes, parent=request.headers
+        ) as span:
+            response = await handler(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    return traced
+
 
 GATEWAYS = web.AppKey("redpromise.gateways", list[Gateway])
 """Every :class:`Gateway` added to an application, in order."""
@@ -430,22 +462,24 @@ def add_routes(
     manage: bool = True,
     ui: bool = True,
 ) -> Gateway:
-    """Add ``begin``/``wait``/``resolve``/``reject``/``cancel``/``healthz``/``openapi.json``.
+    """Add ``begin``/``wait``/``resolve``/``reject``/``cancel``/``healthz``/``openapi.json``
+    and ``metrics``.
 
     ``POST {prefix}/begin`` dispatches ``function(<JSON body>)`` to ``target`` (a group
     name or ``poll://any@<group>``). ``token``, when set, is required as
-    ``Authorization: Bearer <token>`` on every route but ``healthz`` and
-    ``openapi.json``. ``max_body`` bounds request bodies (413); ``max_wait`` caps the
-    long-poll ``timeout`` of ``wait``. With ``manage`` (the default) the application's
-    startup runs ``rp.start()`` and its cleanup ``rp.stop()``; Redis being down at
-    startup is only a warning (requests answer 503 until it is back), unless ``rp`` has
-    registered functions to serve. On shutdown, long-polls return at once. With ``ui``
-    (the default) the dashboard is served at ``{prefix}/ui`` (redpromise/_ui.py).
+    ``Authorization: Bearer <token>`` on every route but ``healthz``,
+    ``openapi.json`` and ``metrics``. ``max_body`` bounds request bodies (413);
+    ``max_wait`` caps the long-poll ``timeout`` of ``wait``. With ``manage`` (the
+    default) the application's startup runs ``rp.start()`` and its cleanup
+    ``rp.stop()``; Redis being down at startup is only a warning (requests answer 503
+    until it is back), unless ``rp`` has registered functions to serve. On shutdown,
+    long-polls return at once. With ``ui`` (the default) the dashboard is served at
+    ``{prefix}/ui`` (redpromise/_ui.py).
 
     Returns the :class:`Gateway` (also listed under ``app[GATEWAYS]``).
     """
     validate_group(function)
-    parse_target(target)
+    parse_target(target)  # raises on a bad target before anything is added
     if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
         raise ValueError("prefix must start with '/' and not end with '/', e.g. '/jobs'")
     if max_body < 0 or not math.isfinite(max_wait) or max_wait < 0 or retry_after < 0:
@@ -475,6 +509,8 @@ def add_routes(
     r.add_post(gw.path("/cancel"), gw.guard(gw.cancel))
     r.add_get(gw.path("/healthz"), gw.guard(gw.healthz, auth=False))
     r.add_get(gw.path("/openapi.json"), gw.guard(gw.openapi, auth=False))
+    r.add_get(gw.path("/metrics"), gw.guard(gw.metrics, auth=False))
+    _metrics.watch(rp, parse_target(target))
     if ui:
         from ._ui import add_ui  # imported here: the dashboard builds on this module
 

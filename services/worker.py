@@ -15,7 +15,8 @@ step that completed::
 Environment: ``REDPROMISE_URL``, ``REDPROMISE_GROUP`` (default ``worker``),
 ``REDPROMISE_CONCURRENCY``, ``REDPROMISE_LEASE`` (seconds), ``REDPROMISE_NAMESPACE`` and
 the rest of ``Settings.from_env``; ``REDPROMISE_WORKER_PROCESS_SECONDS``;
-``REDPROMISE_HEALTH_PORT`` (serve ``/healthz`` and ``/readyz``).
+``REDPROMISE_HEALTH_PORT`` (serve ``/healthz`` and ``/readyz``); ``REDPROMISE_METRICS_PORT``
+(serve Prometheus ``/metrics``).
 Exits with status 2 and a message when Redis is unreachable at start; once running, it
 rides out Redis outages and error replies (logged once per cause, retried with backoff);
 it exits non-zero only if one of its loops truly dies.
@@ -90,11 +91,14 @@ def main() -> int:
     )
     try:
         port = os.environ.get("REDPROMISE_HEALTH_PORT")
+        metrics_port = os.environ.get("REDPROMISE_METRICS_PORT")
         asyncio.run(
             run_worker(
                 rp,
                 health_port=int(port) if port else None,
                 health_host=os.environ.get("REDPROMISE_HEALTH_HOST") or "127.0.0.1",
+                metrics_port=int(metrics_port) if metrics_port else None,
+                metrics_host=os.environ.get("REDPROMISE_METRICS_HOST") or None,
             )
         )
     except RedpromiseError as exc:

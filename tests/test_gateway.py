@@ -368,7 +368,9 @@ async def test_openapi_document_lists_every_route_under_the_prefix(env: Env) -> 
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {
         f"/jobs/{r}"
-        for r in ("begin", "wait", "resolve", "reject", "cancel", "healthz", "openapi.json")
+        for r in (
+            "begin", "wait", "resolve", "reject", "cancel", "healthz", "openapi.json", "metrics"
+        )
     }
     assert doc["paths"]["/jobs/wait"]["get"]["security"] == [{"bearer": []}]
     assert doc == json.loads(json.dumps(openapi("/jobs", "foo", True)))

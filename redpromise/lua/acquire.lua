@@ -35,8 +35,10 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
     { -2 }       promise no longer pending: entry acked and deleted
     { -4 }       entry is not the promise's current dispatch: acked and deleted
     { -5 }       the promise targets another group: entry acked and deleted
-    { -7 }       delivered more than ARGV[5] times: promise rejected as poison, entry
-                 moved to the dead stream (with the function and arguments)
+    { -7, func, created_at, completed_at }
+                 delivered more than ARGV[5] times: promise rejected as poison, entry
+                 moved to the dead stream (with the function and arguments); the
+                 record's function and Redis timestamps are returned for metrics
   Fence rule: this is where the fence advances, once per acquire call: every delivery
   (XREADGROUP, or XAUTOCLAIM by any consumer after the lease lapsed) is a new call with a
   new token, so it counts toward ARGV[5] and bumps the version, fencing out the previous
@@ -89,7 +91,8 @@ if deliveries > tonumber(ARGV[5]) then
     'entry', ARGV[2], 'deliveries', deliveries, 'func', h[6] or '', 'args', h[7] or '' })
   settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected', ARGV[6],
     tonumber(ARGV[7]), ARGV[8], '', ARGV[2], ARGV[12], { KEYS[7], KEYS[8], KEYS[9], h[12] })
-  return { -7 }
+  local done = redis.call('HMGET', KEYS[1], 'created_at', 'completed_at')
+  return { -7, h[6], done[1], done[2] }
 end
 local version = (tonumber(h[5]) or 0) + 1
 redis.call('HSET', KEYS[1], 'version', version, 'deliveries', deliveries, 'owner', ARGV[4],

@@ -24,7 +24,9 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
   ARGV[9] how to announce the completion: 'PUBLISH' (one server) or 'SPUBLISH' (sharded
           pub/sub on a Redis >= 7 cluster)
   Returns
-    { 1, state }            completed now by this call
+    { 1, state, created_at, completed_at, func }
+                            completed now by this call; the record's Redis timestamps
+                            (ms) and function name, for the caller's latency metrics
     { 0, state, value, by } already completed: nothing written, stored outcome returned;
                             `by` is the completing version ('' if from outside), so a
                             replay of this call (a lost reply) is recognised as success.
@@ -80,4 +82,5 @@ if timing_out and timeout_at and timeout_at > now_ms() then
 end
 settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4], ARGV[5],
   tonumber(ARGV[6]), ARGV[7], ARGV[3], h[7] or '', ARGV[9], { KEYS[6], KEYS[7], KEYS[8], h[8] })
-return { 1, ARGV[4] }
+local done = redis.call('HMGET', KEYS[1], 'created_at', 'completed_at', 'func')
+return { 1, ARGV[4], done[1], done[2], done[3] }
