@@ -11,22 +11,20 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.asyncio import RedisCluster
 
 from . import _metrics as metrics
 from . import _tracing as tracing
 from ._acl import check_acl
-from ._cluster import cluster_enabled, connect_cluster
-from ._codec import as_text, decode, decode_error, encode, encode_error, error_of
+from ._cluster import cluster_enabled
+from ._codec import decode, decode_error, encode, encode_error, error_of
+from ._connect import connect, connect_cluster_client, decodes, warn_eviction
 from ._errors import (
     ConfigurationError,
     PromiseCanceled,
     PromiseNotFound,
     PromiseRejected,
     PromiseTimedOut,
-    StoreError,
 )
 from ._keys import LAYOUT_LEGACY, LAYOUT_SPREAD, LAYOUTS, Keys, validate_group, validate_id
 from ._options import Options, RetryPolicy, Settings, Timeout, as_timeout, parse_target
@@ -48,47 +46,6 @@ DEFAULT_TARGET = "poll://any@worker"
 
 
 _NO_OPTIONS = Options()
-
-
-def _connect(url: str) -> Redis:
-    """A client whose pool waits for a free connection instead of failing when more
-    than ``max_connections`` commands run at once, and whose commands retry after a
-    connection error (``Redis.from_url`` retries none: after a Redis restart every
-    stale pooled connection failed one command). Every redpromise write is replay-safe.
-    """
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=100,
-        timeout=30,
-        socket_connect_timeout=5,
-        socket_timeout=30,
-        health_check_interval=15,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1), 3),
-    )
-    return Redis.from_pool(pool)
-
-
-def _connect_cluster(url: str) -> RedisCluster:
-    """A cluster client built from the same URL (TLS, ACL user, timeouts): the same
-    per-command retry as :func:`_connect`, and the slot map refreshed on redirections."""
-    return connect_cluster(
-        url,
-        max_connections=100,
-        socket_connect_timeout=5,
-        socket_timeout=30,
-        health_check_interval=15,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1), 3),
-    )
-
-
-def _decodes(redis: AnyRedis) -> bool:
-    if isinstance(redis, RedisCluster):
-        return bool(redis.get_connection_kwargs().get("decode_responses"))
-    return bool(redis.connection_pool.connection_kwargs.get("decode_responses"))
-
-
-def _nested(cfg: Any) -> bool:
-    return bool(cfg) and all(isinstance(v, dict) for v in cfg.values())
 
 
 def _seconds(t: float | timedelta | None) -> float | None:
@@ -152,12 +109,12 @@ class Redpromise:
         self.settings = settings or Settings()
         self.url = url or DEFAULT_URL
         self._own_redis = redis is None
-        if redis is not None and _decodes(redis):
+        if redis is not None and decodes(redis):
             raise ConfigurationError(
                 "the Redis client decodes responses (decode_responses=True); redpromise "
                 "stores binary msgpack and needs a client that returns bytes"
             )
-        self.redis: AnyRedis = redis or _connect(self.url)
+        self.redis: AnyRedis = redis or connect(self.url)
         # A client we made from a URL may turn out to point at a cluster node: checked
         # (and replaced by a cluster client) on first use, in _ready().
         self._topology_known = redis is not None
@@ -340,7 +297,7 @@ class Redpromise:
         self._topology_known = True
         if not enabled:
             return
-        single, self.redis = self.redis, _connect_cluster(self.url)
+        single, self.redis = self.redis, connect_cluster_client(self.url)
         log.info("%s is a Redis Cluster node: using the cluster client", self.url)
         self.store.rebind(self.redis)
         self._waiter.rebind(self.redis)
@@ -380,20 +337,7 @@ class Redpromise:
         self._waiter._keys = keys  # nothing has waited yet: every wait passes _ready() first
 
     async def _warn_eviction(self) -> None:
-        try:
-            async with translate_errors():
-                cfg: Any = await self.redis.config_get("maxmemory-policy")
-        except (ConfigurationError, StoreError):
-            return  # CONFIG may be forbidden by ACL, or renamed away: nothing to check
-        # A cluster answers per node: {node: {name: value}}.
-        values = [v for c in cfg.values() for v in c.values()] if _nested(cfg) else cfg.values()
-        policies = {as_text(v) for v in values if v is not None}
-        for policy in policies - {"noeviction"}:
-            log.warning(
-                "Redis maxmemory-policy is %r, not 'noeviction': under memory pressure Redis "
-                "may evict promises, and evicted promises are LOST. Set noeviction.",
-                policy,
-            )
+        await warn_eviction(self.redis)
 
     # -- promises -----------------------------------------------------------------------
 

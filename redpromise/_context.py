@@ -34,7 +34,7 @@ from ._errors import (
 from ._options import Timeout, as_timeout
 
 if TYPE_CHECKING:
-    from ._worker import Execution
+    from ._execution import Execution
 
 __all__ = ["Context", "DurablePromise", "Suspend"]
 

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rex
@@ -32,11 +31,11 @@ from redis.asyncio import RedisCluster
 
 from . import _metrics as metrics
 from . import _tracing as tracing
-from ._backoff import Backoff
 from ._codec import as_text, decode, encode, encode_error, error_of
 from ._context import Context, Suspend
 from ._errors import LeaseLost, NondeterminismError, PayloadError
-from ._faults import cause_of, retryable
+from ._execution import Execution, id_field, persist, waitable
+from ._faults import cause_of
 from ._options import RetryPolicy, Settings, _policy_from_wire
 from ._reads import PartitionReads, StreamReads
 from ._registry import Function
@@ -47,82 +46,11 @@ from ._upkeep import Upkeep
 if TYPE_CHECKING:
     from ._client import Redpromise
 
-__all__ = ["Execution", "Worker"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("redpromise.worker")
 
 _TRANSIENT = (rex.ConnectionError, rex.TimeoutError, OSError)
-
-
-def _waitable(exc: BaseException) -> bool:
-    """A failure a write should wait out: Redis down or refusing for now, or a right
-    an operator is expected to grant back."""
-    return retryable(exc) or cause_of(exc) == "NOPERM"
-
-
-@dataclass(eq=False)
-class Execution:
-    """One acquired delivery of a promise, owned by this worker until it completes."""
-
-    worker: Worker
-    id: str
-    k: int
-    entry: str
-    version: int
-    func: str
-    args: bytes
-    attempt: int
-    timeout_at: int
-    retry: bytes
-    deliveries: int
-    steps: dict[int, bytes]
-    last_hb: float = field(default_factory=time.monotonic)
-    lost: str | None = None
-    finishing: bool = False
-    task: asyncio.Task[None] | None = None
-
-    @property
-    def limit(self) -> int:
-        return self.worker.settings.max_payload_bytes
-
-    def ensure_alive(self) -> None:
-        """Raise :class:`LeaseLost` unless this execution may still start a step."""
-        if self.lost is not None:
-            raise LeaseLost(f"execution of {self.id!r} lost its lease: {self.lost}")
-        if time.monotonic() - self.last_hb > self.worker.lease:
-            raise LeaseLost(f"execution of {self.id!r} has not renewed its lease in time")
-
-    async def checkpoint(self, seq: int, blob: bytes) -> int:
-        """Record step ``seq``; the fence's reply code. Waits out a Redis outage for up
-        to one lease, then gives the execution up (:class:`LeaseLost`): it is redelivered
-        and replays to the last recorded step."""
-        code = await self.worker.persist(
-            lambda: self.worker.store.checkpoint(self.id, self.version, seq, blob)
-        )
-        if code is None:
-            self.lost = "Redis unavailable for a whole lease"
-            raise LeaseLost(f"execution of {self.id!r} could not checkpoint: {self.lost}")
-        if code == 1:
-            metrics.step(self.worker.group, self.func)
-        else:
-            metrics.refused(self.worker.group, "checkpoint", CODES.get(code, str(code)))
-        return int(code)
-
-    def stop_reason(self, code: int) -> None:
-        """Record why the fence refused this execution (it must stop)."""
-        if self.lost is None:
-            self.lost = CODES.get(code, str(code))
-
-
-def _id_field(fields: Any) -> Any:
-    """The ``id`` field of a stream entry: a dict (parsed by redis-py) or a flat list."""
-    if isinstance(fields, dict):
-        return fields.get(b"id", fields.get("id"))
-    if isinstance(fields, list):
-        for i in range(0, len(fields) - 1, 2):
-            if fields[i] in (b"id", "id"):
-                return fields[i + 1]
-    return None
 
 
 class Worker:
@@ -298,7 +226,7 @@ class Worker:
         calls, valid = [], []
         garbage: list[tuple[int, str]] = []
         for k, entry, fields in deliveries:
-            raw = _id_field(fields)
+            raw = id_field(fields)
             if raw is None:
                 garbage.append((k, entry))
                 continue
@@ -319,7 +247,7 @@ class Worker:
         results = await self.store.pipelined(calls)
         deferred: BaseException | None = None
         for (k, entry, id), res in zip(valid, results, strict=True):
-            if isinstance(res, BaseException) and _waitable(res):
+            if isinstance(res, BaseException) and waitable(res):
                 deferred = deferred or res
                 continue
             if isinstance(res, rex.ResponseError):
@@ -578,29 +506,8 @@ class Worker:
             )
 
     async def persist(self, op: Any) -> Any:
-        """Run a fenced write, retrying through a Redis outage for up to one lease.
-
-        Every transition is safe to replay, so an ambiguous failure is simply repeated.
-        Returns ``None`` when Redis stayed unavailable: the execution's entry is then
-        reclaimed after its lease and the promise runs again (nothing is lost).
-        """
-        deadline = time.monotonic() + max(self.lease, 1.0)
-        backoff = Backoff(0.05, 1.0)
-        while True:
-            try:
-                return await op()
-            except Exception as exc:
-                if not _waitable(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    log.error(
-                        "gave up writing after Redis stayed unavailable for a lease (%s: %s); "
-                        "the promise will be redelivered",
-                        cause_of(exc),
-                        exc,
-                    )
-                    return None
-                await asyncio.sleep(backoff.next())
+        """See :func:`redpromise._execution.persist` (bounded by this worker's lease)."""
+        return await persist(op, self.lease)
 
     # -- leases -------------------------------------------------------------------------
 
@@ -617,7 +524,7 @@ class Worker:
         results = await self.store.pipelined(calls)
         for ex, res in zip(items, results, strict=True):
             if isinstance(res, BaseException):
-                if not _waitable(res):
+                if not waitable(res):
                     self.upkeep.key_fault(self.keys.promise(ex.id), res)
                 continue
             code = int(res[0])
@@ -630,6 +537,6 @@ class Worker:
                     ex.task.cancel()
         # One log line for Redis as a whole, not one per execution.
         self.upkeep.raise_first(
-            [r if isinstance(r, BaseException) and _waitable(r) else None for r in results],
+            [r if isinstance(r, BaseException) and waitable(r) else None for r in results],
             [ex.id for ex in items],
         )

@@ -6,7 +6,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import DataError, NoScriptError, ResponseError
 
-from redpromise._client import _connect
+from redpromise._connect import connect
 from redpromise._wire import exchange, pack
 from tests.helpers import CuttingProxy
 from tests.redis_server import RedisServer
@@ -62,7 +62,7 @@ async def test_a_batch_on_a_pooled_connection_killed_while_idle_is_answered(
     checkout notices it or the batch fails on it and ``_send`` retries depends on
     redis-py's version (8.1 with hiredis does not notice); the test below forces the
     retry path."""
-    client = _connect(own_redis_server.url)
+    client = connect(own_redis_server.url)
     admin = Redis.from_url(own_redis_server.url)
     try:
         await exchange(client, [["SET", "r", "1"]])  # a pooled connection now exists
@@ -93,7 +93,7 @@ async def test_a_batch_whose_connection_is_cut_mid_exchange_is_resent_and_answer
     was lost, and the resend's reply is the one returned.
     """
     proxy = CuttingProxy("127.0.0.1", redis_server.port)
-    client = _connect(await proxy.start())  # redpromise's own client: pool + Retry
+    client = connect(await proxy.start())  # redpromise's own client: pool + Retry
     key = f"{namespace}:resend-me"
     try:
         assert await exchange(client, [["SET", key, 0]]) in ([b"OK"], [True])
