@@ -101,6 +101,8 @@ _REJECT_BODY: dict[str, Any] = {
             "type": "object",
             "required": ["error"],
             "properties": {"error": {"type": "string"}},
+            # Other members are ignored, but must still be JSON the gateway reads.
+            "additionalProperties": {"$ref": "#/components/schemas/Value"},
         },
         {"type": "string"},
     ],

@@ -297,7 +297,7 @@ class Gateway:
 
     async def _json_body(self, request: web.Request, empty: Any) -> Any:
         raw = await self._body(request)
-        if not raw.strip():
+        if not raw:  # a body of blanks is not JSON: it is refused like any other
             return copy.deepcopy(empty)
         return _loads(raw)
 
