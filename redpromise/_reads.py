@@ -5,7 +5,9 @@
 - :class:`PartitionReads`, on a cluster, which refuses a read of several slots: one
   blocking ``XREADGROUP`` per partition, each on a connection of the node that holds it,
   all waiting at once. An idle worker costs one command per partition per ``block``
-  period, and a new entry wakes its read at once, as on one server.
+  period, and a new entry wakes its read at once, as on one server. While entries keep
+  coming (a wake-up delivered several), the next read is one non-blocking pass over every
+  partition, one buffer per node: entries are taken in bulk, not a round trip each.
 
 Reads are never resent after a lost connection (a second read would deliver other
 entries; those of a lost reply wait in the consumer's pending list until reclaimed).
@@ -94,6 +96,7 @@ class PartitionReads:
         self._active: list[int] = []
         self._reads: dict[int, asyncio.Task[Any]] = {}
         self._error: BaseException | None = None
+        self._busy = False  # the last wake-up delivered several entries
 
     def use(self, partitions: Sequence[int]) -> None:
         self._active = list(partitions)
@@ -113,12 +116,50 @@ class PartitionReads:
             await asyncio.sleep(self._block_ms / 1000)
             return []
         count = max(1, min(free, 500) // len(self._active))
+        if self._busy:
+            out = await self._poll(count)
+            if out:
+                return out
+            self._busy = False  # a quiet moment: park a read on every partition again
         for k in self._active:
             if k not in self._reads:
                 self._reads[k] = asyncio.create_task(self._read(k, count))
         done, _ = await asyncio.wait(self._reads.values(), return_when=asyncio.FIRST_COMPLETED)
+        out = self._collect({k for k, t in self._reads.items() if t in done})
+        failed = self._take_error()
+        if failed is not None and not out:
+            raise failed
+        self._error = failed
+        # More than one entry at a wake-up: entries are flowing, so take them in bulk.
+        self._busy = len(out) > 1
+        return out
+
+    async def _poll(self, count: int) -> list[Delivery]:
+        """While entries keep coming: one non-blocking read of every partition without a
+        parked read, one buffer per node, instead of a wake-up (and a round trip) per
+        partition and entry. Also hands over what parked reads delivered meanwhile."""
+        ks = [k for k in self._active if k not in self._reads]
+        cmd = [*self._head, "COUNT", count, "STREAMS"]
+        replies = await exchange(
+            self._redis, [[*cmd, self._streams[k], ">"] for k in ks], resend=False
+        )
+        out = self._collect({k for k, t in self._reads.items() if t.done()})
+        for resp in replies:
+            if isinstance(resp, Exception):
+                self._error = self._error or resp  # raised by the next call
+            else:
+                out += parse_read(resp, self._index)
+        return out
+
+    def _take_error(self) -> BaseException | None:
+        error, self._error = self._error, None
+        return error
+
+    def _collect(self, ks: set[int]) -> list[Delivery]:
+        """Entries of the finished parked reads of partitions ``ks``; an error is kept
+        for the next call, after the entries other partitions delivered."""
         out: list[Delivery] = []
-        for k in [k for k, t in self._reads.items() if t in done]:
+        for k in ks:
             task = self._reads.pop(k)
             try:
                 resp = task.result()
@@ -127,14 +168,9 @@ class PartitionReads:
                 if isinstance(resp, Exception):
                     raise resp
             except Exception as exc:
-                # Entries other partitions delivered are handed over first; the error
-                # is raised by the next call.
                 self._error = self._error or exc
                 continue
             out += parse_read(resp, self._index)
-        if not out and self._error is not None:
-            error, self._error = self._error, None
-            raise error
         return out
 
     async def close(self) -> None:
