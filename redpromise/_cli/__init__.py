@@ -12,8 +12,6 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from ._output import UsageError, duration_ms, time_ms
-
 __all__ = ["EXIT_CODES", "main"]
 
 EXIT_CODES = {
@@ -36,6 +34,8 @@ class _Parser(argparse.ArgumentParser):
 def _checked(parse: Callable[[str], object]) -> Callable[[str], str]:
     """An argparse ``type=`` that checks the text with ``parse`` and keeps it as typed
     (times relative to now are computed once connected, on Redis' clock)."""
+
+    from ._output import UsageError
 
     def check(text: str) -> str:
         try:
@@ -67,6 +67,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _add_promises(sub: argparse._SubParsersAction[_Parser]) -> None:
     from . import _promises as cmd
+    from ._output import time_ms
 
     p = sub.add_parser("promises", help="get, search and settle promises")
     psub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -108,6 +109,7 @@ def _add_promises(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def _add_operations(sub: argparse._SubParsersAction[_Parser]) -> None:
     from . import _ops as cmd
+    from ._output import duration_ms
 
     g = sub.add_parser("groups", help="backlog, in flight and consumers per group; dead count")
     g.add_argument("--group", action="append", default=[], help="also show this group")
