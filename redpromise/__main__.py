@@ -1,8 +1,8 @@
-"""``python -m redpromise worker module:attr`` runs a worker process."""
+"""``python -m redpromise …``: the ``redpromise`` command (docs/cli.md)."""
 
 import sys
 
-from ._runner import main
+from ._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

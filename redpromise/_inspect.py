@@ -36,10 +36,14 @@ from ._store import PENDING, translate_errors
 if TYPE_CHECKING:
     from ._client import Redpromise
 
-__all__ = ["DeadRecord", "Inspector", "NotRequeueable", "requeue_id"]
+__all__ = ["DeadRecord", "DeadRecordNotFound", "Inspector", "NotRequeueable", "requeue_id"]
 
 class NotRequeueable(Exception):
     """The dead record cannot be requeued (why is the message)."""
+
+
+class DeadRecordNotFound(NotRequeueable):
+    """No dead record by that key (never written, trimmed, or purged)."""
 
 
 def requeue_id(id: str, entry: str) -> str:
@@ -222,6 +226,32 @@ class Inspector:
 
         return sorted(records, key=order, reverse=True)[:limit]
 
+    async def dead_listing(self, limit: int = 50, group: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`dead` as JSON-ready dicts (:meth:`DeadRecord.to_dict`), each with
+        ``requeued_as``: the promise a requeue began for it, while that promise is stored
+        (else ``None``; a pending promise's record is re-dispatched in place, never this)."""
+        records = await self.dead(limit, group)
+        derived = [requeue_id(r.id, r.entry) if r.id else None for r in records]
+        found = iter(await self.exists([d for d in derived if d]))
+        out = []
+        for rec, new_id in zip(records, derived, strict=True):
+            d = rec.to_dict()
+            d["requeued_as"] = new_id if new_id is not None and next(found) else None
+            out.append(d)
+        return out
+
+    async def purge_dead(self, before_ms: int | None = None) -> int:
+        """Delete the dead records recorded before ``before_ms`` (ms on Redis' clock, which
+        the entry ids carry), or every one when ``None``; returns how many were deleted."""
+        pipe = self.rp.redis.pipeline(transaction=False)
+        for k in range(self.rp.keys.partitions):
+            if before_ms is None:
+                pipe.xtrim(self.rp.keys.dead(k), maxlen=0, approximate=False)
+            else:
+                pipe.xtrim(self.rp.keys.dead(k), minid=str(before_ms), approximate=False)
+        async with translate_errors():
+            return sum(int(n) for n in await pipe.execute())
+
     async def dead_count(self) -> int:
         """Dead records kept, over every partition."""
         pipe = self.rp.redis.pipeline(transaction=False)
@@ -235,11 +265,11 @@ class Inspector:
         k_text, _, entry = key.partition(":")
         k = _int(k_text)
         if k is None or not 0 <= k < self.rp.keys.partitions or not entry:
-            raise NotRequeueable(f"no dead record {key!r}")
+            raise DeadRecordNotFound(f"no dead record {key!r}")
         async with translate_errors():
             found = await self.rp.redis.xrange(self.rp.keys.dead(k), entry, entry)
         if not found:
-            raise NotRequeueable(f"no dead record {key!r} (trimmed, or never written)")
+            raise DeadRecordNotFound(f"no dead record {key!r} (trimmed, purged, or never written)")
         return _dead(k, found[0][0], found[0][1])
 
     async def requeue(self, key: str) -> dict[str, Any]:
@@ -326,6 +356,10 @@ class Inspector:
                 step["name"] = as_text(outcome.get("n", ""))
                 step["at"] = _int(outcome.get("t"))
                 step["ok"] = "e" not in outcome
+                # Steps carry no timestamp of their own: only a sleep's wake-up time, and
+                # an rpc's child id (whose record has its own times).
+                step["wake_at"] = _int(outcome.get("w"))
+                step["child"] = as_text(outcome["c"]) if outcome.get("c") else None
                 if values:
                     step["value"] = outcome.get("v")
                     step["error"] = outcome.get("e")

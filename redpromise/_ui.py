@@ -189,17 +189,7 @@ class Dashboard:
             limit = max(1, min(int(request.query.get("limit") or 50), 500))
         except ValueError as exc:
             raise _HTTPError(400, "limit must be an integer") from exc
-        records = await self.inspector.dead(limit, request.query.get("group") or None)
-        from ._inspect import requeue_id
-
-        derived = [requeue_id(r.id, r.entry) if r.id else None for r in records]
-        present = await self.inspector.exists([d for d in derived if d])
-        found = iter(present)
-        out = []
-        for rec, new_id in zip(records, derived, strict=True):
-            d = rec.to_dict()
-            d["requeued_as"] = new_id if new_id is not None and next(found) else None
-            out.append(d)
+        out = await self.inspector.dead_listing(limit, request.query.get("group") or None)
         return _json({"records": out})
 
     # -- actions (token) ----------------------------------------------------------------
