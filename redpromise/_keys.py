@@ -79,27 +79,32 @@ def _suffix_table(digits: int) -> dict[int, int]:
 
 
 def spread_tags(namespace: str, partitions: int) -> list[str]:
-    """The layout-2 tag of each partition: ``<ns>:<k>:<n>``, n the smallest that fits.
+    """The layout-2 tag of each partition: ``<ns>:<k>:<n>``, n the smallest whose slot is
+    the middle of the partition's range.
 
-    Found without trying each n in turn (which costs about P tries per partition): CRC16
-    with initial value 0 is linear over GF(2), so for a d-digit suffix
-    ``crc(prefix + s) == crc(prefix + "\0" * d) ^ crc(s)``. For each digit count, in
-    increasing order (fewer digits = smaller n), every slot of the partition's range names
-    the one suffix CRC that would land there, looked up in a table of smallest suffixes.
+    The middle, not just any slot of the range: a master of a cluster created with
+    ``redis-cli --cluster create`` serves a contiguous share of the slots, so it then
+    holds exactly the partitions whose middles fall in its share — ⌊P/M⌋ or ⌈P/M⌉ of
+    them for M masters, whatever the namespace (16 on 3 masters: 5/6/5).
+
+    Found without trying each n in turn: CRC16 with initial value 0 is linear over
+    GF(2), so for a d-digit suffix ``crc(prefix + s) == crc(prefix + "\0" * d) ^ crc(s)``.
+    For each digit count, in increasing order (fewer digits = smaller n), the middle slot
+    names the one suffix CRC that lands there, looked up in a table of smallest suffixes.
     """
     tags: list[str] = []
     for k in range(partitions):
         prefix = f"{namespace}:{k}:".encode()
         wanted = slot_range(k, partitions)
+        middle = (wanted.start + wanted.stop - 1) // 2
         for digits in range(1, _MAX_DIGITS + 1):
             base = crc_hqx(prefix + b"\0" * digits, 0) & _MASK
-            table = _suffix_table(digits)
-            found = [n for slot in wanted if (n := table.get(base ^ slot)) is not None]
-            if found:
-                tags.append(f"{namespace}:{k}:{min(found)}")
+            n = _suffix_table(digits).get(base ^ middle)
+            if n is not None:
+                tags.append(f"{namespace}:{k}:{n}")
                 break
         else:  # pragma: no cover - six-digit suffixes reach every slot from any prefix
-            raise AssertionError(f"no hash tag of partition {k} lands in {wanted}")
+            raise AssertionError(f"no hash tag of partition {k} lands on slot {middle}")
     return tags
 
 

@@ -30,12 +30,13 @@ from tests.redis_cluster import RedisCluster
 MakeRp = Callable[..., Awaitable[Redpromise]]
 
 
-def smallest_suffix_tags(namespace: str, partitions: int) -> list[str]:
-    """The layout-2 rule, tried literally: n = 0, 1, 2, … until the slot fits."""
+def middle_suffix_tags(namespace: str, partitions: int) -> list[str]:
+    """The layout-2 rule, tried literally: n = 0, 1, 2, … until the slot is the middle."""
     tags = []
     for k in range(partitions):
         wanted, n = slot_range(k, partitions), 0
-        while key_slot(f"{namespace}:{k}:{n}".encode()) not in wanted:
+        middle = (wanted.start + wanted.stop - 1) // 2
+        while key_slot(f"{namespace}:{k}:{n}".encode()) != middle:
             n += 1
         tags.append(f"{namespace}:{k}:{n}")
     return tags
@@ -59,8 +60,27 @@ def test_spread_layout_puts_partition_k_in_slot_range_k(partitions: int) -> None
 
 @pytest.mark.parametrize("namespace", ["rp", "shop", "t0123456789ab", "bücher"])
 @pytest.mark.parametrize("partitions", [1, 3, 16, 64, 250])
-def test_spread_tags_are_the_smallest_suffix_that_fits(namespace: str, partitions: int) -> None:
-    assert spread_tags(namespace, partitions) == smallest_suffix_tags(namespace, partitions)
+def test_spread_tags_are_the_smallest_suffix_on_the_middle_slot(
+    namespace: str, partitions: int
+) -> None:
+    assert spread_tags(namespace, partitions) == middle_suffix_tags(namespace, partitions)
+
+
+@pytest.mark.parametrize("masters", [2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("partitions", [16, 24, 64])
+def test_every_namespace_spreads_evenly_over_masters_with_equal_shares(
+    masters: int, partitions: int
+) -> None:
+    # The shares redis-cli --cluster create gives: contiguous, as equal as slots allow.
+    bounds = [m * SLOTS // masters for m in range(masters + 1)]
+    for namespace in ["rp", *(f"ns{i}" for i in range(60))]:
+        keys = Keys(namespace, partitions)
+        per_master = Counter(
+            next(m for m in range(masters) if keys.slot(k) < bounds[m + 1])
+            for k in range(partitions)
+        )
+        counts = [per_master[m] for m in range(masters)]
+        assert max(counts) - min(counts) <= 1, (namespace, counts)
 
 
 def test_every_key_of_a_promise_shares_its_partitions_slot() -> None:
