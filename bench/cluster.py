@@ -243,7 +243,8 @@ def node_stats(n: Node) -> dict[str, Any]:
             # event-loop reads/writes of client sockets: round trips as Redis sees them
             "reads": int(info["total_reads_processed"]),
             "writes": int(info["total_writes_processed"]),
-            "repl_out": int(info["total_net_repl_output_bytes"])}
+            # Redis 6.2 has no total_net_repl_output_bytes.
+            "repl_out": int(info.get("total_net_repl_output_bytes", 0))}
 
 
 def snapshot(t: Target) -> dict[str, dict[str, Any]]:

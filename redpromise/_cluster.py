@@ -37,6 +37,7 @@ __all__ = [
 log = logging.getLogger("redpromise")
 
 _ATTEMPTS = 4  # sends of one command before its error is returned
+_REFRESH_TIMEOUT = 5.0  # seconds one reading of the slot map may take
 # Replies meaning "not run here": always safe to send again elsewhere.
 _REROUTE = (rex.AskError, rex.TryAgainError, rex.ClusterDownError)  # MovedError is an AskError
 
@@ -126,6 +127,7 @@ class _Exchange:
         self.slots = [_slot(c) for c in commands]
         self.todo = list(range(len(commands)))
         self.asking: dict[int, ClusterNode] = {}
+        self.moved: dict[int, ClusterNode] = {}
 
     def _flags(self, n: int, idx: list[int], where: list[int]) -> list[bool] | None:
         """Which of a node's ``n`` commands (ASKING included) are durable writes."""
@@ -145,7 +147,7 @@ class _Exchange:
     def _route(self) -> dict[ClusterNode, list[int]]:
         by_node: dict[ClusterNode, list[int]] = {}
         for i in self.todo:
-            node = self.asking.get(i)
+            node = self.asking.get(i) or self.moved.get(i)
             if node is None:
                 try:
                     node = self.rc.nodes_manager.get_node_from_slot(self.slots[i])
@@ -168,7 +170,7 @@ class _Exchange:
             ),
             return_exceptions=True,
         )
-        self.todo, self.asking = [], {}
+        self.todo, self.asking, self.moved = [], {}, {}
         refresh = False
         for (_, idx), (_, where), out in zip(groups, packed, sent, strict=True):
             if isinstance(out, BaseException):
@@ -188,6 +190,10 @@ class _Exchange:
                         self.asking[i] = _node_at(self.rc, reply.host, reply.port)
                     else:
                         refresh = True
+                        if isinstance(reply, rex.MovedError):
+                            # Straight to the node that says it owns the slot: the map
+                            # read from the other nodes may lag during a failover.
+                            self.moved[i] = _node_at(self.rc, reply.host, reply.port)
         if refresh:
             await refresh_slots(self.rc)
         return bool(self.todo)
@@ -228,6 +234,8 @@ def channels_by_node(rc: RedisCluster, channels: list[str]) -> dict[ClusterNode,
 async def refresh_slots(rc: RedisCluster) -> None:
     """Read the slot map again (after a failover, a slot move, or a lost node)."""
     try:
-        await rc.nodes_manager.initialize()
-    except (rex.RedisError, OSError) as exc:
-        log.debug("refreshing the cluster's slot map failed: %s", exc)
+        # Bounded: it holds redis-py's lock on the slot map, which every other refresh
+        # (and redis-py's own commands) wait for.
+        await asyncio.wait_for(rc.nodes_manager.initialize(), _REFRESH_TIMEOUT)
+    except (rex.RedisError, OSError, TimeoutError) as exc:
+        log.debug("refreshing the cluster's slot map failed: %r", exc)

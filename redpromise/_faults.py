@@ -38,6 +38,8 @@ RETRYABLE = frozenset(
         "NOREPLICAS",
         "NOSCRIPT",  # a script cache emptied under us: loaded again on the next call
         "NOGROUP",  # a wiped dataset: the worker creates its groups again
+        "MOVED",  # a slot moved (a failover, a reshard) and the retries ran out
+        "ASK",
         "UNBLOCKED",  # a blocked read ended as its server turned replica (a failover)
         "ConnectionError",
         "TimeoutError",
@@ -54,6 +56,8 @@ _BY_CLASS: tuple[tuple[type[BaseException], str], ...] = (
     (rex.OutOfMemoryError, "OOM"),
     (rex.NoScriptError, "NOSCRIPT"),
     (rex.TryAgainError, "TRYAGAIN"),
+    (rex.MovedError, "MOVED"),  # before AskError, its base class
+    (rex.AskError, "ASK"),
     (rex.MasterDownError, "MASTERDOWN"),
     (rex.ClusterDownError, "CLUSTERDOWN"),
     (rex.ConnectionError, "ConnectionError"),

@@ -50,9 +50,13 @@ def redis_cli_binary() -> str:
 
 
 def is_cluster_url(url: str) -> bool:
-    """Whether the Redis at ``url`` is a cluster node (``cluster_enabled:1``)."""
+    """Whether the Redis at ``url`` is a cluster node (``cluster_enabled:1``); ``False``
+    when it cannot be reached (a plain client then fails on use, as any would)."""
     with contextlib.closing(redis.Redis.from_url(url, socket_timeout=5)) as probe:
-        return bool(int(probe.info("cluster").get("cluster_enabled", 0) or 0))
+        try:
+            return bool(int(probe.info("cluster").get("cluster_enabled", 0) or 0))
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
 
 
 def async_client(url: str) -> redis.asyncio.Redis:

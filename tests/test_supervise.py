@@ -61,6 +61,8 @@ REPLIES = [
     # A blocked XREADGROUP when its server turns replica (a failover), or CLIENT UNBLOCK.
     ("UNBLOCKED force unblock from blocking operation, instance state changed (master -> "
      "replica?)", "UNBLOCKED", StoreUnavailable),
+    ("MOVED 4607 127.0.0.1:41241", "MOVED", StoreUnavailable),
+    ("ASK 4607 127.0.0.1:41241", "ASK", StoreUnavailable),
     ("ERR unknown command 'FOO', with args beginning with:", "ERR", StoreError),
 ]  # fmt: skip
 
