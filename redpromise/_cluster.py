@@ -30,7 +30,6 @@ __all__ = [
     "cluster_exchange",
     "command_key",
     "connect_cluster",
-    "node_connection_kwargs",
     "refresh_slots",
 ]
 
@@ -51,10 +50,6 @@ async def cluster_enabled(redis: AnyRedis) -> bool:
 def connect_cluster(url: str, **kwargs: Any) -> RedisCluster:
     """A cluster client from the URL of any one node (TLS, ACL user and timeouts kept)."""
     return RedisCluster.from_url(url, **kwargs)
-
-
-def node_connection_kwargs(node: ClusterNode) -> dict[str, Any]:
-    return dict(node.connection_kwargs)
 
 
 def command_key(command: Sequence[Any]) -> Any:

@@ -536,7 +536,6 @@ class Worker:
                 if ex.task is not None and not ex.finishing:
                     ex.task.cancel()
         # One log line for Redis as a whole, not one per execution.
-        self.upkeep.raise_first(
-            [r if isinstance(r, BaseException) and waitable(r) else None for r in results],
-            [ex.id for ex in items],
-        )
+        down = next((r for r in results if isinstance(r, BaseException) and waitable(r)), None)
+        if down is not None:
+            raise down

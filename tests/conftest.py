@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import fakeredis
 import pytest
 from redis.asyncio import Redis
@@ -228,3 +229,10 @@ def workers(
     yield start
     for wp in started:
         wp.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for tests that talk to a real gateway."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session

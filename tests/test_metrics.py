@@ -11,7 +11,7 @@ import sys
 import urllib.request
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +90,6 @@ def stack(real_url: str, tmp_path: Path) -> Iterator[Stack]:
         yield s
     finally:
         s.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 async def test_gateway_and_worker_metrics_count_a_known_workload_exactly(
