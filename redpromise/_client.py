@@ -123,9 +123,7 @@ class Redpromise:
         self.store = Store(self.redis, self.keys, self.settings)
         self.registry = Registry()
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._waiter = Waiter(
-            self.redis, self.store, self.keys, self.settings.safety_poll.total_seconds()
-        )
+        self._waiter = Waiter(self.store, self.settings.safety_poll.total_seconds())
         self._worker: Worker | None = None
         self._checked = False
         self._default_timeout_ms = int(self.settings.timeout.total_seconds() * 1000)
@@ -300,7 +298,6 @@ class Redpromise:
         single, self.redis = self.redis, connect_cluster_client(self.url)
         log.info("%s is a Redis Cluster node: using the cluster client", self.url)
         self.store.rebind(self.redis)
-        self._waiter.rebind(self.redis)
         await single.aclose()
 
     async def _use_sharded_pubsub(self) -> None:
@@ -311,11 +308,11 @@ class Redpromise:
             info = await self.redis.info("server", target_nodes=RedisCluster.RANDOM)
         version = str(info.get("redis_version", "0"))
         sharded = int(version.split(".")[0] or 0) >= 7
-        self.store.sharded = self._waiter.sharded = sharded
+        self.store.sharded = sharded
 
     async def _adopt_key_layout(self) -> None:
-        """Give every holder of the keys (store, waiter; the worker comes later) the key
-        layout pinned in the namespace's meta hash; pin the current one if it is new.
+        """Give the keys' holders (the store, which the waiter reads; the worker comes
+        later) the key layout pinned in the namespace's meta hash; pin it if it is new.
 
         Runs before any key is used and before ``partitions`` is pinned: a new namespace
         gets ``layout`` first, so a meta with ``partitions`` and no ``layout`` can only
@@ -334,7 +331,6 @@ class Redpromise:
             )
         keys = self.keys.with_layout(layout)
         self.keys = self.store.keys = keys
-        self._waiter._keys = keys  # nothing has waited yet: every wait passes _ready() first
 
     async def _warn_eviction(self) -> None:
         await warn_eviction(self.redis)

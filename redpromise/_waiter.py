@@ -24,10 +24,9 @@ from redis.asyncio import RedisCluster
 from ._backoff import Backoff
 from ._cluster import channels_by_node, refresh_slots
 from ._errors import PromiseNotFound
-from ._keys import Keys
 from ._store import Record, Store
 from ._supervise import CauseLog
-from ._wire import AnyRedis, pack
+from ._wire import pack
 
 __all__ = ["Waiter"]
 
@@ -45,11 +44,10 @@ _POLL_UNSUBSCRIBED = 1.0  # seconds between reads of a waited promise while unsu
 class Waiter:
     """Resolves futures of promise ids when their promises complete."""
 
-    def __init__(self, redis: AnyRedis, store: Store, keys: Keys, safety_poll: float) -> None:
-        self._redis = redis
-        self.sharded = False  # SSUBSCRIBE per node (Redis Cluster >= 7), else SUBSCRIBE
+    def __init__(self, store: Store, safety_poll: float) -> None:
+        # The client, keys and pub/sub flavour are the store's: read afresh, since the
+        # client swaps them in _ready() (a cluster behind the URL, the pinned key layout).
         self._store = store
-        self._keys = keys
         self._safety_poll = safety_poll
         self._waiting: dict[str, set[asyncio.Future[Record]]] = {}
         self._subscribed = asyncio.Event()
@@ -58,10 +56,6 @@ class Waiter:
         self._checks: set[asyncio.Task[None]] = set()
         self._causes = CauseLog("completion listener", log)
         self._read_causes = CauseLog("reading completed promises", log)
-
-    def rebind(self, redis: AnyRedis) -> None:
-        """Subscribe through ``redis`` from now on (before the first wait)."""
-        self._redis = redis
 
     @property
     def waiting(self) -> int:
@@ -143,8 +137,8 @@ class Waiter:
             except Exception as exc:  # any failure: resubscribe and re-read after backoff
                 self._subscribed.clear()
                 self._causes.failed(exc)
-                if isinstance(self._redis, RedisCluster):
-                    await refresh_slots(self._redis)  # a failover or a slot move?
+                if isinstance(self._store.redis, RedisCluster):
+                    await refresh_slots(self._store.redis)  # a failover or a slot move?
                 await asyncio.sleep(backoff.next())
             finally:
                 for conn in conns:
@@ -155,19 +149,20 @@ class Waiter:
         """Connections of its own, in RESP2 (pub/sub replies as plain arrays whatever
         protocol the client uses), subscribed to every partition's channel: one
         connection, or with sharded pub/sub one per node holding channels."""
-        channels = self._keys.channels()
-        if not self.sharded:
+        redis = self._store.redis
+        channels = self._store.keys.channels()
+        if not self._store.sharded:  # SSUBSCRIBE per node on a Redis >= 7 cluster
             cls: Any
-            if isinstance(self._redis, RedisCluster):
-                node = self._redis.get_default_node()
+            if isinstance(redis, RedisCluster):
+                node = redis.get_default_node()
                 cls, base = node.connection_class, node.connection_kwargs
             else:
-                pool = self._redis.connection_pool
+                pool = redis.connection_pool
                 cls, base = pool.connection_class, pool.connection_kwargs
             conns.append(await _subscribed(cls, base, "SUBSCRIBE", channels))
             return
-        assert isinstance(self._redis, RedisCluster)
-        for node, chans in channels_by_node(self._redis, channels).items():
+        assert isinstance(redis, RedisCluster)
+        for node, chans in channels_by_node(redis, channels).items():
             conns.append(
                 await _subscribed(
                     node.connection_class, node.connection_kwargs, "SSUBSCRIBE", chans

@@ -179,7 +179,7 @@ async def previous_version(make_rp: MakeRp, **kwargs: Any) -> Redpromise:
     pinned in meta."""
     rp = await make_rp(**kwargs)
     legacy = rp.keys.with_layout(LAYOUT_LEGACY)
-    rp.keys = rp.store.keys = rp._waiter._keys = legacy
+    rp.keys = rp.store.keys = legacy
 
     async def pins_nothing() -> None:
         return None
