@@ -190,6 +190,43 @@ async def test_minimal_acl_user_from_the_readme_runs_the_seed_flow(
     assert "permission" not in out.lower() and "Traceback" not in out, out
 
 
+def readme_operator_line() -> str:
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split(
+        "## Running as an ACL user", 1
+    )[1]
+    match = re.search(r"^ACL SETUSER app \+.*$", section, re.MULTILINE)
+    assert match, "README's ACL section has no operator line"
+    return match.group(0)
+
+
+@pytest.mark.real
+async def test_readme_operator_line_is_what_the_cli_needs_beyond_the_minimal_user(
+    acl_server: RedisServer, admin: Redis, tmp_path: Path
+) -> None:
+    """With the minimal line alone the operator commands are refused (exit 2 naming the
+    right); with the README's operator line added, each of them works as that user."""
+    from tests.test_cli import run_cli
+
+    await run_line(admin, readme_setuser_line())
+    url = user_url(acl_server, "app", "app-password")
+    async with Redpromise(url, group="gateway", settings=fast_settings("rp")) as rp:
+        await rp.begin_rpc("op-1", "echo", 1)  # a stream to look at; no worker needed
+    commands = [
+        ["groups", "--json"],
+        ["stats", "--json"],
+        ["dead", "list", "--json"],
+        ["promises", "search", "--json"],
+        ["promises", "get", "op-1", "--json"],
+    ]
+    refused = run_cli(url, "rp", "groups", "--json")
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    assert "NOPERM" in refused.stderr or "lacks" in refused.stderr, refused.stderr
+    await run_line(admin, readme_operator_line())
+    for args in commands:
+        proc = run_cli(url, "rp", *args)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+
+
 # ---------------------------------------------------------------- the start check
 
 
