@@ -166,6 +166,24 @@ async def test_complete_is_fenced_by_version(store: Store) -> None:
     assert rec is not None and rec.value == b"live"
 
 
+async def test_complete_reply_carries_the_stored_timestamps_and_function(store: Store) -> None:
+    # complete.lua builds this reply from its own read and its `now`, not by reading the
+    # hash again: it must still be exactly what the record holds.
+    _, v = await running(store, "p1")
+    res = await store.complete("p1", G, v, "resolved", b"v")
+    f = await fields(store, "p1")
+    assert res == [1, b"resolved", f["created_at"], f["completed_at"], b"fn"]
+
+
+async def test_poison_reply_carries_the_stored_timestamps(store: Store) -> None:
+    entry, _ = await running(store, "p1")
+    for consumer in ("c2", "c3", "c4"):
+        await claim(store, "p1", entry, consumer)
+        res = await acquire(store, "p1", entry, consumer)
+    f = await fields(store, "p1")
+    assert res == [-7, b"fn", f["created_at"], f["completed_at"]]
+
+
 async def test_second_complete_reports_first_outcome_and_writes_nothing(store: Store) -> None:
     _, v = await running(store, "p1")
     assert (await store.complete("p1", G, v, "resolved", b"first"))[:2] == [1, b"resolved"]

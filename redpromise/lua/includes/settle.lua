@@ -12,8 +12,9 @@
 --   index: { pending index, index of `state`, counters hash, created_at }: the promise's
 --       search entry moves from the pending index to its final state's, and the counters
 --       follow (a counter moves only when its entry does, so a replay counts nothing)
+--   now: the caller's now_ms(), stored as completed_at (one TIME per script call)
 local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, value,
-                      retention_ms, channel, by, entry, publish, index)
+                      retention_ms, channel, by, entry, publish, index, now)
   if entry ~= '' then
     if group ~= '' then
       redis.call('XACK', stream, group, entry)
@@ -23,10 +24,10 @@ local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, v
     redis.call('ZREM', delayed, group .. '|' .. id)
   end
   if by ~= '' then
-    redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_ms(),
+    redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now,
       'completed_by', by)
   else
-    redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_ms())
+    redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now)
   end
   redis.call('HDEL', pkey, 'args', 'entry', 'owner', 'deliveries', 'retry', 'token')
   local member = group .. '|' .. id
@@ -35,7 +36,7 @@ local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, v
   if redis.call('ZREM', index[1], member) == 1 then
     redis.call('HINCRBY', index[3], 'pending|' .. group, -1)
   end
-  if redis.call('ZADD', index[2], tonumber(index[4]) or now_ms(), member) == 1 then
+  if redis.call('ZADD', index[2], tonumber(index[4]) or now, member) == 1 then
     redis.call('HINCRBY', index[3], state .. '|' .. group, 1)
   end
   if retention_ms > 0 then

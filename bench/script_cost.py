@@ -1,0 +1,159 @@
+"""Redis cost of each hot-path script, one at a time, on a private redis-server.
+
+    PYTHONPATH=. python bench/script_cost.py [--n 20000] [--batch 100] [--repeat 5]
+
+Starts its own redis-server (as ``bench/run.py`` does: ``REDPROMISE_REDIS_SERVER`` or PATH,
+no persistence), then for ``--n`` promises runs, phase by phase and in pipelined batches of
+``--batch`` (as the worker and the coalescer send them): ``create`` (dispatched to one
+group), ``XREADGROUP`` of the entries, ``acquire`` of each entry, ``complete`` (resolve, by
+the acquired version), and one ``HMGET`` read of each result. Per phase it prints the Redis
+CPU per promise (``INFO cpu`` user+sys delta / N, so the server's socket reads and writes
+count) and the commands per promise from ``INFO commandstats`` (which counts the commands
+a script runs inside it as well as the EVALSHA). Medians (and minimums) over ``--repeat``
+runs, each on a fresh FLUSHALL, the scripts loaded beforehand. The redpromise measured is
+the one on PYTHONPATH, so two checkouts compare with the same file.
+
+Redis CPU figures are CPU time, so they hold up on a shared machine better than wall-clock
+ones, but still move by a few µs: compare before/after runs made back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # redpromise: from PYTHONPATH
+
+import run as bench  # noqa: E402
+
+from redpromise._codec import encode  # noqa: E402
+from redpromise._keys import Keys  # noqa: E402
+from redpromise._options import Settings  # noqa: E402
+from redpromise._store import _FIELDS, _HMGET, Call, Store  # noqa: E402
+
+GROUP = "g"
+PHASES = ("create", "xreadgroup", "acquire", "complete", "read")
+
+
+def cpu(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def one_run(url: str, sync: redis.Redis, n: int, batch: int) -> dict[str, Any]:
+    sync.flushall()
+    client = aredis.Redis.from_url(url)
+    keys = Keys("bench", 16)
+    store = Store(client, keys, Settings(namespace="bench"))
+    for script in store.scripts.values():
+        await client.script_load(script.source)
+    for k in range(keys.partitions):
+        await client.xgroup_create(keys.stream(k, GROUP), GROUP, id="0", mkstream=True)
+    args = encode([1], 1 << 20)
+    value = encode(2, 1 << 20)
+    ids = [f"job-{i}" for i in range(n)]
+    out: dict[str, Any] = {}
+
+    async def phase(name: str, calls: list[Call]) -> list[Any]:
+        before_cpu, before_cmd = cpu(sync), bench.commandstats(sync)
+        results: list[Any] = []
+        for i in range(0, len(calls), batch):
+            results += await store.pipelined(calls[i : i + batch])
+        after_cpu, after_cmd = cpu(sync), bench.commandstats(sync)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        delta = bench.cmd_delta(before_cmd, after_cmd)
+        delta.pop("info", None)
+        out[name] = {
+            "us": (after_cpu - before_cpu) * 1e6 / n,
+            "cmds": sum(c for c, _ in delta.values()) / n,
+            "by_cmd": {k: c / n for k, (c, _) in delta.items()},
+        }
+        return results
+
+    create = store.scripts["create"]
+    await phase(
+        "create",
+        [
+            (
+                create,
+                [
+                    keys.promise(i),
+                    keys.stream(keys.partition(i), GROUP),
+                    keys.timeouts(keys.partition(i)),
+                    keys.index(keys.partition(i), "pending"),
+                    keys.counts(keys.partition(i)),
+                ],
+                [i, "f", args, GROUP, 86_400_000, b"", b""],
+            )
+            for i in ids
+        ],
+    )
+
+    entries: list[tuple[int, str, str]] = []
+    from redpromise._scripts import Command
+
+    xread = Command("XREADGROUP")
+    reads: list[Call] = [
+        (xread, [], ["GROUP", GROUP, "c", "COUNT", batch, "STREAMS", keys.stream(k, GROUP), ">"])
+        for k in range(keys.partitions)
+        for _ in range(n // batch // keys.partitions + 2)
+    ]
+    for res in await phase("xreadgroup", reads):
+        for _stream, rows in res.items() if isinstance(res, dict) else res or []:
+            for entry, fields in rows:
+                id = fields[1].decode()
+                entries.append((keys.partition(id), entry.decode(), id))
+    assert len(entries) == n, (len(entries), n)
+
+    got = await phase(
+        "acquire",
+        [store.acquire_call(k, GROUP, e, id, "c", b"") for k, e, id in entries],
+    )
+    versions = {id: int(r[1]) for (_, _, id), r in zip(entries, got, strict=True)}
+    done = await phase(
+        "complete",
+        [store.complete_call(id, GROUP, versions[id], "resolved", value) for id in ids],
+    )
+    assert all(int(r[0]) == 1 for r in done), done[:3]
+    await phase("read", [(_HMGET, [keys.promise(id)], _FIELDS) for id in ids])
+    await client.aclose()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=20_000)
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--repeat", type=int, default=5)
+    a = p.parse_args()
+    with bench.redis_server() as (url, sync):
+        version = bench.redis_version(sync)
+        runs = [asyncio.run(one_run(url, sync, a.n, a.batch)) for _ in range(a.repeat)]
+    print(f"Redis {version}, N={a.n}, batches of {a.batch}, median of {a.repeat} runs")
+    print("| phase | Redis µs/promise, median (min) | commands/promise | commands |")
+    print("|---|---:|---:|---|")
+    total_us = total_min = total_cmds = 0.0
+    for name in PHASES:
+        us = statistics.median(r[name]["us"] for r in runs)
+        low = min(r[name]["us"] for r in runs)
+        cmds = statistics.median(r[name]["cmds"] for r in runs)
+        by = runs[-1][name]["by_cmd"]
+        detail = ", ".join(f"{k} {v:.2g}" for k, v in sorted(by.items(), key=lambda x: -x[1]))
+        print(f"| {name} | {us:.1f} ({low:.1f}) | {cmds:.2f} | {detail} |")
+        total_us += us
+        total_min += low
+        total_cmds += cmds
+    print(f"| total | {total_us:.1f} ({total_min:.1f}) | {total_cmds:.2f} | |")
+
+
+if __name__ == "__main__":
+    main()
