@@ -51,6 +51,20 @@ async def test_create_writes_pending_hash_one_entry_and_timeout(store: Store) ->
     assert await store.redis.zscore(tkey(store, "p1"), "g|p1") == timeout_at
 
 
+async def test_create_reads_the_clock_from_its_stream_entry_id(store: Store) -> None:
+    await create(store, "p1")
+    f = await fields(store, "p1")
+    assert f["created_at"] == f["entry"].split(b"-")[0]
+    # Entry ids only grow within a stream: behind a last id from the future (a clock that
+    # went back), created_at is that id's time, ahead of TIME, as create.lua documents.
+    future = int(f["created_at"]) + HOUR_MS
+    await store.redis.xadd(stream(store, "p2"), {"id": "x"}, id=f"{future}-0")
+    await create(store, "p2", timeout_ms=5)
+    f2 = await fields(store, "p2")
+    assert f2["entry"] == f"{future}-1".encode()
+    assert (int(f2["created_at"]), int(f2["timeout_at"])) == (future, future + 5)
+
+
 async def test_create_same_id_again_writes_nothing(store: Store) -> None:
     first = await create(store, "p1", arg=1)
     before = await fields(store, "p1")

@@ -19,6 +19,8 @@ create: create a promise if absent and dispatch it to its target group, atomical
   Returns
     { 1, timeout_at }              created (and dispatched when group ~= '')
     { 0, state, timeout_at }       already existed: nothing written
+  created_at is the server clock: the stream entry id's milliseconds when one is added
+  (see below), else TIME.
   Fence rule: none; creation is keyed by id only.
   Replay: a resend finds the hash and answers { 0, 'pending', timeout_at }, writing nothing
   (no second entry); callers treat "already existed" as success for the same id.
@@ -32,12 +34,19 @@ local timeout_ms = tonumber(ARGV[5])
 if not timeout_ms then
   return redis.error_reply('ERR redpromise create: timeout is not a number')
 end
-local now = now_ms()
-local timeout_at = now + timeout_ms
+local now
 local entry = ''
 if ARGV[4] ~= '' then
   entry = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
+  -- The entry id's milliseconds are the server clock XADD read, so no TIME call. Ids only
+  -- grow within a stream: if the clock went back (or a failover brought ids from a master
+  -- whose clock ran ahead), they stay at the stream's last id until the clock catches up,
+  -- so created_at (and timeout_at) may lead TIME by that much, never lag it.
+  now = tonumber(string.match(entry, '^%d+'))
+else
+  now = now_ms()
 end
+local timeout_at = now + timeout_ms
 redis.call('HSET', KEYS[1], 'state', 'pending', 'func', ARGV[2], 'args', ARGV[3],
   'group', ARGV[4], 'created_at', now, 'timeout_at', timeout_at, 'version', 0,
   'attempt', 0, 'deliveries', 0, 'entry', entry, 'tags', ARGV[6], 'retry', ARGV[7])
