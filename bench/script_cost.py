@@ -1,6 +1,7 @@
 """Redis cost of each hot-path script, one at a time, on a private redis-server.
 
     PYTHONPATH=. python bench/script_cost.py [--n 20000] [--batch 100] [--repeat 5]
+    PYTHONPATH=. python bench/script_cost.py --callgrind [--n 2000] [--repeat 1]
 
 Starts its own redis-server (as ``bench/run.py`` does: ``REDPROMISE_REDIS_SERVER`` or PATH,
 no persistence), then for ``--n`` promises runs, phase by phase and in pipelined batches of
@@ -14,15 +15,26 @@ runs, each on a fresh FLUSHALL, the scripts loaded beforehand. The redpromise me
 the one on PYTHONPATH, so two checkouts compare with the same file.
 
 Redis CPU figures are CPU time, so they hold up on a shared machine better than wall-clock
-ones, but still move by a few µs: compare before/after runs made back to back.
+ones, but still move by several µs when other processes share the cores: compare
+before/after runs made back to back. ``--callgrind`` runs redis-server under valgrind's
+callgrind and reports instructions executed per promise instead (zeroed and dumped around
+each phase with ``callgrind_control``): exact and repeatable whatever else runs, so it
+resolves a change of one command inside a script, which CPU time cannot on a busy machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +59,59 @@ def cpu(r: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def one_run(url: str, sync: redis.Redis, n: int, batch: int) -> dict[str, Any]:
+class Callgrind:
+    """Instructions redis-server executed between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.pid = pid
+        self.out = out
+
+    def start(self) -> None:
+        subprocess.run(["callgrind_control", "-z", str(self.pid)], check=True, capture_output=True)
+
+    def stop(self) -> float:
+        before = set(self.out.parent.glob(self.out.name + "*"))
+        subprocess.run(["callgrind_control", "-d", str(self.pid)], check=True, capture_output=True)
+        (dump,) = set(self.out.parent.glob(self.out.name + "*")) - before
+        for line in dump.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return float(line.split()[1])
+        raise RuntimeError(f"no summary in {dump}")
+
+
+@contextlib.contextmanager
+def callgrind_server() -> Iterator[tuple[str, redis.Redis, Callgrind]]:
+    binary = os.environ.get("REDPROMISE_REDIS_SERVER") or shutil.which("redis-server") or ""
+    port = bench.free_port()
+    with tempfile.TemporaryDirectory(prefix="rp-cg-") as d:
+        out = Path(d) / "cg.out"
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary,
+             "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=port)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("redis-server did not start under valgrind") from None
+                    time.sleep(0.2)
+            yield f"redis://127.0.0.1:{port}/0", client, Callgrind(proc.pid, out)
+        finally:
+            client.close()
+            proc.terminate()
+            proc.wait(60)
+
+
+async def one_run(
+    url: str, sync: redis.Redis, n: int, batch: int, meter: Callgrind | None = None
+) -> dict[str, Any]:
     sync.flushall()
     client = aredis.Redis.from_url(url)
     keys = Keys("bench", 16)
@@ -62,11 +126,17 @@ async def one_run(url: str, sync: redis.Redis, n: int, batch: int) -> dict[str, 
     out: dict[str, Any] = {}
 
     async def phase(name: str, calls: list[Call]) -> list[Any]:
-        before_cpu, before_cmd = cpu(sync), bench.commandstats(sync)
+        before_cmd = bench.commandstats(sync)
+        if meter is not None:
+            meter.start()
+        before_cpu = cpu(sync)
         results: list[Any] = []
         for i in range(0, len(calls), batch):
             results += await store.pipelined(calls[i : i + batch])
-        after_cpu, after_cmd = cpu(sync), bench.commandstats(sync)
+        after_cpu = cpu(sync)
+        if meter is not None:
+            after_cpu = before_cpu + meter.stop() / 1e6  # so "us" below is instructions
+        after_cmd = bench.commandstats(sync)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
@@ -134,12 +204,20 @@ def main() -> None:
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
     a = p.parse_args()
-    with bench.redis_server() as (url, sync):
-        version = bench.redis_version(sync)
-        runs = [asyncio.run(one_run(url, sync, a.n, a.batch)) for _ in range(a.repeat)]
+    if a.callgrind:
+        with callgrind_server() as (url, sync, meter):
+            version = bench.redis_version(sync)
+            runs = [asyncio.run(one_run(url, sync, a.n, a.batch, meter)) for _ in range(a.repeat)]
+        unit = "Redis instructions/promise (callgrind)"
+    else:
+        with bench.redis_server() as (url, sync):
+            version = bench.redis_version(sync)
+            runs = [asyncio.run(one_run(url, sync, a.n, a.batch)) for _ in range(a.repeat)]
+        unit = "Redis CPU µs/promise (INFO cpu)"
     print(f"Redis {version}, N={a.n}, batches of {a.batch}, median of {a.repeat} runs")
-    print("| phase | Redis µs/promise, median (min) | commands/promise | commands |")
+    print(f"| phase | {unit}, median (min) | commands/promise | commands |")
     print("|---|---:|---:|---|")
     total_us = total_min = total_cmds = 0.0
     for name in PHASES:
@@ -148,11 +226,11 @@ def main() -> None:
         cmds = statistics.median(r[name]["cmds"] for r in runs)
         by = runs[-1][name]["by_cmd"]
         detail = ", ".join(f"{k} {v:.2g}" for k, v in sorted(by.items(), key=lambda x: -x[1]))
-        print(f"| {name} | {us:.1f} ({low:.1f}) | {cmds:.2f} | {detail} |")
+        print(f"| {name} | {us:,.1f} ({low:,.1f}) | {cmds:.2f} | {detail} |")
         total_us += us
         total_min += low
         total_cmds += cmds
-    print(f"| total | {total_us:.1f} ({total_min:.1f}) | {total_cmds:.2f} | |")
+    print(f"| total | {total_us:,.1f} ({total_min:,.1f}) | {total_cmds:.2f} | |")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,24 @@ async def test_create_reads_the_clock_from_its_stream_entry_id(store: Store) -> 
     assert (int(f2["created_at"]), int(f2["timeout_at"])) == (future, future + 5)
 
 
+async def test_times_are_stored_as_plain_integer_text(store: Store) -> None:
+    # The scripts format millisecond times themselves (includes/text.lua) instead of
+    # letting Redis print a Lua number: the stored text must be what Redis would store.
+    await create(store, "lat", group="")
+    _, v = await running(store, "p1")
+    await store.complete("p1", G, v, "resolved", b"v")
+    await store.complete("lat", None, None, "resolved", b"v")
+    for id in ("lat", "p1"):
+        f = await fields(store, id)
+        for name in ("created_at", "timeout_at", "completed_at"):
+            assert f[name].isdigit() and str(int(f[name])).encode() == f[name], (id, name)
+        k = store.keys.partition(id)
+        member = f"{text(f['group'])}|{id}"
+        assert await store.redis.zscore(store.keys.index(k, "resolved"), member) == int(
+            f["created_at"]
+        )
+
+
 async def test_create_same_id_again_writes_nothing(store: Store) -> None:
     first = await create(store, "p1", arg=1)
     before = await fields(store, "p1")

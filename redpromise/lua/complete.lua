@@ -45,6 +45,7 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
   get the promise's first outcome either way, which a replay cannot change.
 ]]
 --- @include now
+--- @include text
 --- @include settle
 local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'timeout_at', 'value',
   'completed_by', 'entry', 'created_at', 'func')
@@ -81,11 +82,10 @@ if timing_out and timeout_at and timeout_at > now then
   redis.call('ZADD', KEYS[4], timeout_at, member)
   return { -8 }
 end
-settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4], ARGV[5],
-  tonumber(ARGV[6]), ARGV[7], ARGV[3], h[7] or '', ARGV[9], { KEYS[6], KEYS[7], KEYS[8], h[8] },
+local done = settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4],
+  ARGV[5], ARGV[6], ARGV[7], ARGV[3], h[7] or '', ARGV[9], { KEYS[6], KEYS[7], KEYS[8], h[8] },
   now)
--- The reply is built from what this call read and wrote (settle stores completed_at = now
--- and leaves created_at and func alone): no second read of the hash. tostring() is the
--- text HSET stored (Redis converts a Lua number argument the same way), so the reply
--- carries the same bulk strings a read would.
-return { 1, ARGV[4], h[8], tostring(now), h[9] }
+-- The reply is built from what this call read and wrote (settle returns the completed_at
+-- text it stored and leaves created_at and func alone): no second read of the hash, and
+-- the same bulk strings a read would return.
+return { 1, ARGV[4], h[8], done, h[9] }
