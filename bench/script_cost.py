@@ -5,9 +5,10 @@
 
 Starts its own redis-server (as ``bench/run.py`` does: ``REDPROMISE_REDIS_SERVER`` or PATH,
 no persistence), then for ``--n`` promises runs, phase by phase and in pipelined batches of
-``--batch`` (as the worker and the coalescer send them): ``create`` (dispatched to one
-group), ``XREADGROUP`` of the entries, ``acquire`` of each entry, ``complete`` (resolve, by
-the acquired version), and one ``HMGET`` read of each result. Per phase it prints the Redis
+``--batch`` (as the worker and the coalescer send them), ``--window`` promises at a time:
+``create`` (dispatched to one group), ``XREADGROUP`` of the entries, ``acquire`` of each
+entry, ``complete`` (resolve, by the acquired version), and one ``HMGET`` read of each
+result. Per phase it prints the Redis
 CPU per promise (``INFO cpu`` user+sys delta / N, so the server's socket reads and writes
 count) and the commands per promise from ``INFO commandstats`` (which counts the commands
 a script runs inside it as well as the EVALSHA). Medians (and minimums) over ``--repeat``
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import os
 import shutil
@@ -43,12 +45,13 @@ import redis.asyncio as aredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # redpromise: from PYTHONPATH
 
-import run as bench  # noqa: E402
+import run as bench
 
-from redpromise._codec import encode  # noqa: E402
-from redpromise._keys import Keys  # noqa: E402
-from redpromise._options import Settings  # noqa: E402
-from redpromise._store import _FIELDS, _HMGET, Call, Store  # noqa: E402
+from redpromise._codec import encode
+from redpromise._keys import Keys
+from redpromise._options import Settings
+from redpromise._scripts import Command
+from redpromise._store import _FIELDS, _HMGET, Call, Store
 
 GROUP = "g"
 PHASES = ("create", "xreadgroup", "acquire", "complete", "read")
@@ -86,10 +89,28 @@ def callgrind_server() -> Iterator[tuple[str, redis.Redis, Callgrind]]:
     with tempfile.TemporaryDirectory(prefix="rp-cg-") as d:
         out = Path(d) / "cg.out"
         proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary,
-             "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                d,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=port)
         try:
@@ -109,8 +130,23 @@ def callgrind_server() -> Iterator[tuple[str, redis.Redis, Callgrind]]:
             proc.wait(60)
 
 
+def create_call(store: Store, id: str, args: bytes) -> Call:
+    keys, k = store.keys, store.keys.partition(id)
+    return (
+        store.scripts["create"],
+        [
+            keys.promise(id),
+            keys.stream(k, GROUP),
+            keys.timeouts(k),
+            keys.index(k, "pending"),
+            keys.counts(k),
+        ],
+        [id, "f", args, GROUP, 86_400_000, b"", b""],
+    )
+
+
 async def one_run(
-    url: str, sync: redis.Redis, n: int, batch: int, meter: Callgrind | None = None
+    url: str, sync: redis.Redis, n: int, batch: int, window: int, meter: Callgrind | None = None
 ) -> dict[str, Any]:
     sync.flushall()
     client = aredis.Redis.from_url(url)
@@ -122,8 +158,9 @@ async def one_run(
         await client.xgroup_create(keys.stream(k, GROUP), GROUP, id="0", mkstream=True)
     args = encode([1], 1 << 20)
     value = encode(2, 1 << 20)
-    ids = [f"job-{i}" for i in range(n)]
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {
+        name: {"us": 0.0, "cmds": 0.0, "by_cmd": collections.Counter()} for name in PHASES
+    }
 
     async def phase(name: str, calls: list[Call]) -> list[Any]:
         before_cmd = bench.commandstats(sync)
@@ -142,59 +179,43 @@ async def one_run(
                 raise r
         delta = bench.cmd_delta(before_cmd, after_cmd)
         delta.pop("info", None)
-        out[name] = {
-            "us": (after_cpu - before_cpu) * 1e6 / n,
-            "cmds": sum(c for c, _ in delta.values()) / n,
-            "by_cmd": {k: c / n for k, (c, _) in delta.items()},
-        }
+        out[name]["us"] += (after_cpu - before_cpu) * 1e6 / n
+        out[name]["cmds"] += sum(c for c, _ in delta.values()) / n
+        out[name]["by_cmd"].update({k: c / n for k, (c, _) in delta.items()})
         return results
 
-    create = store.scripts["create"]
-    await phase(
-        "create",
-        [
-            (
-                create,
-                [
-                    keys.promise(i),
-                    keys.stream(keys.partition(i), GROUP),
-                    keys.timeouts(keys.partition(i)),
-                    keys.index(keys.partition(i), "pending"),
-                    keys.counts(keys.partition(i)),
-                ],
-                [i, "f", args, GROUP, 86_400_000, b"", b""],
-            )
-            for i in ids
-        ],
-    )
-
-    entries: list[tuple[int, str, str]] = []
-    from redpromise._scripts import Command
-
     xread = Command("XREADGROUP")
-    reads: list[Call] = [
-        (xread, [], ["GROUP", GROUP, "c", "COUNT", batch, "STREAMS", keys.stream(k, GROUP), ">"])
-        for k in range(keys.partitions)
-        for _ in range(n // batch // keys.partitions + 2)
-    ]
-    for res in await phase("xreadgroup", reads):
-        for _stream, rows in res.items() if isinstance(res, dict) else res or []:
-            for entry, fields in rows:
-                id = fields[1].decode()
-                entries.append((keys.partition(id), entry.decode(), id))
-    assert len(entries) == n, (len(entries), n)
-
-    got = await phase(
-        "acquire",
-        [store.acquire_call(k, GROUP, e, id, "c", b"") for k, e, id in entries],
-    )
-    versions = {id: int(r[1]) for (_, _, id), r in zip(entries, got, strict=True)}
-    done = await phase(
-        "complete",
-        [store.complete_call(id, GROUP, versions[id], "resolved", value) for id in ids],
-    )
-    assert all(int(r[0]) == 1 for r in done), done[:3]
-    await phase("read", [(_HMGET, [keys.promise(id)], _FIELDS) for id in ids])
+    # A window of promises at a time, as a producer and its workers keep a few hundred in
+    # flight: the pending index and timeouts zsets stay small, the final index grows.
+    for first in range(0, n, window):
+        ids = [f"job-{i}" for i in range(first, min(n, first + window))]
+        await phase("create", [create_call(store, i, args) for i in ids])
+        reads: list[Call] = [
+            (
+                xread,
+                [],
+                ["GROUP", GROUP, "c", "COUNT", window, "STREAMS", keys.stream(k, GROUP), ">"],
+            )
+            for k in range(keys.partitions)
+        ]
+        entries: list[tuple[int, str, str]] = []
+        for res in await phase("xreadgroup", reads):
+            for _stream, rows in res.items() if isinstance(res, dict) else res or []:
+                for entry, fields in rows:
+                    id = fields[1].decode()
+                    entries.append((keys.partition(id), entry.decode(), id))
+        assert len(entries) == len(ids), (len(entries), len(ids))
+        got = await phase(
+            "acquire",
+            [store.acquire_call(k, GROUP, e, id, "c", b"") for k, e, id in entries],
+        )
+        versions = {id: int(r[1]) for (_, _, id), r in zip(entries, got, strict=True)}
+        done = await phase(
+            "complete",
+            [store.complete_call(id, GROUP, versions[id], "resolved", value) for id in ids],
+        )
+        assert all(int(r[0]) == 1 for r in done), done[:3]
+        await phase("read", [(_HMGET, [keys.promise(id)], _FIELDS) for id in ids])
     await client.aclose()
     return out
 
@@ -203,20 +224,29 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--window", type=int, default=200, help="promises in flight (200)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
     a = p.parse_args()
     if a.callgrind:
         with callgrind_server() as (url, sync, meter):
             version = bench.redis_version(sync)
-            runs = [asyncio.run(one_run(url, sync, a.n, a.batch, meter)) for _ in range(a.repeat)]
+            runs = [
+                asyncio.run(one_run(url, sync, a.n, a.batch, a.window, meter))
+                for _ in range(a.repeat)
+            ]
         unit = "Redis instructions/promise (callgrind)"
     else:
         with bench.redis_server() as (url, sync):
             version = bench.redis_version(sync)
-            runs = [asyncio.run(one_run(url, sync, a.n, a.batch)) for _ in range(a.repeat)]
+            runs = [
+                asyncio.run(one_run(url, sync, a.n, a.batch, a.window)) for _ in range(a.repeat)
+            ]
         unit = "Redis CPU µs/promise (INFO cpu)"
-    print(f"Redis {version}, N={a.n}, batches of {a.batch}, median of {a.repeat} runs")
+    print(
+        f"Redis {version}, N={a.n}, {a.window} in flight, batches of {a.batch}, "
+        f"median of {a.repeat} runs"
+    )
     print(f"| phase | {unit}, median (min) | commands/promise | commands |")
     print("|---|---:|---:|---|")
     total_us = total_min = total_cmds = 0.0
