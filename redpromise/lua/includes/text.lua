@@ -1,6 +1,6 @@
 -- int_text(): an integral number as the text Redis would store for it, made without float
--- formatting. Redis turns a Lua number argument into text with printf's "%.17g", which
--- costs a few thousand instructions for a 13-digit millisecond time on Redis < 7.2 (a
+-- formatting. Redis (6.2, 7.0) turns a Lua number argument into text with printf's
+-- "%.17g", which costs a few thousand instructions for a 13-digit millisecond time (a
 -- tenth of create's Redis CPU); "%d" gives the same text for integers far cheaper. Small
 -- numbers (a version) format cheaply either way and are left to Redis. Anything else (a
 -- fraction, or beyond 2^53 where doubles stop being exact) is returned unchanged, for
