@@ -51,6 +51,38 @@ async def test_create_writes_pending_hash_one_entry_and_timeout(store: Store) ->
     assert await store.redis.zscore(tkey(store, "p1"), "g|p1") == timeout_at
 
 
+async def test_create_reads_the_clock_from_its_stream_entry_id(store: Store) -> None:
+    await create(store, "p1")
+    f = await fields(store, "p1")
+    assert f["created_at"] == f["entry"].split(b"-")[0]
+    # Entry ids only grow within a stream: behind a last id from the future (a clock that
+    # went back), created_at is that id's time, ahead of TIME, as create.lua documents.
+    future = int(f["created_at"]) + HOUR_MS
+    await store.redis.xadd(stream(store, "p2"), {"id": "x"}, id=f"{future}-0")
+    await create(store, "p2", timeout_ms=5)
+    f2 = await fields(store, "p2")
+    assert f2["entry"] == f"{future}-1".encode()
+    assert (int(f2["created_at"]), int(f2["timeout_at"])) == (future, future + 5)
+
+
+async def test_times_are_stored_as_plain_integer_text(store: Store) -> None:
+    # The scripts format millisecond times themselves (includes/text.lua) instead of
+    # letting Redis print a Lua number: the stored text must be what Redis would store.
+    await create(store, "lat", group="")
+    _, v = await running(store, "p1")
+    await store.complete("p1", G, v, "resolved", b"v")
+    await store.complete("lat", None, None, "resolved", b"v")
+    for id in ("lat", "p1"):
+        f = await fields(store, id)
+        for name in ("created_at", "timeout_at", "completed_at"):
+            assert f[name].isdigit() and str(int(f[name])).encode() == f[name], (id, name)
+        k = store.keys.partition(id)
+        member = f"{text(f['group'])}|{id}"
+        assert await store.redis.zscore(store.keys.index(k, "resolved"), member) == int(
+            f["created_at"]
+        )
+
+
 async def test_create_same_id_again_writes_nothing(store: Store) -> None:
     first = await create(store, "p1", arg=1)
     before = await fields(store, "p1")
@@ -164,6 +196,24 @@ async def test_complete_is_fenced_by_version(store: Store) -> None:
     assert (await store.complete("p1", G, v2, "resolved", b"live"))[:2] == [1, b"resolved"]
     rec = await store.read("p1")
     assert rec is not None and rec.value == b"live"
+
+
+async def test_complete_reply_carries_the_stored_timestamps_and_function(store: Store) -> None:
+    # complete.lua builds this reply from its own read and its `now`, not by reading the
+    # hash again: it must still be exactly what the record holds.
+    _, v = await running(store, "p1")
+    res = await store.complete("p1", G, v, "resolved", b"v")
+    f = await fields(store, "p1")
+    assert res == [1, b"resolved", f["created_at"], f["completed_at"], b"fn"]
+
+
+async def test_poison_reply_carries_the_stored_timestamps(store: Store) -> None:
+    entry, _ = await running(store, "p1")
+    for consumer in ("c2", "c3", "c4"):
+        await claim(store, "p1", entry, consumer)
+        res = await acquire(store, "p1", entry, consumer)
+    f = await fields(store, "p1")
+    assert res == [-7, b"fn", f["created_at"], f["completed_at"]]
 
 
 async def test_second_complete_reports_first_outcome_and_writes_nothing(store: Store) -> None:

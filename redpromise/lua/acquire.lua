@@ -47,6 +47,7 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
   replayed poison rejection answers { -2 } and writes no second dead record.
 ]]
 --- @include now
+--- @include text
 --- @include settle
 --- @include dead
 local function drop_entry()
@@ -89,10 +90,11 @@ if deliveries > tonumber(ARGV[5]) then
   -- an operator can requeue the work as a new promise (redpromise/_inspect.py).
   to_dead(KEYS[4], ARGV[10], tonumber(ARGV[11]), { 'id', ARGV[1], 'group', ARGV[3],
     'entry', ARGV[2], 'deliveries', deliveries, 'func', h[6] or '', 'args', h[7] or '' })
-  settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected', ARGV[6],
-    tonumber(ARGV[7]), ARGV[8], '', ARGV[2], ARGV[12], { KEYS[7], KEYS[8], KEYS[9], h[12] })
-  local done = redis.call('HMGET', KEYS[1], 'created_at', 'completed_at')
-  return { -7, h[6], done[1], done[2] }
+  local done = settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected',
+    ARGV[6], ARGV[7], ARGV[8], '', ARGV[2], ARGV[12], { KEYS[7], KEYS[8], KEYS[9], h[12] },
+    now_ms())
+  -- As complete.lua: created_at as read, completed_at as settle stored it.
+  return { -7, h[6], h[12], done }
 end
 local version = (tonumber(h[5]) or 0) + 1
 redis.call('HSET', KEYS[1], 'version', version, 'deliveries', deliveries, 'owner', ARGV[4],

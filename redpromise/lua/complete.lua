@@ -45,9 +45,10 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
   get the promise's first outcome either way, which a replay cannot change.
 ]]
 --- @include now
+--- @include text
 --- @include settle
 local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'timeout_at', 'value',
-  'completed_by', 'entry', 'created_at')
+  'completed_by', 'entry', 'created_at', 'func')
 local timing_out = ARGV[8] == '1'
 -- promote reads a bounded number of due members per partition: one it can neither settle
 -- nor remove would hold that slot, and a hundred would stop every timeout behind them.
@@ -76,11 +77,15 @@ if ARGV[3] ~= '' and h[3] ~= ARGV[3] then
 end
 -- A pending record without a timeout_at is not redpromise's; its member says it is due.
 local timeout_at = tonumber(h[4])
-if timing_out and timeout_at and timeout_at > now_ms() then
+local now = now_ms()
+if timing_out and timeout_at and timeout_at > now then
   redis.call('ZADD', KEYS[4], timeout_at, member)
   return { -8 }
 end
-settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4], ARGV[5],
-  tonumber(ARGV[6]), ARGV[7], ARGV[3], h[7] or '', ARGV[9], { KEYS[6], KEYS[7], KEYS[8], h[8] })
-local done = redis.call('HMGET', KEYS[1], 'created_at', 'completed_at', 'func')
-return { 1, ARGV[4], done[1], done[2], done[3] }
+local done = settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4],
+  ARGV[5], ARGV[6], ARGV[7], ARGV[3], h[7] or '', ARGV[9], { KEYS[6], KEYS[7], KEYS[8], h[8] },
+  now)
+-- The reply is built from what this call read and wrote (settle returns the completed_at
+-- text it stored and leaves created_at and func alone): no second read of the hash, and
+-- the same bulk strings a read would return.
+return { 1, ARGV[4], h[8], done, h[9] }

@@ -19,11 +19,14 @@ create: create a promise if absent and dispatch it to its target group, atomical
   Returns
     { 1, timeout_at }              created (and dispatched when group ~= '')
     { 0, state, timeout_at }       already existed: nothing written
+  created_at is the server clock: the stream entry id's milliseconds when one is added
+  (see below), else TIME.
   Fence rule: none; creation is keyed by id only.
   Replay: a resend finds the hash and answers { 0, 'pending', timeout_at }, writing nothing
   (no second entry); callers treat "already existed" as success for the same id.
 ]]
 --- @include now
+--- @include text
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then
   return { 0, state, redis.call('HGET', KEYS[1], 'timeout_at') }
@@ -32,19 +35,30 @@ local timeout_ms = tonumber(ARGV[5])
 if not timeout_ms then
   return redis.error_reply('ERR redpromise create: timeout is not a number')
 end
-local now = now_ms()
-local timeout_at = now + timeout_ms
+local now, created
 local entry = ''
 if ARGV[4] ~= '' then
   entry = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
+  -- The entry id's milliseconds are the server clock XADD read, so no TIME call. Ids only
+  -- grow within a stream: if the clock went back (or a failover brought ids from a master
+  -- whose clock ran ahead), they stay at the stream's last id until the clock catches up,
+  -- so created_at (and timeout_at) may lead TIME by that much, never lag it.
+  created = string.match(entry, '^%d+')
+  now = tonumber(created)
+else
+  now = now_ms()
+  created = int_text(now)
 end
+local timeout_at = now + timeout_ms
+-- Numbers go to Redis as text made once (see text.lua), constants as literal text.
+local timeout_text = int_text(timeout_at)
 redis.call('HSET', KEYS[1], 'state', 'pending', 'func', ARGV[2], 'args', ARGV[3],
-  'group', ARGV[4], 'created_at', now, 'timeout_at', timeout_at, 'version', 0,
-  'attempt', 0, 'deliveries', 0, 'entry', entry, 'tags', ARGV[6], 'retry', ARGV[7])
+  'group', ARGV[4], 'created_at', created, 'timeout_at', timeout_text, 'version', '0',
+  'attempt', '0', 'deliveries', '0', 'entry', entry, 'tags', ARGV[6], 'retry', ARGV[7])
 local member = ARGV[4] .. '|' .. ARGV[1]
-redis.call('ZADD', KEYS[3], timeout_at, member)
+redis.call('ZADD', KEYS[3], timeout_text, member)
 -- A counter moves only with its index entry, so counts always equal the index's members.
-if redis.call('ZADD', KEYS[4], now, member) == 1 then
-  redis.call('HINCRBY', KEYS[5], 'pending|' .. ARGV[4], 1)
+if redis.call('ZADD', KEYS[4], created, member) == 1 then
+  redis.call('HINCRBY', KEYS[5], 'pending|' .. ARGV[4], '1')
 end
 return { 1, timeout_at }

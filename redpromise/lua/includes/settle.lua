@@ -3,7 +3,8 @@
 --   pkey, skey, stream, timeouts, delayed: keys of the promise's partition
 --   id, group: the promise id and its target group ('' for a latent promise)
 --   state, value: the final state and the msgpack-encoded outcome
---   retention_ms: TTL of the completed record (0 = keep forever); channel: completion channel
+--   retention_ms: TTL of the completed record, as the caller's ARGV text (0 = keep forever)
+--   channel: completion channel
 --   publish: 'PUBLISH', or 'SPUBLISH' for the shard channel of a Redis >= 7 cluster
 --   by: the version of the execution that completes it ('' from outside), so a replayed
 --       completion can tell "already done by me" from "done by someone else"
@@ -12,8 +13,10 @@
 --   index: { pending index, index of `state`, counters hash, created_at }: the promise's
 --       search entry moves from the pending index to its final state's, and the counters
 --       follow (a counter moves only when its entry does, so a replay counts nothing)
+--   now: the caller's now_ms(), stored as completed_at (one TIME per script call)
+-- Returns completed_at as the text stored. Needs text.lua.
 local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, value,
-                      retention_ms, channel, by, entry, publish, index)
+                      retention_ms, channel, by, entry, publish, index, now)
   if entry ~= '' then
     if group ~= '' then
       redis.call('XACK', stream, group, entry)
@@ -22,27 +25,33 @@ local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, v
   elseif group ~= '' then
     redis.call('ZREM', delayed, group .. '|' .. id)
   end
+  local now_text = int_text(now)
   if by ~= '' then
-    redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_ms(),
+    redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_text,
       'completed_by', by)
   else
-    redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_ms())
+    redis.call('HSET', pkey, 'state', state, 'value', value, 'completed_at', now_text)
   end
   redis.call('HDEL', pkey, 'args', 'entry', 'owner', 'deliveries', 'retry', 'token')
   local member = group .. '|' .. id
   redis.call('ZREM', timeouts, member)
   redis.call('DEL', skey)
   if redis.call('ZREM', index[1], member) == 1 then
-    redis.call('HINCRBY', index[3], 'pending|' .. group, -1)
+    redis.call('HINCRBY', index[3], 'pending|' .. group, '-1')
   end
-  if redis.call('ZADD', index[2], tonumber(index[4]) or now_ms(), member) == 1 then
-    redis.call('HINCRBY', index[3], state .. '|' .. group, 1)
+  local score = index[4]
+  if not tonumber(score) then
+    score = now_text
   end
-  if retention_ms > 0 then
+  if redis.call('ZADD', index[2], score, member) == 1 then
+    redis.call('HINCRBY', index[3], state .. '|' .. group, '1')
+  end
+  if tonumber(retention_ms) > 0 then
     redis.call('PEXPIRE', pkey, retention_ms)
   end
   -- pcall: the promise is already stored and Redis never rolls back a script's writes, so
   -- a refused PUBLISH (an ACL user without channel rights) must not turn a stored
   -- completion into an error reply. Waiters then learn of it by their safety poll.
   redis.pcall(publish, channel, id)
+  return now_text
 end

@@ -1,0 +1,267 @@
+"""Redis cost of each hot-path script, one at a time, on a private redis-server.
+
+    PYTHONPATH=. python bench/script_cost.py [--n 20000] [--batch 100] [--repeat 5]
+    PYTHONPATH=. python bench/script_cost.py --callgrind [--n 2000] [--repeat 1]
+
+Starts its own redis-server (as ``bench/run.py`` does: ``REDPROMISE_REDIS_SERVER`` or PATH,
+no persistence), then for ``--n`` promises runs, phase by phase and in pipelined batches of
+``--batch`` (as the worker and the coalescer send them), ``--window`` promises at a time:
+``create`` (dispatched to one group), ``XREADGROUP`` of the entries, ``acquire`` of each
+entry, ``complete`` (resolve, by the acquired version), and one ``HMGET`` read of each
+result. Per phase it prints the Redis
+CPU per promise (``INFO cpu`` user+sys delta / N, so the server's socket reads and writes
+count) and the commands per promise from ``INFO commandstats`` (which counts the commands
+a script runs inside it as well as the EVALSHA). Medians (and minimums) over ``--repeat``
+runs, each on a fresh FLUSHALL, the scripts loaded beforehand. The redpromise measured is
+the one on PYTHONPATH, so two checkouts compare with the same file.
+
+Redis CPU figures are CPU time, so they hold up on a shared machine better than wall-clock
+ones, but still move by several µs when other processes share the cores: compare
+before/after runs made back to back. ``--callgrind`` runs redis-server under valgrind's
+callgrind and reports instructions executed per promise instead (zeroed and dumped around
+each phase with ``callgrind_control``): exact and repeatable whatever else runs, so it
+resolves a change of one command inside a script, which CPU time cannot on a busy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # redpromise: from PYTHONPATH
+
+import run as bench
+
+from redpromise._codec import encode
+from redpromise._keys import Keys
+from redpromise._options import Settings
+from redpromise._scripts import Command
+from redpromise._store import _FIELDS, _HMGET, Call, Store
+
+GROUP = "g"
+PHASES = ("create", "xreadgroup", "acquire", "complete", "read")
+
+
+def cpu(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+class Callgrind:
+    """Instructions redis-server executed between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.pid = pid
+        self.out = out
+
+    def start(self) -> None:
+        subprocess.run(["callgrind_control", "-z", str(self.pid)], check=True, capture_output=True)
+
+    def stop(self) -> float:
+        before = set(self.out.parent.glob(self.out.name + "*"))
+        subprocess.run(["callgrind_control", "-d", str(self.pid)], check=True, capture_output=True)
+        (dump,) = set(self.out.parent.glob(self.out.name + "*")) - before
+        for line in dump.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return float(line.split()[1])
+        raise RuntimeError(f"no summary in {dump}")
+
+
+@contextlib.contextmanager
+def callgrind_server() -> Iterator[tuple[str, redis.Redis, Callgrind]]:
+    binary = os.environ.get("REDPROMISE_REDIS_SERVER") or shutil.which("redis-server") or ""
+    port = bench.free_port()
+    with tempfile.TemporaryDirectory(prefix="rp-cg-") as d:
+        out = Path(d) / "cg.out"
+        proc = subprocess.Popen(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                d,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=port)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("redis-server did not start under valgrind") from None
+                    time.sleep(0.2)
+            yield f"redis://127.0.0.1:{port}/0", client, Callgrind(proc.pid, out)
+        finally:
+            client.close()
+            proc.terminate()
+            proc.wait(60)
+
+
+def create_call(store: Store, id: str, args: bytes) -> Call:
+    keys, k = store.keys, store.keys.partition(id)
+    return (
+        store.scripts["create"],
+        [
+            keys.promise(id),
+            keys.stream(k, GROUP),
+            keys.timeouts(k),
+            keys.index(k, "pending"),
+            keys.counts(k),
+        ],
+        [id, "f", args, GROUP, 86_400_000, b"", b""],
+    )
+
+
+async def one_run(
+    url: str, sync: redis.Redis, n: int, batch: int, window: int, meter: Callgrind | None = None
+) -> dict[str, Any]:
+    sync.flushall()
+    client = aredis.Redis.from_url(url)
+    keys = Keys("bench", 16)
+    store = Store(client, keys, Settings(namespace="bench"))
+    for script in store.scripts.values():
+        await client.script_load(script.source)
+    for k in range(keys.partitions):
+        await client.xgroup_create(keys.stream(k, GROUP), GROUP, id="0", mkstream=True)
+    args = encode([1], 1 << 20)
+    value = encode(2, 1 << 20)
+    out: dict[str, Any] = {
+        name: {"us": 0.0, "cmds": 0.0, "by_cmd": collections.Counter()} for name in PHASES
+    }
+
+    async def phase(name: str, calls: list[Call]) -> list[Any]:
+        before_cmd = bench.commandstats(sync)
+        if meter is not None:
+            meter.start()
+        before_cpu = cpu(sync)
+        results: list[Any] = []
+        for i in range(0, len(calls), batch):
+            results += await store.pipelined(calls[i : i + batch])
+        after_cpu = cpu(sync)
+        if meter is not None:
+            after_cpu = before_cpu + meter.stop() / 1e6  # so "us" below is instructions
+        after_cmd = bench.commandstats(sync)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        delta = bench.cmd_delta(before_cmd, after_cmd)
+        delta.pop("info", None)
+        out[name]["us"] += (after_cpu - before_cpu) * 1e6 / n
+        out[name]["cmds"] += sum(c for c, _ in delta.values()) / n
+        out[name]["by_cmd"].update({k: c / n for k, (c, _) in delta.items()})
+        return results
+
+    xread = Command("XREADGROUP")
+    # A window of promises at a time, as a producer and its workers keep a few hundred in
+    # flight: the pending index and timeouts zsets stay small, the final index grows.
+    for first in range(0, n, window):
+        ids = [f"job-{i}" for i in range(first, min(n, first + window))]
+        await phase("create", [create_call(store, i, args) for i in ids])
+        reads: list[Call] = [
+            (
+                xread,
+                [],
+                ["GROUP", GROUP, "c", "COUNT", window, "STREAMS", keys.stream(k, GROUP), ">"],
+            )
+            for k in range(keys.partitions)
+        ]
+        entries: list[tuple[int, str, str]] = []
+        for res in await phase("xreadgroup", reads):
+            for _stream, rows in res.items() if isinstance(res, dict) else res or []:
+                for entry, fields in rows:
+                    id = fields[1].decode()
+                    entries.append((keys.partition(id), entry.decode(), id))
+        assert len(entries) == len(ids), (len(entries), len(ids))
+        got = await phase(
+            "acquire",
+            [store.acquire_call(k, GROUP, e, id, "c", b"") for k, e, id in entries],
+        )
+        versions = {id: int(r[1]) for (_, _, id), r in zip(entries, got, strict=True)}
+        done = await phase(
+            "complete",
+            [store.complete_call(id, GROUP, versions[id], "resolved", value) for id in ids],
+        )
+        assert all(int(r[0]) == 1 for r in done), done[:3]
+        await phase("read", [(_HMGET, [keys.promise(id)], _FIELDS) for id in ids])
+    await client.aclose()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=20_000)
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--window", type=int, default=200, help="promises in flight (200)")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
+    a = p.parse_args()
+    if a.callgrind:
+        with callgrind_server() as (url, sync, meter):
+            version = bench.redis_version(sync)
+            runs = [
+                asyncio.run(one_run(url, sync, a.n, a.batch, a.window, meter))
+                for _ in range(a.repeat)
+            ]
+        unit = "Redis instructions/promise (callgrind)"
+    else:
+        with bench.redis_server() as (url, sync):
+            version = bench.redis_version(sync)
+            runs = [
+                asyncio.run(one_run(url, sync, a.n, a.batch, a.window)) for _ in range(a.repeat)
+            ]
+        unit = "Redis CPU µs/promise (INFO cpu)"
+    print(
+        f"Redis {version}, N={a.n}, {a.window} in flight, batches of {a.batch}, "
+        f"median of {a.repeat} runs"
+    )
+    print(f"| phase | {unit}, median (min) | commands/promise | commands |")
+    print("|---|---:|---:|---|")
+    total_us = total_min = total_cmds = 0.0
+    for name in PHASES:
+        us = statistics.median(r[name]["us"] for r in runs)
+        low = min(r[name]["us"] for r in runs)
+        cmds = statistics.median(r[name]["cmds"] for r in runs)
+        by = runs[-1][name]["by_cmd"]
+        detail = ", ".join(f"{k} {v:.2g}" for k, v in sorted(by.items(), key=lambda x: -x[1]))
+        print(f"| {name} | {us:,.1f} ({low:,.1f}) | {cmds:.2f} | {detail} |")
+        total_us += us
+        total_min += low
+        total_cmds += cmds
+    print(f"| total | {total_us:,.1f} ({total_min:,.1f}) | {total_cmds:.2f} | |")
+
+
+if __name__ == "__main__":
+    main()
