@@ -379,13 +379,17 @@ class Redpromise:
         if timeout_ms <= 0:
             raise ConfigurationError("timeout must be positive")
         await self._ready()
-        token = self._waiter.token()
-        async with translate_errors():
-            created, _, timeout_at = await self.store.create(
-                id, name, payload, group, timeout_ms, tags_blob, retry_blob
-            )
-        if created:  # create.lua: created_at is the timeout_at it returns less the timeout
-            self._waiter.begun(id, token, timeout_at - timeout_ms, timeout_at)
+        token = self._waiter.token(id)
+        created, timeout_at = False, 0
+        try:
+            async with translate_errors():
+                created, _, timeout_at = await self.store.create(
+                    id, name, payload, group, timeout_ms, tags_blob, retry_blob
+                )
+        finally:
+            # create.lua: created_at is the timeout_at it returns less the timeout.
+            created_at = timeout_at - timeout_ms if created else None
+            self._waiter.begun(id, token, created_at, timeout_at)
         return Handle(self, id)
 
     async def rpc(self, id: str, name: str, *args: Any, **kwargs: Any) -> Any:

@@ -61,15 +61,20 @@ _FINAL = frozenset(s.encode() for s in STATES if s != PENDING)
 
 @dataclass(slots=True)
 class _Begun:
-    """A promise this process created while subscribed, not yet waited on."""
+    """A promise this process is creating, or created, while subscribed; not waited on."""
 
-    epoch: int  # the subscription live when its create was sent
-    sent_at: float  # loop time before the create was sent: before it was completed
-    created_at: int
-    timeout_at: int
-    outcome: Completion | None = None  # its completion message, once heard
+    epoch: int = -1  # the subscription live when its create was sent
+    sent_at: float = 0.0  # loop time before the create was sent: before it completed
+    created_at: int | None = None  # None until the create's reply says it created it
+    timeout_at: int = 0
+    outcome: Completion | None = None  # the last completion message heard for the id
+    outcome_of: int = -1  # the created_at that message named
     retention_ms: int = 0  # the retention its completer gave it (0 = forever)
     read: bool = False  # announced by id only (or doubtfully): read it
+
+
+# What begun() needs of token(): the entry collecting messages since, the subscription, the time.
+_Token = tuple[_Begun, int, float]
 
 
 class Waiter:
@@ -99,35 +104,50 @@ class Waiter:
         """How many promise ids are being waited on."""
         return len(self._waiting)
 
-    def token(self) -> tuple[int, float] | None:
-        """Taken just before sending a create, for :meth:`begun`: the live subscription
-        (``None`` when there is none: then the wait reads first, as for any promise)."""
+    def token(self, id: str) -> _Token | None:
+        """Taken just before sending a create of ``id``, for :meth:`begun`: the live
+        subscription (``None`` when there is none: then the wait reads first, as for any
+        promise). From here on a completion message of ``id`` is kept: it may be heard
+        before the create's reply is."""
         if not self._subscribed.is_set():
             return None
-        return self._epoch, asyncio.get_running_loop().time()
+        begun = self._begun
+        b = begun.get(id)
+        if b is None:  # else an earlier begin of this id is tracked, and serves this one
+            b = begun[id] = _Begun()
+            if len(begun) > _REMEMBER:
+                del begun[next(iter(begun))]
+        return b, self._epoch, asyncio.get_running_loop().time()
 
-    def begun(self, id: str, token: tuple[int, float] | None, created_at: int,
+    def begun(self, id: str, token: _Token | None, created_at: int | None,
               timeout_at: int) -> None:
-        """``id`` was created (not found existing) by a create sent after ``token``.
+        """The create of ``id`` sent after ``token`` answered: it created the promise
+        (``created_at``), or found it existing or failed (``None``).
 
         If the subscription of ``token`` is still the live one, every completion of the
-        promise comes on it: a wait for it needs no first read, and a completion heard
-        before the wait is kept for it.
+        promise it created comes on it, and none was missed since the token: a wait for
+        it needs no first read, and a completion heard before the wait is kept for it.
         """
-        if token is None or token[0] != self._epoch or not self._subscribed.is_set():
+        if token is None:
             return
-        begun = self._begun
-        begun.pop(id, None)  # to the end: the newest
-        begun[id] = _Begun(token[0], token[1], created_at, timeout_at)
-        if len(begun) > _REMEMBER:
-            del begun[next(iter(begun))]
+        b, epoch, sent_at = token
+        if self._begun.get(id) is not b:
+            return  # forgotten (or taken by a wait) meanwhile: messages may be missing
+        if created_at is None:
+            if b.created_at is None:  # nothing to track, unless an earlier begin's
+                del self._begun[id]
+            return
+        if epoch != self._epoch or not self._subscribed.is_set():
+            del self._begun[id]  # a new subscription since: messages may be missing
+            return
+        b.epoch, b.sent_at, b.created_at, b.timeout_at = epoch, sent_at, created_at, timeout_at
 
     def _known(self, id: str) -> _Begun | None:
         """What a wait on ``id`` may rely on instead of a first read, if anything."""
         b = self._begun.pop(id, None)
-        if b is None or b.read:
+        if b is None or b.read or b.created_at is None:
             return None
-        if b.outcome is not None:
+        if b.outcome is not None and b.outcome_of == b.created_at:
             # Heard: valid while the record surely still holds it (it expires retention
             # after its completion, itself after the create was sent).
             age = asyncio.get_running_loop().time() - b.sent_at
@@ -188,8 +208,9 @@ class Waiter:
         timeout: float | None,
     ) -> Record | Completion:
         """:meth:`wait` without a first read: ``known`` is heard of or will be."""
-        if known.outcome is not None:
+        if known.outcome is not None and known.outcome_of == known.created_at:
             return known.outcome
+        assert known.created_at is not None  # see _known
         self._expect[id] = known.created_at
         wait = max(0.0, (known.timeout_at - self._store.clock.now_ms()) / 1000) + 0.05
         if timeout is not None:
@@ -333,8 +354,10 @@ class Waiter:
             created_at, retention_ms = -1, 0  # matches no expectation: read instead
         outcome = Completion(id, state.decode(), value)
         if b is not None:
-            if b.created_at == created_at:
-                b.outcome, b.retention_ms = outcome, retention_ms
+            if b.created_at is None or b.created_at == created_at:
+                # Before the create's reply the message may be of an earlier promise by
+                # this id: begun() and _known() compare created_at once it is known.
+                b.outcome, b.outcome_of, b.retention_ms = outcome, created_at, retention_ms
             else:  # another promise by this id (or a doubtful message): read
                 b.read = True
         if futs is not None:

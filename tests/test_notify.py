@@ -158,6 +158,47 @@ async def test_completion_before_result_is_remembered(make_rp: MakeRp) -> None:
     assert reads == ["early"]
 
 
+async def test_completion_heard_before_the_create_reply_is_kept(make_rp: MakeRp) -> None:
+    # A loaded producer may parse the completion message before the create's reply.
+    rp = await make_rp("nobody", **NO_POLL)
+    outsider = await make_rp("other")
+    await listening(rp, outsider)
+    await outsider.begin_rpc("marker", "f", 1, target="nobody")
+    marker = await waiting_after_a_read(rp, "marker")
+    create = rp.store.create
+
+    async def late_reply(id: str, *args: Any) -> Any:
+        res = await create(id, *args)
+        await outsider.resolve("raced", "quick")
+        await outsider.resolve("marker", "m")
+        # One subscription connection, messages in order: "raced"'s was heard first.
+        assert await asyncio.wait_for(marker, 10) == "m"
+        return res
+
+    rp.store.create = late_reply  # type: ignore[method-assign]
+    reads = count_reads(rp)
+    h = await rp.begin_rpc("raced", "f", 1, target="nobody")
+    assert await asyncio.wait_for(h.result(), 10) == "quick"
+    assert reads == []
+
+
+async def test_begun_promises_kept_are_bounded(
+    make_rp: MakeRp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_waiter, "_REMEMBER", 2)
+    rp = await make_rp("nobody", **NO_POLL)
+    outsider = await make_rp("other")
+    await listening(rp, outsider)
+    handles = [await rp.begin_rpc(f"k{i}", "f", i, target="nobody") for i in range(3)]
+    assert list(rp._waiter._begun) == ["k1", "k2"]  # the oldest forgotten
+    for i in range(3):
+        await outsider.resolve(f"k{i}", i * 10)
+    await assert_eventually(lambda: rp._waiter._begun["k2"].outcome is not None)
+    reads = count_reads(rp)
+    assert [await asyncio.wait_for(h.result(), 10) for h in handles] == [0, 10, 20]
+    assert reads == ["k0"]  # the forgotten one is read; the others were remembered
+
+
 async def test_promise_begun_by_another_process_is_read(make_rp: MakeRp) -> None:
     rp = await make_rp("nobody", **NO_POLL)
     outsider = await make_rp("other")
