@@ -14,8 +14,9 @@ promise by the same id.
 No first read for a promise this process began (:meth:`Waiter.token`, :meth:`Waiter.begun`)
 while the subscription it had when it sent the create is still the live one: every
 completion of that promise is announced after the create, so on that subscription. Its
-completion, when it comes before ``result()``, is remembered (at most :data:`_REMEMBER`
-promises; the oldest are forgotten and read instead) for half the retention the completer
+completion, when it comes before ``result()`` (even before the create's reply), is
+remembered for it: at most :data:`_REMEMBER` promises and :data:`_REMEMBER_BYTES` of
+values (the oldest are forgotten, and read instead), for half the retention the completer
 gave it, while the record is sure to still say the same. Any doubt (a reconnect since, an
 id-only message, another process's promise, a create that found the id existing) means
 the read, as before.
@@ -55,7 +56,11 @@ _PING_AFTER = 15.0  # seconds of silence before the listener pings its connectio
 _SILENT = 10.0  # seconds a ping (or a subscription) may take before the link counts as dead
 _SUBSCRIBE_WAIT = 1.0  # seconds a wait gives a new subscription before reading anyway
 _POLL_UNSUBSCRIBED = 1.0  # seconds between reads of a waited promise while unsubscribed
-_REMEMBER = 8192  # promises begun here and not yet waited on whose completion is kept
+# Promises begun here and not yet waited on, whose completion is kept (about 300 bytes
+# each with a small value), and the bytes of the values kept: a process that begins many
+# promises before waiting on them (or never waits) holds at most ~18 MiB for this.
+_REMEMBER = 32768
+_REMEMBER_BYTES = 8 << 20
 _FINAL = frozenset(s.encode() for s in STATES if s != PENDING)
 
 
@@ -90,6 +95,7 @@ class Waiter:
         # promise by the same id (an expired one's, late) must not resolve its waits.
         self._expect: dict[str, int] = {}
         self._begun: dict[str, _Begun] = {}  # insertion order: the oldest first
+        self._kept = 0  # bytes of the values of self._begun's outcomes
         self._epoch = 0  # subscriptions made so far: a new one may have missed messages
         self._warned_malformed = False
         self._subscribed = asyncio.Event()
@@ -111,12 +117,11 @@ class Waiter:
         before the create's reply is."""
         if not self._subscribed.is_set():
             return None
-        begun = self._begun
-        b = begun.get(id)
+        b = self._begun.get(id)
         if b is None:  # else an earlier begin of this id is tracked, and serves this one
-            b = begun[id] = _Begun()
-            if len(begun) > _REMEMBER:
-                del begun[next(iter(begun))]
+            b = self._begun[id] = _Begun()
+            if len(self._begun) > _REMEMBER:
+                self._forget(next(iter(self._begun)))
         return b, self._epoch, asyncio.get_running_loop().time()
 
     def begun(self, id: str, token: _Token | None, created_at: int | None,
@@ -135,16 +140,16 @@ class Waiter:
             return  # forgotten (or taken by a wait) meanwhile: messages may be missing
         if created_at is None:
             if b.created_at is None:  # nothing to track, unless an earlier begin's
-                del self._begun[id]
+                self._forget(id)
             return
         if epoch != self._epoch or not self._subscribed.is_set():
-            del self._begun[id]  # a new subscription since: messages may be missing
+            self._forget(id)  # a new subscription since: messages may be missing
             return
         b.epoch, b.sent_at, b.created_at, b.timeout_at = epoch, sent_at, created_at, timeout_at
 
     def _known(self, id: str) -> _Begun | None:
         """What a wait on ``id`` may rely on instead of a first read, if anything."""
-        b = self._begun.pop(id, None)
+        b = self._forget(id)
         if b is None or b.read or b.created_at is None:
             return None
         if b.outcome is not None and b.outcome_of == b.created_at:
@@ -357,7 +362,7 @@ class Waiter:
             if b.created_at is None or b.created_at == created_at:
                 # Before the create's reply the message may be of an earlier promise by
                 # this id: begun() and _known() compare created_at once it is known.
-                b.outcome, b.outcome_of, b.retention_ms = outcome, created_at, retention_ms
+                self._keep(b, outcome, created_at, retention_ms)
             else:  # another promise by this id (or a doubtful message): read
                 b.read = True
         if futs is not None:
@@ -369,6 +374,21 @@ class Waiter:
             for fut in futs:
                 if not fut.done():
                     fut.set_result(outcome)
+
+    def _keep(self, b: _Begun, outcome: Completion, created_at: int, retention_ms: int) -> None:
+        if b.outcome is not None and b.outcome.value is not None:
+            self._kept -= len(b.outcome.value)
+        b.outcome, b.outcome_of, b.retention_ms = outcome, created_at, retention_ms
+        if outcome.value is not None:
+            self._kept += len(outcome.value)
+        while self._kept > _REMEMBER_BYTES:
+            self._forget(next(iter(self._begun)))
+
+    def _forget(self, id: str) -> _Begun | None:
+        b = self._begun.pop(id, None)
+        if b is not None and b.outcome is not None and b.outcome.value is not None:
+            self._kept -= len(b.outcome.value)
+        return b
 
     def _malformed(self, data: bytes) -> None:
         if not self._warned_malformed:

@@ -199,6 +199,23 @@ async def test_begun_promises_kept_are_bounded(
     assert reads == ["k0"]  # the forgotten one is read; the others were remembered
 
 
+async def test_values_kept_are_bounded(make_rp: MakeRp, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_waiter, "_REMEMBER_BYTES", 250)
+    rp = await make_rp("nobody", **NO_POLL)
+    outsider = await make_rp("other")
+    await listening(rp, outsider)
+    handles = [await rp.begin_rpc(f"v{i}", "f", i, target="nobody") for i in range(3)]
+    for i in range(3):
+        await outsider.resolve(f"v{i}", str(i) * 100)  # 102 bytes of msgpack each
+    await assert_eventually(lambda: rp._waiter._begun["v2"].outcome is not None)
+    assert list(rp._waiter._begun) == ["v1", "v2"] and rp._waiter._kept == 204
+    reads = count_reads(rp)
+    assert [await asyncio.wait_for(h.result(), 10) for h in handles] == [
+        str(i) * 100 for i in range(3)
+    ]
+    assert reads == ["v0"] and rp._waiter._kept == 0
+
+
 async def test_promise_begun_by_another_process_is_read(make_rp: MakeRp) -> None:
     rp = await make_rp("nobody", **NO_POLL)
     outsider = await make_rp("other")
