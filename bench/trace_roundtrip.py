@@ -93,7 +93,7 @@ async def worker(url: str, out: Path) -> None:
     out.write_text(json.dumps(marks))
 
 
-async def produce(url: str, n: int) -> dict[str, dict[str, float]]:
+async def produce(url: str, n: int, snap: Any) -> dict[str, dict[str, float]]:
     from redpromise import _waiter
 
     marks: dict[str, dict[str, float]] = {}
@@ -108,7 +108,7 @@ async def produce(url: str, n: int) -> dict[str, dict[str, float]]:
             flush(self)
 
         _waiter._Link.flush = traced_flush  # type: ignore[method-assign]
-        return await _sequential(url, n, marks)
+        return await _sequential(url, n, marks, snap)
     heard_outcome = _waiter.Waiter._heard_outcome
     heard_id = _waiter.Waiter._heard_id
 
@@ -126,17 +126,35 @@ async def produce(url: str, n: int) -> dict[str, dict[str, float]]:
 
     _waiter.Waiter._heard_outcome = traced_outcome  # type: ignore[method-assign]
     _waiter.Waiter._heard_id = traced_id  # type: ignore[method-assign]
-    return await _sequential(url, n, marks)
+    return await _sequential(url, n, marks, snap)
 
 
-async def _sequential(url: str, n: int, marks: dict[str, dict[str, float]]
+async def _sequential(url: str, n: int, marks: dict[str, dict[str, float]], snap: Any
                       ) -> dict[str, dict[str, float]]:
-    from redpromise import Redpromise
+    from redpromise import Redpromise, _wire
+
+    roundtrip = _wire._roundtrip
+    current: list[str] = [""]
+
+    async def traced_roundtrip(conn: Any, packed: bytes, n: int) -> Any:
+        m = marks.get(current[0])
+        first = m is not None and "sent" not in m  # the create's: the begin's first batch
+        if first:
+            m["sent"] = now()  # type: ignore[index]
+        out = await roundtrip(conn, packed, n)
+        if first:
+            m["replied"] = now()  # type: ignore[index]
+        return out
+
+    _wire._roundtrip = traced_roundtrip  # type: ignore[assignment]
 
     rp = Redpromise(url, settings=settings())
     run = os.urandom(4).hex()
     for i in range(20 + n):  # the first 20 warm up (connections, subscription, scripts)
+        if i == 20:
+            snap("before")
         id = f"{run}-{i}"
+        current[0] = id
         m = marks[id] = {"begin": now()}
         h = await rp.begin_rpc(id, "noop", i)
         m["begun"] = now()
@@ -144,11 +162,14 @@ async def _sequential(url: str, n: int, marks: dict[str, dict[str, float]]
         m["result"] = now()
         if i < 20:
             del marks[id]
+    snap("after")
     await rp.stop()
     return marks
 
 
 EVENTS = [
+    ("sent", "producer: create written to the socket"),
+    ("replied", "producer: create's reply parsed"),
     ("begun", "producer: begin_rpc returned (create script's reply)"),
     ("read", "worker: XREADGROUP reply holding the entry"),
     ("entered", "worker: function entered (after the acquire script's reply)"),
@@ -164,7 +185,8 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def report(marks: dict[str, dict[str, float]], cmds: dict[str, Any], n: int) -> str:
+def report(marks: dict[str, dict[str, float]], cmds: dict[str, Any], n: int,
+           cpu: dict[str, float]) -> str:
     rows = [m for m in marks.values() if all(e in m for e, _ in EVENTS)]
     lines = [f"{len(rows)} of {len(marks)} round trips with every timestamp", "",
              "| event | median ms after begin | p99 |", "|---|---:|---:|"]
@@ -183,10 +205,12 @@ def report(marks: dict[str, dict[str, float]], cmds: dict[str, Any], n: int) -> 
     for a, b, what in segs:
         xs = [(m[b] - m[a]) * 1000 for m in rows]
         lines.append(f"| {what} | {statistics.median(xs):.3f} | {pct(xs, 0.99):.3f} |")
-    total = n + 20
-    lines += ["", "Redis, per promise (commandstats: calls, µs per call):"]
-    for k, (c, u) in sorted(cmds.items(), key=lambda kv: -kv[1][1]):
-        lines.append(f"  {k}: {c / total:.2f} calls, {u / c:.1f} µs")
+    lines += ["", "CPU µs per round trip: " + ", ".join(
+        f"{k} {v * 1e6 / n:.0f}" for k, v in cpu.items())]
+    lines += ["", "Redis, per round trip (commandstats: calls, µs per call):"]
+    for k, (c, u) in sorted(cmds.items(), key=lambda kv: -kv[1][0] * kv[1][1]):
+        if c >= n / 100:
+            lines.append(f"  {k}: {c / n:.2f} calls, {u / c:.1f} µs")
     return "\n".join(lines)
 
 
@@ -216,15 +240,21 @@ def main() -> None:
         assert w.stdout is not None
         if "READY" not in w.stdout.readline():
             raise SystemExit("worker did not start")
-        before = bench.commandstats(r)
-        marks = asyncio.run(produce(url, a.n))
-        after = bench.commandstats(r)
+        snaps: dict[str, tuple[Any, float, float, float]] = {}
+
+        def snap(when: str) -> None:
+            snaps[when] = (bench.commandstats(r), time.process_time(),
+                           bench.cpu_seconds(w.pid), bench.redis_cpu(r))
+
+        marks = asyncio.run(produce(url, a.n, snap))
         w.send_signal(signal.SIGTERM)
         w.wait(30)
     for id, m in json.loads(out.read_text()).items():
         if id in marks:
             marks[id].update(m)
-    print(report(marks, bench.cmd_delta(before, after), a.n))
+    (c0, *cpu0), (c1, *cpu1) = snaps["before"], snaps["after"]
+    cpu = {k: y - x for k, x, y in zip(("producer", "worker", "Redis"), cpu0, cpu1, strict=True)}
+    print(report(marks, bench.cmd_delta(c0, c1), a.n, cpu))
 
 
 if __name__ == "__main__":
