@@ -30,7 +30,7 @@ from ._keys import LAYOUT_LEGACY, LAYOUT_SPREAD, LAYOUTS, Keys, validate_group, 
 from ._options import Options, RetryPolicy, Settings, Timeout, as_timeout, parse_target
 from ._registry import Registry
 from ._search import PromiseInfo, SearchPage, counts, search
-from ._store import Record, Store, translate_errors
+from ._store import Completion, Record, Store, translate_errors
 from ._waiter import Waiter
 from ._wire import AnyRedis
 from ._worker import Worker
@@ -53,7 +53,8 @@ def _seconds(t: float | timedelta | None) -> float | None:
 
 
 class Handle:
-    """A durable promise, by id. Holds no state: every call reads Redis."""
+    """A durable promise, by id. Holds no state: every call reads Redis (``result()`` may
+    instead take the outcome from the promise's completion message, see ``_waiter.py``)."""
 
     __slots__ = ("_id", "_rp")
 
@@ -80,7 +81,9 @@ class Handle:
     async def result(self, timeout: float | timedelta | None = None) -> Any:
         """Wait for completion; return the value, or raise the rejection.
 
-        Waits on a completion notification, not by polling. Raises
+        Waits on a completion notification, not by polling; a small outcome comes in
+        the notification itself, and a promise begun by this process while it was
+        already listening is not even read first. Raises
         :class:`PromiseRejected` (with the remote error's type and message),
         :class:`PromiseCanceled`, :class:`PromiseTimedOut`, :class:`PromiseNotFound`, or
         :class:`TimeoutError` when ``timeout`` passes first (the promise stays pending).
@@ -376,8 +379,17 @@ class Redpromise:
         if timeout_ms <= 0:
             raise ConfigurationError("timeout must be positive")
         await self._ready()
-        async with translate_errors():
-            await self.store.create(id, name, payload, group, timeout_ms, tags_blob, retry_blob)
+        token = self._waiter.token(id)
+        created, timeout_at = False, 0
+        try:
+            async with translate_errors():
+                created, _, timeout_at = await self.store.create(
+                    id, name, payload, group, timeout_ms, tags_blob, retry_blob
+                )
+        finally:
+            # create.lua: created_at is the timeout_at it returns less the timeout.
+            created_at = timeout_at - timeout_ms if created else None
+            self._waiter.begun(id, token, created_at, timeout_at)
         return Handle(self, id)
 
     async def rpc(self, id: str, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -531,7 +543,7 @@ class Redpromise:
         metrics.completed_reply(rec.group, await self.store.batch.call(script, keys, args))
         return await self.store.read(rec.id) or rec
 
-    async def _wait(self, id: str, timeout: float | None) -> Record:
+    async def _wait(self, id: str, timeout: float | None) -> Record | Completion:
         validate_id(id)
         await self._ready()
         loop = asyncio.get_running_loop()
@@ -540,14 +552,14 @@ class Redpromise:
             left = None if deadline is None else max(0.0, deadline - loop.time())
             async with translate_errors():
                 rec = await self._waiter.wait(id, left)
-                if rec is not None:
+                if isinstance(rec, Record):
                     rec = await self._expire_if_due(rec)
             if rec is not None and not rec.pending:
                 return rec
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"promise {id!r} still pending after {timeout}s")
 
-    def _outcome(self, rec: Record) -> Any:
+    def _outcome(self, rec: Record | Completion) -> Any:
         if rec.state == "resolved":
             return decode(rec.value) if rec.value is not None else None
         if rec.state == "rejected_canceled":

@@ -18,7 +18,7 @@ from ._options import Settings
 from ._scripts import Coalescer, Command, Script, load_scripts, run_pipelined
 from ._wire import Ack, AnyRedis
 
-__all__ = ["PENDING", "STATES", "Call", "Record", "Store", "translate_errors"]
+__all__ = ["PENDING", "STATES", "Call", "Completion", "Record", "Store", "translate_errors"]
 
 PENDING = "pending"
 STATES = frozenset({PENDING, "resolved", "rejected", "rejected_canceled", "rejected_timedout"})
@@ -109,6 +109,20 @@ class Record:
             version=_int(raw[8]),
             tags=raw[9],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The outcome of a completed promise as its completion message carried it: all a
+    caller of ``result()`` needs (see ``redpromise/lua/includes/settle.lua``)."""
+
+    id: str
+    state: str
+    value: bytes | None
+
+    @property
+    def pending(self) -> bool:
+        return False
 
 
 class Store:

@@ -5,6 +5,22 @@ its future, makes sure the subscription is live, and only then reads the state, 
 completion announced in between is never missed. After a reconnect, and every
 ``safety_poll``, everything still waited on is read again (pub/sub is at-most-once).
 
+A completion message carries the outcome when the value is at most 1024 bytes
+(``lua/includes/settle.lua``): a waiter whose read saw the same promise pending (same
+``created_at``) resolves from it without reading again. A larger one carries the id only
+and its waiters read the record, as does a waiter whenever the message may be of another
+promise by the same id.
+
+No first read for a promise this process began (:meth:`Waiter.token`, :meth:`Waiter.begun`)
+while the subscription it had when it sent the create is still the live one: every
+completion of that promise is announced after the create, so on that subscription. Its
+completion, when it comes before ``result()`` (even before the create's reply), is
+remembered for it: at most :data:`_REMEMBER` promises and :data:`_REMEMBER_BYTES` of
+values (the oldest are forgotten, and read instead), for half the retention the completer
+gave it, while the record is sure to still say the same. Any doubt (a reconnect since, an
+id-only message, another process's promise, a create that found the id existing) means
+the read, as before.
+
 While the subscription cannot be made (Redis down, or a user without the channel
 rights: ``NOPERM``), waits do not hang: they read the promise every
 :data:`_POLL_UNSUBSCRIBED` seconds instead, and the listener keeps trying, logging each
@@ -17,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import RedisCluster
@@ -24,7 +41,7 @@ from redis.asyncio import RedisCluster
 from ._backoff import Backoff
 from ._cluster import channels_by_node, refresh_slots
 from ._errors import PromiseNotFound
-from ._store import Record, Store
+from ._store import PENDING, STATES, Completion, Record, Store
 from ._supervise import CauseLog
 from ._wire import pack
 
@@ -39,6 +56,30 @@ _PING_AFTER = 15.0  # seconds of silence before the listener pings its connectio
 _SILENT = 10.0  # seconds a ping (or a subscription) may take before the link counts as dead
 _SUBSCRIBE_WAIT = 1.0  # seconds a wait gives a new subscription before reading anyway
 _POLL_UNSUBSCRIBED = 1.0  # seconds between reads of a waited promise while unsubscribed
+# Promises begun here and not yet waited on, whose completion is kept (about 300 bytes
+# each with a small value), and the bytes of the values kept: a process that begins many
+# promises before waiting on them (or never waits) holds at most ~18 MiB for this.
+_REMEMBER = 32768
+_REMEMBER_BYTES = 8 << 20
+_FINAL = frozenset(s.encode() for s in STATES if s != PENDING)
+
+
+@dataclass(slots=True)
+class _Begun:
+    """A promise this process is creating, or created, while subscribed; not waited on."""
+
+    epoch: int = -1  # the subscription live when its create was sent
+    sent_at: float = 0.0  # loop time before the create was sent: before it completed
+    created_at: int | None = None  # None until the create's reply says it created it
+    timeout_at: int = 0
+    outcome: Completion | None = None  # the last completion message heard for the id
+    outcome_of: int = -1  # the created_at that message named
+    retention_ms: int = 0  # the retention its completer gave it (0 = forever)
+    read: bool = False  # announced by id only (or doubtfully): read it
+
+
+# What begun() needs of token(): the entry collecting messages since, the subscription, the time.
+_Token = tuple[_Begun, int, float]
 
 
 class Waiter:
@@ -49,7 +90,14 @@ class Waiter:
         # client swaps them in _ready() (a cluster behind the URL, the pinned key layout).
         self._store = store
         self._safety_poll = safety_poll
-        self._waiting: dict[str, set[asyncio.Future[Record]]] = {}
+        self._waiting: dict[str, set[asyncio.Future[Record | Completion]]] = {}
+        # created_at of the promise waited on by id, once known: a message of another
+        # promise by the same id (an expired one's, late) must not resolve its waits.
+        self._expect: dict[str, int] = {}
+        self._begun: dict[str, _Begun] = {}  # insertion order: the oldest first
+        self._kept = 0  # bytes of the values of self._begun's outcomes
+        self._epoch = 0  # subscriptions made so far: a new one may have missed messages
+        self._warned_malformed = False
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -62,8 +110,59 @@ class Waiter:
         """How many promise ids are being waited on."""
         return len(self._waiting)
 
-    async def wait(self, id: str, timeout: float | None) -> Record | None:
-        """The record of ``id`` once completed, or as last read when the wait ends.
+    def token(self, id: str) -> _Token | None:
+        """Taken just before sending a create of ``id``, for :meth:`begun`: the live
+        subscription (``None`` when there is none: then the wait reads first, as for any
+        promise). From here on a completion message of ``id`` is kept: it may be heard
+        before the create's reply is."""
+        if not self._subscribed.is_set():
+            return None
+        b = self._begun.get(id)
+        if b is None:  # else an earlier begin of this id is tracked, and serves this one
+            b = self._begun[id] = _Begun()
+            if len(self._begun) > _REMEMBER:
+                self._forget(next(iter(self._begun)))
+        return b, self._epoch, asyncio.get_running_loop().time()
+
+    def begun(self, id: str, token: _Token | None, created_at: int | None,
+              timeout_at: int) -> None:
+        """The create of ``id`` sent after ``token`` answered: it created the promise
+        (``created_at``), or found it existing or failed (``None``).
+
+        If the subscription of ``token`` is still the live one, every completion of the
+        promise it created comes on it, and none was missed since the token: a wait for
+        it needs no first read, and a completion heard before the wait is kept for it.
+        """
+        if token is None:
+            return
+        b, epoch, sent_at = token
+        if self._begun.get(id) is not b:
+            return  # forgotten (or taken by a wait) meanwhile: messages may be missing
+        if created_at is None:
+            if b.created_at is None:  # nothing to track, unless an earlier begin's
+                self._forget(id)
+            return
+        if epoch != self._epoch or not self._subscribed.is_set():
+            self._forget(id)  # a new subscription since: messages may be missing
+            return
+        b.epoch, b.sent_at, b.created_at, b.timeout_at = epoch, sent_at, created_at, timeout_at
+
+    def _known(self, id: str) -> _Begun | None:
+        """What a wait on ``id`` may rely on instead of a first read, if anything."""
+        b = self._forget(id)
+        if b is None or b.read or b.created_at is None:
+            return None
+        if b.outcome is not None and b.outcome_of == b.created_at:
+            # Heard: valid while the record surely still holds it (it expires retention
+            # after its completion, itself after the create was sent).
+            age = asyncio.get_running_loop().time() - b.sent_at
+            return b if b.retention_ms == 0 or age * 1000 < b.retention_ms / 2 else None
+        # Not heard yet: it will be, unless the subscription changed since the create.
+        return b if b.epoch == self._epoch and self._subscribed.is_set() else None
+
+    async def wait(self, id: str, timeout: float | None) -> Record | Completion | None:
+        """The outcome of ``id`` once completed, or the record as last read when the wait
+        ends.
 
         The wait ends after ``timeout`` seconds or when the promise's own timeout passes
         (so the caller can apply it); then the pending record is returned, or ``None``
@@ -72,9 +171,12 @@ class Waiter:
         """
         loop = asyncio.get_running_loop()
         start = loop.time()
-        fut: asyncio.Future[Record] = loop.create_future()
+        fut: asyncio.Future[Record | Completion] = loop.create_future()
         self._waiting.setdefault(id, set()).add(fut)
         try:
+            known = self._known(id)
+            if known is not None:
+                return await self._wait_known(id, fut, known, timeout)
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._listen(), name="redpromise-waiter")
             if not self._subscribed.is_set():
@@ -86,6 +188,7 @@ class Waiter:
                 raise PromiseNotFound(id)
             if not rec.pending:
                 return rec
+            self._expect[id] = rec.created_at
             # Redis' clock (the one the timeout is applied on), not this host's.
             wait = max(0.0, (rec.timeout_at - self._store.clock.now_ms()) / 1000) + 0.05
             if timeout is not None:
@@ -103,6 +206,27 @@ class Waiter:
                 futs.discard(fut)
                 if not futs:
                     del self._waiting[id]
+                    self._expect.pop(id, None)
+
+    async def _wait_known(
+        self, id: str, fut: asyncio.Future[Record | Completion], known: _Begun,
+        timeout: float | None,
+    ) -> Record | Completion:
+        """:meth:`wait` without a first read: ``known`` is heard of or will be."""
+        if known.outcome is not None and known.outcome_of == known.created_at:
+            return known.outcome
+        assert known.created_at is not None  # see _known
+        self._expect[id] = known.created_at
+        wait = max(0.0, (known.timeout_at - self._store.clock.now_ms()) / 1000) + 0.05
+        if timeout is not None:
+            wait = min(wait, timeout)
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(fut, wait)
+        # Still pending, as far as this process heard: the record decides.
+        rec = await self._store.read(id)
+        if rec is None:
+            raise PromiseNotFound(id)
+        return rec
 
     async def close(self) -> None:
         """Stop listening, within a bounded time: a cancel landing inside a pending read
@@ -126,6 +250,10 @@ class Waiter:
             conns: list[Any] = []
             try:
                 await self._subscribe(conns)
+                # A new subscription: what the old one missed is read below for the
+                # waits registered by now, and a later wait sees the new epoch (no await
+                # in between).
+                self._epoch += 1
                 self._subscribed.set()
                 self._causes.ok()
                 backoff.reset()
@@ -204,12 +332,79 @@ class Waiter:
         else:
             self._read_causes.ok()
 
+    def _heard_id(self, link: _Link, id: str) -> None:
+        """A completion announced by its id only: its waiters read the record."""
+        b = self._begun.get(id)
+        if b is not None:
+            b.read = True
+        if id in self._waiting:
+            link.read_soon(id)
+
+    def _heard_outcome(self, link: _Link, data: bytes) -> None:
+        """A completion message with its outcome (format: ``lua/includes/settle.lua``)."""
+        parts = data.split(b"\0", 5)
+        if len(parts) != 6 or parts[1] not in _FINAL:
+            self._malformed(data)
+            return
+        _, state, created, retention, raw_id, value = parts
+        id = raw_id.decode("utf-8", "replace")
+        futs = self._waiting.get(id)
+        b = self._begun.get(id)
+        if futs is None and b is None:
+            return  # the usual case: a promise nobody here waits for
+        try:
+            created_at, retention_ms = int(created), int(retention)
+        except ValueError:
+            self._malformed(data)
+            created_at, retention_ms = -1, 0  # matches no expectation: read instead
+        outcome = Completion(id, state.decode(), value)
+        if b is not None:
+            if b.created_at is None or b.created_at == created_at:
+                # Before the create's reply the message may be of an earlier promise by
+                # this id: begun() and _known() compare created_at once it is known.
+                self._keep(b, outcome, created_at, retention_ms)
+            else:  # another promise by this id (or a doubtful message): read
+                b.read = True
+        if futs is not None:
+            if self._expect.get(id) != created_at:
+                link.read_soon(id)  # not known to be the promise waited on: read it
+                return
+            del self._waiting[id]
+            del self._expect[id]
+            for fut in futs:
+                if not fut.done():
+                    fut.set_result(outcome)
+
+    def _keep(self, b: _Begun, outcome: Completion, created_at: int, retention_ms: int) -> None:
+        if b.outcome is not None and b.outcome.value is not None:
+            self._kept -= len(b.outcome.value)
+        b.outcome, b.outcome_of, b.retention_ms = outcome, created_at, retention_ms
+        if outcome.value is not None:
+            self._kept += len(outcome.value)
+        while self._kept > _REMEMBER_BYTES:
+            self._forget(next(iter(self._begun)))
+
+    def _forget(self, id: str) -> _Begun | None:
+        b = self._begun.pop(id, None)
+        if b is not None and b.outcome is not None and b.outcome.value is not None:
+            self._kept -= len(b.outcome.value)
+        return b
+
+    def _malformed(self, data: bytes) -> None:
+        if not self._warned_malformed:
+            self._warned_malformed = True
+            log.warning(
+                "completion listener: ignoring a message on a completion channel that "
+                "redpromise did not write (%r); logged once", data[:80]
+            )
+
     async def _check(self, ids: list[str]) -> None:
         if not ids:
             return
         for id, rec in zip(ids, await self._store.read_many(ids), strict=True):
             if isinstance(rec, Record) and rec.pending:
                 continue
+            self._expect.pop(id, None)
             for fut in self._waiting.pop(id, ()):
                 if fut.done():
                     continue
@@ -260,18 +455,27 @@ class _Link:
         if waited:
             self.waiter._spawn(self.waiter._check(waited))
 
+    def read_soon(self, id: str) -> None:
+        self.ids.add(id)
+        if not self.flushing:
+            # Everything already received is parsed before this runs: one read of the
+            # waited-on promises per burst of notifications.
+            self.flushing = True
+            self.loop.call_soon(self.flush)
+
     async def read(self) -> None:
-        while not self.waiter._closing:
+        waiter = self.waiter
+        while not waiter._closing:
             msg = await self.conn.read_response(timeout=math.inf)
             self.heard = self.loop.time()
             if type(msg) is list and len(msg) == 3 and msg[0] in _MESSAGE:
                 data = msg[2]
-                self.ids.add(data.decode("utf-8", "replace") if type(data) is bytes else str(data))
-                if not self.flushing:
-                    # Everything already received is parsed before this runs: one
-                    # read of the waited-on promises per burst of notifications.
-                    self.flushing = True
-                    self.loop.call_soon(self.flush)
+                if type(data) is not bytes:
+                    waiter._heard_id(self, str(data))
+                elif data[:1] == b"\0":
+                    waiter._heard_outcome(self, data)
+                else:
+                    waiter._heard_id(self, data.decode("utf-8", "replace"))
             elif type(msg) is list and msg and msg[0] in _MOVED_AWAY:
                 raise ConnectionError("a slot moved to another node: subscribing again")
 

@@ -4,7 +4,8 @@
 --   id, group: the promise id and its target group ('' for a latent promise)
 --   state, value: the final state and the msgpack-encoded outcome
 --   retention_ms: TTL of the completed record, as the caller's ARGV text (0 = keep forever)
---   channel: completion channel
+--   channel: completion channel (the message: the outcome when the value is at most 1024
+--       bytes, else the id; below)
 --   publish: 'PUBLISH', or 'SPUBLISH' for the shard channel of a Redis >= 7 cluster
 --   by: the version of the execution that completes it ('' from outside), so a replayed
 --       completion can tell "already done by me" from "done by someone else"
@@ -52,6 +53,16 @@ local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, v
   -- pcall: the promise is already stored and Redis never rolls back a script's writes, so
   -- a refused PUBLISH (an ACL user without channel rights) must not turn a stored
   -- completion into an error reply. Waiters then learn of it by their safety poll.
-  redis.pcall(publish, channel, id)
+  -- A small outcome travels in the message, so waiters need no read (redpromise/_waiter.py):
+  -- NUL state NUL created_at NUL retention_ms NUL id NUL value. An id holds no control
+  -- character, so a message starting with NUL is never a bare id. A larger value (every
+  -- subscribed process receives every message) is announced by the id alone, and its
+  -- waiters read the record.
+  if #value <= 1024 then
+    redis.pcall(publish, channel, '\0' .. state .. '\0' .. (index[4] or '') .. '\0'
+      .. retention_ms .. '\0' .. id .. '\0' .. value)
+  else
+    redis.pcall(publish, channel, id)
+  end
   return now_text
 end
