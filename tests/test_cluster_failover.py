@@ -288,7 +288,8 @@ async def scenario_with_replicas_ack(
 
     # The same worker processes carry on: alive, and both serve promises begun afterwards.
     assert [w.pid for w in stack.workers] == pids
-    assert all(w.proc is not None and w.proc.poll() is None for w in stack.workers)
+    dead = [w for w in stack.workers if w.proc is None or w.proc.poll() is not None]
+    assert not dead, "a worker exited:\n" + "\n".join(w.output()[-3000:] for w in dead)
     # A worker may still be backing off from the failover: batches until both served.
     served_by: set[int] = set()
     batch = 0
@@ -330,6 +331,7 @@ async def test_without_replicas_ack_a_failover_loses_at_most_the_unreplicated_ta
         print(f"lost promises were acknowledged {window[0] * 1000:+.0f} to "
               f"{window[-1] * 1000:+.0f} ms from the kill")  # fmt: skip
     assert {state for state, _ in states.values()} <= {b"resolved", None}
-    assert all(w.proc is not None and w.proc.poll() is None for w in stack.workers)
+    dead = [w for w in stack.workers if w.proc is None or w.proc.poll() is not None]
+    assert not dead, "a worker exited:\n" + "\n".join(w.output()[-3000:] for w in dead)
     handles = [await rp.begin_rpc(f"after-{i}", "count", f"after-{i}") for i in range(20)]
     assert [await h.result(timeout=30) for h in handles] == [1] * 20
