@@ -202,11 +202,26 @@ def completed(group: str, function: Any, state: Any, created_at: Any, completed_
     """
     if not AVAILABLE:
         return
-    key = (group, as_text(function or b""), as_text(state or b""))
+    key = _completion_keys.get((group, function, state))
+    if key is None:
+        key = _completion_key(group, function, state)
     _COMPLETED.inc(key)
     start, end = _ms(created_at), _ms(completed_at)
     if start is not None and end is not None:
         _END_TO_END.observe(key, max(0, end - start) / 1000)
+
+
+# (group, function, state) as a reply gives them (bytes, str or None) -> the labels:
+# decoded once per combination, not once per completion; cleared should odd names pile up.
+_completion_keys: dict[tuple[str, Any, Any], tuple[str, str, str]] = {}
+
+
+def _completion_key(group: str, function: Any, state: Any) -> tuple[str, str, str]:
+    key = (group, as_text(function or b""), as_text(state or b""))
+    if len(_completion_keys) >= 4096:
+        _completion_keys.clear()
+    _completion_keys[(group, function, state)] = key
+    return key
 
 
 def completed_reply(group: str, reply: Any) -> None:
