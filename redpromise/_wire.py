@@ -210,10 +210,12 @@ def _buffered_reader(conn: Any, parser: Any) -> Any:
 
 def _unusual(reply: Any, push: type) -> bool:
     """Not a plain reply: what the hiredis parser's ``read_response`` acts on."""
-    return (
-        isinstance(reply, (RedisConnectionError, push))
-        or (isinstance(reply, list) and bool(reply) and isinstance(reply[0], RedisConnectionError))
-    )
+    t = type(reply)
+    if t is list:
+        return bool(reply) and isinstance(reply[0], RedisConnectionError)
+    if t is bytes or t is int or reply is None:
+        return False
+    return isinstance(reply, (RedisConnectionError, push))
 
 
 async def _settle(conn: Any, parser: Any, reply: Any) -> Any:
