@@ -561,9 +561,13 @@ class Worker:
                 ex.last_hb = sent
             elif ex.lost is None:
                 ex.lost = CODES.get(code, str(code))
-                metrics.refused(self.group, "heartbeat", ex.lost)
-                if ex.task is not None and not ex.finishing:
-                    ex.task.cancel()
+                if not ex.finishing:
+                    metrics.refused(self.group, "heartbeat", ex.lost)
+                    if ex.task is not None:
+                        ex.task.cancel()
+                # A finishing execution's outcome is its final write's (complete, retry,
+                # suspend), which counts its own refusal: a heartbeat racing it mostly
+                # sees that write already landed ("not pending"), no refusal at all.
         # One log line for Redis as a whole, not one per execution.
         down = next((r for r in results if isinstance(r, BaseException) and waitable(r)), None)
         if down is not None:
