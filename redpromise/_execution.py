@@ -4,8 +4,10 @@ a Redis outage (:func:`persist`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,7 @@ from ._scripts import CODES
 if TYPE_CHECKING:
     from ._worker import Worker
 
-__all__ = ["Execution", "id_field", "persist", "waitable"]
+__all__ = ["Execution", "Slots", "id_field", "persist", "waitable"]
 
 log = logging.getLogger("redpromise.worker")
 
@@ -31,23 +33,30 @@ async def persist(op: Callable[[], Awaitable[Any]], lease: float) -> Any:
     Returns ``None`` when Redis stayed unavailable: the execution's entry is then
     reclaimed after its lease and the promise runs again (nothing is lost).
     """
-    deadline = time.monotonic() + max(lease, 1.0)
+    started = time.monotonic()
+    try:
+        return await op()  # the usual case: no deadline or backoff to set up
+    except Exception as exc:
+        if not waitable(exc):
+            raise
+        failure = exc
+    deadline = started + max(lease, 1.0)
     backoff = Backoff(0.05, 1.0)
-    while True:
+    while time.monotonic() <= deadline:
+        await asyncio.sleep(backoff.next())
         try:
             return await op()
         except Exception as exc:
             if not waitable(exc):
                 raise
-            if time.monotonic() > deadline:
-                log.error(
-                    "gave up writing after Redis stayed unavailable for a lease (%s: %s); "
-                    "the promise will be redelivered",
-                    cause_of(exc),
-                    exc,
-                )
-                return None
-            await asyncio.sleep(backoff.next())
+            failure = exc
+    log.error(
+        "gave up writing after Redis stayed unavailable for a lease (%s: %s); "
+        "the promise will be redelivered",
+        cause_of(failure),
+        failure,
+    )
+    return None
 
 
 def waitable(exc: BaseException) -> bool:
@@ -56,7 +65,7 @@ def waitable(exc: BaseException) -> bool:
     return retryable(exc) or cause_of(exc) == "NOPERM"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Execution:
     """One acquired delivery of a promise, owned by this worker until it completes."""
 
@@ -108,6 +117,51 @@ class Execution:
         """Record why the fence refused this execution (it must stop)."""
         if self.lost is None:
             self.lost = CODES.get(code, str(code))
+
+
+class Slots:
+    """At most ``n`` functions run at once, first come first served: what an
+    ``asyncio.Semaphore`` guarantees, without the coroutines and the generator its
+    ``async with`` costs per execution when a slot is free (the usual case).
+
+    ``if not slots.take(): await slots.wait()`` gets a slot; ``give()`` returns it.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def take(self) -> bool:
+        """Take a free slot now, unless none is free or others wait for one first."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def wait(self) -> None:
+        """Wait for a slot (after :meth:`take` failed); the slot is ours on return."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.give()  # handed a slot as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+
+    def give(self) -> None:
+        """Return a slot: straight to the first live waiter, else to the free count."""
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
 
 
 def id_field(fields: Any) -> Any:

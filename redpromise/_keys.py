@@ -18,6 +18,7 @@ import re
 import unicodedata
 import zlib
 from binascii import crc_hqx
+from zlib import crc32
 
 from ._errors import InvalidId
 
@@ -183,42 +184,40 @@ class Keys:
         """The partition of a promise id."""
         return zlib.crc32(id.encode("utf-8")) % self.partitions
 
-    def _tag(self, k: int) -> str:
-        return self._tags[k]
-
+    # partition() inlined below: these run several times per job on the hot path.
     def promise(self, id: str) -> str:
-        return f"{self._tags[self.partition(id)]}:p:{id}"
+        return f"{self._tags[crc32(id.encode()) % self.partitions]}:p:{id}"
 
     def steps(self, id: str) -> str:
-        return f"{self._tags[self.partition(id)]}:s:{id}"
+        return f"{self._tags[crc32(id.encode()) % self.partitions]}:s:{id}"
 
     def children(self, id: str) -> str:
         """The set of child promise ids a promise's executions created."""
-        return f"{self._tags[self.partition(id)]}:k:{id}"
+        return f"{self._tags[crc32(id.encode()) % self.partitions]}:k:{id}"
 
     def stream(self, k: int, group: str) -> str:
-        return f"{self._tag(k)}:q:{group}"
+        return f"{self._tags[k]}:q:{group}"
 
     def delayed(self, k: int) -> str:
-        return f"{self._tag(k)}:delayed"
+        return f"{self._tags[k]}:delayed"
 
     def timeouts(self, k: int) -> str:
-        return f"{self._tag(k)}:timeouts"
+        return f"{self._tags[k]}:timeouts"
 
     def dead(self, k: int) -> str:
-        return f"{self._tag(k)}:dead"
+        return f"{self._tags[k]}:dead"
 
     def index(self, k: int, state: str) -> str:
         """Partition ``k``'s search index of promises in ``state``: a zset of
         ``<group>|<id>`` scored by ``created_at`` (see ``docs/design.md``)."""
-        return f"{self._tag(k)}:i:{state}"
+        return f"{self._tags[k]}:i:{state}"
 
     def counts(self, k: int) -> str:
         """Partition ``k``'s counters hash: ``<state>|<group>`` -> index entries."""
-        return f"{self._tag(k)}:n"
+        return f"{self._tags[k]}:n"
 
     def channel(self, k: int) -> str:
-        return f"{self._tag(k)}:c"
+        return f"{self._tags[k]}:c"
 
     def channels(self) -> list[str]:
         return [self.channel(k) for k in range(self.partitions)]

@@ -26,11 +26,11 @@ still in the stream are exactly the undelivered ones plus the pending ones. (An 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import math
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -74,23 +74,31 @@ _BUCKETS = (
 
 
 class _Counter:
-    """A labelled counter kept as a plain dict, turned into a Prometheus family only
-    when scraped: an event costs a dict update, not a lock and a label lookup."""
+    """A labelled counter kept as a plain dict of one-element lists, turned into a
+    Prometheus family only when scraped: an event costs a dict lookup and an add, not a
+    lock and a label lookup (or, with the cell kept by the caller, just the add)."""
 
     __slots__ = ("doc", "labels", "name", "values")
 
     def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
         self.name, self.doc, self.labels = name, doc, labels
-        self.values: dict[tuple[str, ...], float] = {}
+        self.values: dict[tuple[str, ...], list[float]] = {}
+
+    def cell(self, key: tuple[str, ...]) -> list[float]:
+        """The count of ``key`` (``[n]``), for a caller that increments it directly."""
+        cell = self.values.get(key)
+        if cell is None:
+            cell = self.values[key] = [0.0]
+        return cell
 
     def inc(self, key: tuple[str, ...]) -> None:
-        self.values[key] = self.values.get(key, 0) + 1
+        self.cell(key)[0] += 1
 
     def family(self) -> Any:
         f = CounterMetricFamily(self.name, self.doc, labels=self.labels)
         # list(): a C-level copy, safe while the event loop's thread adds entries.
-        for key, value in list(self.values.items()):
-            f.add_metric(key, value)
+        for key, cell in list(self.values.items()):
+            f.add_metric(key, cell[0])
         return f
 
 
@@ -103,11 +111,16 @@ class _Histogram:
         self.name, self.doc, self.labels = name, doc, labels
         self.values: dict[tuple[str, ...], list[float]] = {}
 
-    def observe(self, key: tuple[str, ...], seconds: float) -> None:
+    def row(self, key: tuple[str, ...]) -> list[float]:
+        """The row of ``key``, for a caller that observes into it directly."""
         row = self.values.get(key)
         if row is None:
             row = self.values[key] = [0.0] * (len(_BUCKETS) + 2)
-        row[bisect.bisect_left(_BUCKETS, seconds)] += 1
+        return row
+
+    def observe(self, key: tuple[str, ...], seconds: float) -> None:
+        row = self.row(key)
+        row[bisect_left(_BUCKETS, seconds)] += 1
         row[-1] += seconds
 
     def family(self) -> Any:
@@ -178,13 +191,6 @@ class _EventCollector:
         return iter([e.family() for e in _EVENTS])
 
 
-def _ms(raw: Any) -> int | None:
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        return None
-
-
 # -- event hooks (each a no-op without prometheus_client) ------------------------------
 
 
@@ -202,11 +208,32 @@ def completed(group: str, function: Any, state: Any, created_at: Any, completed_
     """
     if not AVAILABLE:
         return
+    rows = _completion_rows.get((group, function, state))
+    if rows is None:
+        rows = _completion_row(group, function, state)
+    rows[0][0] += 1
+    try:
+        seconds = max(0, int(completed_at) - int(created_at)) / 1000
+    except (TypeError, ValueError):
+        return  # a timestamp missing: counted, not timed
+    latency = rows[1]
+    latency[bisect_left(_BUCKETS, seconds)] += 1
+    latency[-1] += seconds
+
+
+# (group, function, state) as a reply gives them (bytes, str or None) -> that label set's
+# completion count and end-to-end row: labels decoded and looked up once per combination,
+# not once per completion. Cleared should odd names pile up (the counts stay in the
+# metrics; only these shortcuts to them go).
+_completion_rows: dict[tuple[str, Any, Any], tuple[list[float], list[float]]] = {}
+
+
+def _completion_row(group: str, function: Any, state: Any) -> tuple[list[float], list[float]]:
     key = (group, as_text(function or b""), as_text(state or b""))
-    _COMPLETED.inc(key)
-    start, end = _ms(created_at), _ms(completed_at)
-    if start is not None and end is not None:
-        _END_TO_END.observe(key, max(0, end - start) / 1000)
+    if len(_completion_rows) >= 4096:
+        _completion_rows.clear()
+    rows = _completion_rows[(group, function, state)] = (_COMPLETED.cell(key), _END_TO_END.row(key))
+    return rows
 
 
 def completed_reply(group: str, reply: Any) -> None:
@@ -217,7 +244,9 @@ def completed_reply(group: str, reply: Any) -> None:
 
 def executed(group: str, function: str, seconds: float) -> None:
     if AVAILABLE:
-        _EXECUTION.observe((group, function), seconds)
+        row = _EXECUTION.values.get((group, function)) or _EXECUTION.row((group, function))
+        row[bisect_left(_BUCKETS, seconds)] += 1
+        row[-1] += seconds
 
 
 def step(group: str, function: str) -> None:

@@ -52,9 +52,13 @@ class Function:
             result = await drive(self.fn(ctx, *args, **kwargs))
         else:
             result = await asyncio.to_thread(self.fn, ctx, *args, **kwargs)
-        if inspect.isawaitable(result):
+        # A plain value is the usual result: skip isawaitable's ABC check for it.
+        if type(result) not in _PLAIN and inspect.isawaitable(result):
             result = await result
         return result
+
+
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
 
 
 class Registry:

@@ -98,9 +98,10 @@ class Script:
             await redis.script_load(self.source)
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
 
-    def command(self, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
-        """The EVALSHA command of a call, for :func:`run_pipelined`."""
-        return ["EVALSHA", self.sha, len(keys), *keys, *args]
+    def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The EVALSHA command of a call, for :func:`run_pipelined` (a tuple: what
+        hiredis' ``pack_command`` takes, without a copy)."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 class Command:
@@ -112,8 +113,8 @@ class Command:
         self.name = name
         self.durable = False
 
-    def command(self, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
-        return [self.name, *keys, *args]
+    def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        return (self.name, *keys, *args)
 
 
 def load_scripts() -> dict[str, Script]:

@@ -22,10 +22,16 @@ from typing import Any
 
 from hiredis import pack_command
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from ._errors import StoreUnavailable
+
+try:  # the marker redis-py's hiredis parser gives its reader for "not enough data"
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - another redis-py layout: read_response only
+    _NOT_ENOUGH_DATA = None
 
 __all__ = ["Ack", "AnyRedis", "exchange", "pack", "with_wait"]
 
@@ -148,7 +154,23 @@ async def _roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
     try:
         async with asyncio.timeout(limit):
             await conn.send_packed_command(packed)
+            parser = conn._parser
+            reader = _buffered_reader(conn, parser)
+            push = getattr(parser, "_hiredis_PushNotificationType", None) or _NEVER
             for _ in range(n):
+                # Most replies of a batch arrive together: each one already whole in the
+                # parser's buffer is taken straight from it; read_response does the rest.
+                if reader is not None and parser._connected:
+                    try:
+                        reply = reader.gets()
+                        if reply is not _NOT_ENOUGH_DATA:
+                            if _unusual(reply, push):
+                                reply = await _settle(conn, parser, reply)
+                            out.append(reply)
+                            continue
+                    except BaseException:
+                        await conn.disconnect(nowait=True)
+                        raise
                 try:
                     out.append(await conn.read_response(timeout=math.inf))
                 except ResponseError as exc:
@@ -156,4 +178,55 @@ async def _roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
     except TimeoutError as exc:
         await conn.disconnect(nowait=True)
         raise RedisTimeout(f"no reply from Redis within {limit}s") from exc
+    if reader is not None and conn.health_check_interval:
+        # What read_response does after each reply: the connection was just used.
+        conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
     return out
+
+
+class _NEVER:
+    """No reply is of this type (the parser has no RESP3 push type)."""
+
+
+def _buffered_reader(conn: Any, parser: Any) -> Any:
+    """The hiredis reader of redis-py's hiredis parser, to take buffered replies from
+    directly (``read_response`` costs several µs per reply around the parser); ``None``
+    for any other parser, for a redis-py whose parser is not laid out as expected, and
+    on RESP3 with a hiredis that does not mark pushes (< 3.2): they would look like
+    replies."""
+    if (
+        _NOT_ENOUGH_DATA is None
+        or type(parser).__name__ != "_AsyncHiredisParser"
+        or not hasattr(parser, "_connected")
+    ):
+        return None
+    if getattr(parser, "_hiredis_PushNotificationType", None) is None and str(
+        getattr(conn, "protocol", 2)
+    ) not in ("2", "None"):
+        return None
+    reader = getattr(parser, "_reader", None)
+    return reader if hasattr(reader, "gets") else None
+
+
+def _unusual(reply: Any, push: type) -> bool:
+    """Not a plain reply: what the hiredis parser's ``read_response`` acts on."""
+    t = type(reply)
+    if t is list:
+        return bool(reply) and isinstance(reply[0], RedisConnectionError)
+    if t is bytes or t is int or reply is None:
+        return False
+    return isinstance(reply, (RedisConnectionError, push))
+
+
+async def _settle(conn: Any, parser: Any, reply: Any) -> Any:
+    """What the hiredis parser's ``read_response`` does with an unusual reply: raise a
+    connection error; hand a RESP3 push to the connection's handler and read on."""
+    if isinstance(reply, RedisConnectionError):
+        raise reply
+    if isinstance(reply, list):
+        raise reply[0]
+    await parser.handle_push_response(reply)
+    try:
+        return await conn.read_response(timeout=math.inf)
+    except ResponseError as exc:
+        return exc

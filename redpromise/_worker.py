@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rex
@@ -34,7 +34,7 @@ from . import _tracing as tracing
 from ._codec import as_text, decode, encode, encode_error, error_of
 from ._context import Context, Suspend
 from ._errors import LeaseLost, NondeterminismError, PayloadError
-from ._execution import Execution, id_field, persist, waitable
+from ._execution import Execution, Slots, id_field, persist, waitable
 from ._faults import cause_of
 from ._options import RetryPolicy, Settings, _policy_from_wire
 from ._reads import PartitionReads, StreamReads
@@ -68,7 +68,7 @@ class Worker:
         self.keys = store.keys
         self.lease = self.settings.lease.total_seconds()
         self._inflight: dict[tuple[int, str], Execution] = {}
-        self._sem = asyncio.Semaphore(self.settings.concurrency)
+        self._slots = Slots(self.settings.concurrency)
         self._room = asyncio.Event()
         self._room.set()
         self._stopping = False
@@ -265,7 +265,7 @@ class Worker:
                 else:
                     log.debug("skipped entry %s of %r: %s", entry, id, CODES.get(code, code))
                 continue
-            steps = res[8] or []
+            steps = res[8]
             ex = Execution(
                 worker=self,
                 id=id,
@@ -278,7 +278,9 @@ class Worker:
                 timeout_at=int(res[5] or 0),
                 retry=res[6] or b"",
                 deliveries=int(res[7] or 0),
-                steps={int(steps[i]): steps[i + 1] for i in range(0, len(steps), 2)},
+                steps={int(steps[i]): steps[i + 1] for i in range(0, len(steps), 2)}
+                if steps
+                else {},
                 last_hb=sent,
             )
             if ex.deliveries > 1:
@@ -306,8 +308,12 @@ class Worker:
 
     async def _execute(self, ex: Execution) -> None:
         try:
-            async with self._sem:
-                await self._run(ex)
+            if not self._slots.take():
+                await self._slots.wait()
+            try:
+                await self._start(ex)
+            finally:
+                self._slots.give()
         except asyncio.CancelledError:
             if ex.lost is None and self._stopping:
                 log.info("left %r to be reclaimed (shutdown)", ex.id)
@@ -324,22 +330,31 @@ class Worker:
                 del self._inflight[(ex.k, ex.entry)]
             self._room.set()
 
-    async def _run(self, ex: Execution) -> None:
+    def _start(self, ex: Execution) -> Awaitable[None]:
+        """What runs ``ex`` (its function, or the write that settles why it cannot run),
+        returned to be awaited by :meth:`_execute`: one coroutine less per execution."""
         func = self.registry.get(ex.func)
         if func is None:
-            await self._unknown(ex)
-            return
+            return self._unknown(ex)
         try:
             payload = decode(ex.args)
             args, kwargs = payload["a"], payload["k"]
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise PayloadError("arguments are not a list and a dict")
         except (PayloadError, KeyError, TypeError) as exc:
-            await self._reject(ex, "PayloadError", f"unreadable arguments: {exc}")
-            return
+            return self._reject(ex, "PayloadError", f"unreadable arguments: {exc}")
         if not tracing.active():
-            await self._invoke(ex, func, args, kwargs)
-            return
+            return self._invoke(ex, func, args, kwargs)
+        return self._traced(ex, func, payload, args, kwargs)
+
+    async def _traced(
+        self,
+        ex: Execution,
+        func: Function,
+        payload: dict[str, Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> None:
         attributes = {
             "redpromise.promise_id": ex.id,
             "redpromise.group": self.group,
@@ -467,13 +482,18 @@ class Worker:
         # From here the outcome is being written: a heartbeat that races the completion
         # (and sees "not pending") must not cancel the task writing it.
         ex.finishing = True
-        attributes = {"redpromise.promise_id": ex.id, "redpromise.state": state}
-        with tracing.span(f"complete {ex.func}", "internal", attributes) as span:
-            res = await self.persist(
-                lambda: self.store.complete(ex.id, self.group, ex.version, state, blob)
-            )
-            if res is not None:
-                tracing.annotate(span, code=int(res[0]))
+
+        def write() -> Awaitable[list[Any]]:
+            return self.store.complete(ex.id, self.group, ex.version, state, blob)
+
+        if tracing.active():
+            attributes = {"redpromise.promise_id": ex.id, "redpromise.state": state}
+            with tracing.span(f"complete {ex.func}", "internal", attributes) as span:
+                res = await persist(write, self.lease)
+                if res is not None:
+                    tracing.annotate(span, code=int(res[0]))
+        else:
+            res = await persist(write, self.lease)
         if res is None:
             return
         code = int(res[0])
@@ -482,15 +502,20 @@ class Worker:
             metrics.completed(self.group, ex.func, state, None, None)
         elif code < 0:
             metrics.refused(self.group, "complete", CODES.get(code, str(code)))
-        # Structured events (``record.redpromise_event``) let an audit or a chaos
-        # checker count accepted and refused completions without parsing messages.
-        event = {"promise_id": ex.id, "state": state, "version": ex.version}
         if code == 1:
             self.completed += 1
-            log.debug(
-                "completed %r as %s", ex.id, state, extra={"redpromise_event": "completed", **event}
-            )
-        elif code == 0:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "completed %r as %s",
+                    ex.id,
+                    state,
+                    extra={"redpromise_event": "completed", **self._event(ex, state)},
+                )
+            return
+        # Structured events (``record.redpromise_event``) let an audit or a chaos
+        # checker count accepted and refused completions without parsing messages.
+        event = self._event(ex, state)
+        if code == 0:
             log.info(
                 "%r was already completed (%s)",
                 ex.id,
@@ -504,6 +529,10 @@ class Worker:
                 CODES.get(code, code),
                 extra={"redpromise_event": "refused", **event},
             )
+
+    @staticmethod
+    def _event(ex: Execution, state: str) -> dict[str, Any]:
+        return {"promise_id": ex.id, "state": state, "version": ex.version}
 
     async def persist(self, op: Any) -> Any:
         """See :func:`redpromise._execution.persist` (bounded by this worker's lease)."""
@@ -532,9 +561,13 @@ class Worker:
                 ex.last_hb = sent
             elif ex.lost is None:
                 ex.lost = CODES.get(code, str(code))
-                metrics.refused(self.group, "heartbeat", ex.lost)
-                if ex.task is not None and not ex.finishing:
-                    ex.task.cancel()
+                if not ex.finishing:
+                    metrics.refused(self.group, "heartbeat", ex.lost)
+                    if ex.task is not None:
+                        ex.task.cancel()
+                # A finishing execution's outcome is its final write's (complete, retry,
+                # suspend), which counts its own refusal: a heartbeat racing it mostly
+                # sees that write already landed ("not pending"), no refusal at all.
         # One log line for Redis as a whole, not one per execution.
         down = next((r for r in results if isinstance(r, BaseException) and waitable(r)), None)
         if down is not None:

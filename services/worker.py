@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `redpromise` importable f
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redpromise import ApplicationError, Context, Redpromise, RedpromiseError, run_worker
+from redpromise._runner import event_loop_factory
 
 __all__ = ["foo", "main", "rp"]
 
@@ -92,15 +93,18 @@ def main() -> int:
     try:
         port = os.environ.get("REDPROMISE_HEALTH_PORT")
         metrics_port = os.environ.get("REDPROMISE_METRICS_PORT")
-        asyncio.run(
-            run_worker(
-                rp,
-                health_port=int(port) if port else None,
-                health_host=os.environ.get("REDPROMISE_HEALTH_HOST") or "127.0.0.1",
-                metrics_port=int(metrics_port) if metrics_port else None,
-                metrics_host=os.environ.get("REDPROMISE_METRICS_HOST") or None,
+        # The loop `python -m redpromise worker` runs on: uvloop when the `fast` extra is
+        # installed (unless REDPROMISE_UVLOOP=0), else asyncio's own.
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(
+                run_worker(
+                    rp,
+                    health_port=int(port) if port else None,
+                    health_host=os.environ.get("REDPROMISE_HEALTH_HOST") or "127.0.0.1",
+                    metrics_port=int(metrics_port) if metrics_port else None,
+                    metrics_host=os.environ.get("REDPROMISE_METRICS_HOST") or None,
+                )
             )
-        )
     except RedpromiseError as exc:
         print(f"worker: cannot start: {exc}", file=sys.stderr)
         return 2

@@ -112,3 +112,50 @@ async def test_worker_stalled_on_its_acquire_reply_runs_no_step(make_rp: MakeRp)
     assert worker is not None
     await assert_eventually(lambda: woke.is_set() and not worker._inflight, timeout=20)
     assert calls == {"one": 1, "two": 1}
+
+
+async def test_a_heartbeat_racing_a_landed_completion_counts_no_refusal(
+    make_rp: MakeRp,
+) -> None:
+    """The completion is in Redis, its reply not yet back, when a heartbeat renews the
+    execution: "not pending" then means the completion landed, not that the worker lost
+    the promise. /metrics counts no fence refusal for it (the completion counts its own
+    outcome), and the promise resolves."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    rp = await make_rp()
+    release, landed, go_on = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def hold(ctx: Context) -> int:
+        await release.wait()
+        return 1
+
+    rp.register(hold, name="hold")
+    original = rp.store.complete
+
+    async def reply_held_back(*args: Any, **kwargs: Any) -> Any:
+        res = await original(*args, **kwargs)
+        landed.set()
+        await go_on.wait()
+        return res
+
+    rp.store.complete = reply_held_back  # type: ignore[method-assign]
+    await rp.start()
+    worker = rp.worker
+    assert worker is not None
+
+    def refusals() -> float:
+        labels = {"group": rp.group, "operation": "heartbeat", "code": "not_pending"}
+        value = prometheus_client.REGISTRY.get_sample_value(
+            "redpromise_fence_refusals_total", labels
+        )
+        return float(value or 0)
+
+    before = refusals()
+    handle = await rp.begin_rpc("p", "hold")
+    await assert_eventually(lambda: worker.inflight == 1)
+    release.set()
+    await asyncio.wait_for(landed.wait(), 10)
+    await worker.heartbeat()  # sees the promise resolved: the completion landed
+    go_on.set()
+    assert await handle.result(timeout=10) == 1
+    assert refusals() == before

@@ -106,3 +106,34 @@ async def test_a_batch_whose_connection_is_cut_mid_exchange_is_resent_and_answer
     finally:
         await client.aclose()
         await proxy.close()
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_replies_split_over_many_socket_reads_come_back_whole_and_in_order(
+    real_url: str, namespace: str, protocol: int
+) -> None:
+    """Replies are taken straight from the parser's buffer while it holds them whole, and
+    read from the socket otherwise: a batch whose replies span many reads (large values,
+    error replies between them) comes back exactly as sent, on RESP2 and RESP3."""
+    client = Redis.from_url(real_url, protocol=protocol)
+    try:
+        big = b"x" * 100_000  # larger than a socket read: replies arrive in pieces
+        key = f"{namespace}:big"
+        await client.set(key, big)
+        commands: list[list[object]] = []
+        for i in range(60):
+            commands += [["GET", key], ["INCR", f"{namespace}:n"], ["HGET", key, "f"]]
+            commands.append(["ECHO", str(i)])
+        out = await exchange(client, commands)
+        assert len(out) == len(commands)
+        for i in range(60):
+            got, n, wrong, echo = out[4 * i : 4 * i + 4]
+            assert got == big
+            assert n == i + 1
+            assert isinstance(wrong, ResponseError) and "WRONGTYPE" in str(wrong)
+            assert echo == str(i).encode()
+        # The connection is left clean: the next batch's replies are its own.
+        assert await exchange(client, [["ECHO", "after"]]) == [b"after"]
+    finally:
+        await client.aclose()
