@@ -178,6 +178,13 @@ async def _roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
     except TimeoutError as exc:
         await conn.disconnect(nowait=True)
         raise RedisTimeout(f"no reply from Redis within {limit}s") from exc
+    except (AttributeError, RuntimeError) as exc:
+        # redis-py's cluster client disconnects every connection of a node it drops from
+        # its topology (a failover), including one in use here: its next write meets a
+        # writer set to None, or a closed transport. That is a lost connection, not a bug.
+        if conn.is_connected:
+            raise
+        raise RedisConnectionError(f"connection closed while in use: {exc}") from exc
     if reader is not None and conn.health_check_interval:
         # What read_response does after each reply: the connection was just used.
         conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval

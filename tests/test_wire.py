@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import DataError, NoScriptError, ResponseError
@@ -136,4 +138,30 @@ async def test_replies_split_over_many_socket_reads_come_back_whole_and_in_order
         # The connection is left clean: the next batch's replies are its own.
         assert await exchange(client, [["ECHO", "after"]]) == [b"after"]
     finally:
+        await client.aclose()
+
+
+@pytest.mark.real
+async def test_a_connection_closed_under_a_batch_is_a_connection_error(real_url: str) -> None:
+    """redis-py's cluster client disconnects every connection of a node it drops from its
+    topology, one in use included: the batch's write then meets a writer set to None. That
+    must reach the caller as a lost connection (retried, logged), never as the
+    AttributeError that stopped a worker in a failover."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from redpromise._wire import _roundtrip
+
+    client = Redis.from_url(real_url)
+    conn = client.connection_pool.make_connection()
+    await conn.connect()
+    try:
+        batch = asyncio.create_task(_roundtrip(conn, pack([["PING"]]), 1))
+        # Runs while the batch's write waits its turn (what ClusterNode's
+        # disconnect_connections does to a connection in use).
+        closing = asyncio.create_task(conn.disconnect(nowait=True))
+        with pytest.raises(RedisConnectionError, match="closed while in use"):
+            await batch
+        await closing
+    finally:
+        await conn.disconnect()
         await client.aclose()
