@@ -142,15 +142,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder and one encoder for the process: ``json.loads``/``json.dumps`` with options
+# build a new one (and its scanner) on every call.
+_DECODER = json.JSONDecoder(
+    parse_float=_finite_float, parse_int=_json_int, parse_constant=_reject_constant
+)
+
+
 def _loads(raw: bytes) -> Any:
     """Strict JSON: UTF-8, no NaN/Infinity, no numbers that overflow to infinity."""
     try:
-        return json.loads(
-            raw.decode("utf-8"),
-            parse_float=_finite_float,
-            parse_int=_json_int,
-            parse_constant=_reject_constant,
-        )
+        text = raw.decode("utf-8")
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _HTTPError(400, f"malformed JSON body: {exc}") from exc
 
@@ -161,8 +166,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, allow_nan=False, ensure_ascii=False)
+_ENCODER = json.JSONEncoder(default=_json_default, allow_nan=False, ensure_ascii=False)
+_dumps = _ENCODER.encode
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -280,9 +285,9 @@ class Gateway:
 
     async def _body(self, request: web.Request) -> bytes:
         """The request body, refusing more than ``max_body`` bytes (413)."""
-        too_large = _HTTPError(413, f"request body is larger than {self.max_body} bytes")
-        if request.content_length is not None and request.content_length > self.max_body:
-            raise too_large
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            raise self._too_large()
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -291,9 +296,14 @@ class Gateway:
                 break
             size += len(chunk)
             if size > self.max_body:
-                raise too_large
+                raise self._too_large()
+            if size == length and not chunks:
+                return chunk  # the whole declared body in one read: no second read for EOF
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _too_large(self) -> _HTTPError:
+        return _HTTPError(413, f"request body is larger than {self.max_body} bytes")
 
     async def _json_body(self, request: web.Request, empty: Any) -> Any:
         raw = await self._body(request)
