@@ -22,10 +22,10 @@ One run:
    wrk's 2xx answers. Any miss is counted as lost;
 5. the /wait wake-up (``--waiters`` > 0): with the workers stopped, begins that many
    promises through the gateway, holds one ``/wait?id=…&timeout=60`` long-poll for each
-   (a separate client process), then resolves them one by one from this process
-   (``Redpromise.resolve``, ``--gap`` ms apart) and reports, per promise, the time from
-   the resolve call's return to the long-poll's answer arriving (p50/p99; both ends read
-   ``time.time()`` on this machine).
+   (a separate client process), then resolves them from this process
+   (``Redpromise.resolve``, one by one ``--gap`` ms apart; ``--gap 0``: all at once) and
+   reports, per promise, the time from the resolve call's return to the long-poll's
+   answer arriving (p50/p99; both ends read ``time.time()`` on this machine).
 
 Prints one JSON object per run and, with ``--repeat``, the medians.
 """
@@ -107,6 +107,11 @@ def wrk(base: str, run: str, a: argparse.Namespace, duration: float) -> dict[str
     res: dict[str, Any] = json.loads(line.removeprefix("WRKJSON "))
     res["command"] = " ".join(["RUN=" + run, *cmd[:1], *cmd[1:]])
     return res
+
+
+def redis_reads(r: redis.Redis) -> int:
+    """Read events Redis handled: with one client writing, its writes (pipelines) to Redis."""
+    return int(r.info("stats")["total_reads_processed"])
 
 
 def strace_counts(path: Path) -> dict[str, float]:
@@ -209,17 +214,26 @@ asyncio.run(main())
 """
 
 
-async def _resolve_paced(url: str, prefix: str, n: int, gap: float) -> dict[int, float]:
+async def _resolve(url: str, prefix: str, n: int, gap: float) -> dict[int, float]:
+    """Resolve every promise (one by one, ``gap`` s apart; all at once when ``gap`` is 0);
+    the time each resolve call returned."""
     sys.path.insert(0, str(ROOT))
     from redpromise import Redpromise, Settings
 
     rp = Redpromise(url, settings=Settings(namespace=NS))
     done: dict[int, float] = {}
+
+    async def one(i: int) -> None:
+        await rp.resolve(f"{prefix}-{i}", i)
+        done[i] = time.time()
+
     try:
-        for i in range(n):
-            await rp.resolve(f"{prefix}-{i}", i)
-            done[i] = time.time()
-            await asyncio.sleep(gap)
+        if gap > 0:
+            for i in range(n):
+                await one(i)
+                await asyncio.sleep(gap)
+        else:
+            await asyncio.gather(*(one(i) for i in range(n)))
     finally:
         await rp.stop()
     return done
@@ -254,7 +268,7 @@ def wake_up(base: str, url: str, r: redis.Redis, n: int, gap_ms: float) -> dict[
             time.sleep(0.5)
             if int(r.info("stats")["total_commands_processed"]) - a < 10:
                 break
-        done = asyncio.run(_resolve_paced(url, prefix, n, gap_ms / 1000))
+        done = asyncio.run(_resolve(url, prefix, n, gap_ms / 1000))
         out, _ = hold.communicate(timeout=120)
     finally:
         if hold.poll() is None:
@@ -290,6 +304,12 @@ def one_run(a: argparse.Namespace) -> dict[str, Any]:
                                         "record", "-p", str(gw.pid), "-d", str(int(a.duration)),
                                         "-r", "250", "-f", "raw", "-o", a.py_spy, "--nonblocking"],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            perf = None
+            if a.perf:
+                perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-p",
+                                         str(gw.pid), "-o", a.perf, "--", "sleep",
+                                         str(a.duration)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             tracer = None
             if a.strace:
                 tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(gw.pid), "-o",
@@ -297,11 +317,13 @@ def one_run(a: argparse.Namespace) -> dict[str, Any]:
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1)
             before = len(promise_states(r))
-            gw_cpu0, redis_cpu0 = cpu_seconds(gw.pid), redis_cpu(r)
+            gw_cpu0, redis_cpu0, reads0 = cpu_seconds(gw.pid), redis_cpu(r), redis_reads(r)
             res = wrk(base, run, a, a.duration)
-            gw_cpu1, redis_cpu1 = cpu_seconds(gw.pid), redis_cpu(r)
+            gw_cpu1, redis_cpu1, reads1 = cpu_seconds(gw.pid), redis_cpu(r), redis_reads(r)
             if spy is not None:
                 spy.wait(60)
+            if perf is not None:
+                perf.wait(60)
             syscalls: dict[str, float] = {}
             if tracer is not None:
                 tracer.send_signal(signal.SIGINT)
@@ -329,6 +351,7 @@ def one_run(a: argparse.Namespace) -> dict[str, Any]:
                 "gateway_cpu_us_per_begin": (gw_cpu1 - gw_cpu0) * 1e6 / max(1, begun),
                 "gateway_cpu_share": (gw_cpu1 - gw_cpu0) / secs,
                 "redis_cpu_us_per_begin": (redis_cpu1 - redis_cpu0) * 1e6 / max(1, begun),
+                "redis_reads_per_begin": (reads1 - reads0) / max(1, begun),
                 "begun_in_run": begun,
                 "drain_s": round(drained_s, 1), **verdict,
                 "wrk_command": res["command"],
@@ -356,11 +379,14 @@ def main() -> int:
     p.add_argument("--workers-during", action="store_true",
                    help="start the workers before wrk (default: after, to drain)")
     p.add_argument("--waiters", type=int, default=1000, help="/wait long-polls (0: skip)")
-    p.add_argument("--gap", type=float, default=5.0, help="ms between resolves (wake-up)")
+    p.add_argument("--gap", type=float, default=5.0,
+                   help="ms between resolves (wake-up); 0: all at once")
     p.add_argument("--root", default=str(ROOT), help="checkout whose services/gateway.py runs")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--strace", action="store_true",
                    help="count the gateway's syscalls per begin (strace -c; slows it down)")
+    p.add_argument("--perf", default="",
+                   help="perf record -e cpu-clock the gateway into this file (on-CPU samples)")
     p.add_argument("--py-spy", default="", help="record the gateway (raw folded stacks) here")
     a = p.parse_args()
     runs = []

@@ -78,7 +78,7 @@ from ._errors import (
 )
 from ._keys import validate_group, validate_id
 from ._openapi import openapi
-from ._options import parse_target
+from ._options import Options, parse_target
 from ._supervise import CauseLog
 
 __all__ = ["GATEWAYS", "REDPROMISE", "Gateway", "add_routes", "openapi"]
@@ -138,6 +138,15 @@ def _query_number(text: str) -> float:
     return _json_int(text) if text.lstrip("-").isdigit() else _finite_float(text)
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _query_value(text: str) -> str:
+    """``text`` percent-encoded for a query (what ``quote(text, safe='')`` gives)."""
+    # Most ids (UUIDs, slugs) need no escaping: one regex match instead of quote()'s work.
+    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -194,6 +203,8 @@ class Gateway:
     retry_after: int
     default_body: Any
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    # begin_rpc's options, built once: passing target= would build a new Options per call
+    options: Options = field(init=False)
     waiting: int = 0
     _causes: CauseLog = field(
         default_factory=lambda: CauseLog(
@@ -203,6 +214,9 @@ class Gateway:
             metric="gateway",
         )
     )
+
+    def __post_init__(self) -> None:
+        self.options = Options(target=self.target)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -365,12 +379,12 @@ class Gateway:
     async def begin(self, request: web.Request) -> web.StreamResponse:
         id = self._id(request, required=False) or str(uuid.uuid4())
         data = await self._json_body(request, self.default_body)
-        handle = await self.rp.begin_rpc(id, self.function, data, target=self.target)
+        handle = await self.rp.begin_rpc(id, self.function, data, options=self.options)
         return _json(
             {
                 "promise": handle.id,
                 "status": "pending",
-                "wait": f"{self.path('/wait')}?id={quote(handle.id, safe='')}",
+                "wait": f"{self.path('/wait')}?id={_query_value(handle.id)}",
             }
         )
 
