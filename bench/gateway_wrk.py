@@ -109,6 +109,12 @@ def wrk(base: str, run: str, a: argparse.Namespace, duration: float) -> dict[str
     return res
 
 
+def sys_seconds(pid: int) -> float:
+    """The kernel part of a process's CPU (/proc stime), e.g. its socket sends."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def redis_reads(r: redis.Redis) -> int:
     """Read events Redis handled: with one client writing, its writes (pipelines) to Redis."""
     return int(r.info("stats")["total_reads_processed"])
@@ -318,8 +324,10 @@ def one_run(a: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(1)
             before = len(promise_states(r))
             gw_cpu0, redis_cpu0, reads0 = cpu_seconds(gw.pid), redis_cpu(r), redis_reads(r)
+            gw_sys0 = sys_seconds(gw.pid)
             res = wrk(base, run, a, a.duration)
             gw_cpu1, redis_cpu1, reads1 = cpu_seconds(gw.pid), redis_cpu(r), redis_reads(r)
+            gw_sys1 = sys_seconds(gw.pid)
             if spy is not None:
                 spy.wait(60)
             if perf is not None:
@@ -350,6 +358,7 @@ def one_run(a: argparse.Namespace) -> dict[str, Any]:
                 "p50_ms": res["lat_p50_us"] / 1000, "p99_ms": res["lat_p99_us"] / 1000,
                 "gateway_cpu_us_per_begin": (gw_cpu1 - gw_cpu0) * 1e6 / max(1, begun),
                 "gateway_cpu_share": (gw_cpu1 - gw_cpu0) / secs,
+                "gateway_kernel_fraction": (gw_sys1 - gw_sys0) / max(1e-9, gw_cpu1 - gw_cpu0),
                 "redis_cpu_us_per_begin": (redis_cpu1 - redis_cpu0) * 1e6 / max(1, begun),
                 "redis_reads_per_begin": (reads1 - reads0) / max(1, begun),
                 "begun_in_run": begun,
