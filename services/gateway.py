@@ -84,8 +84,8 @@ def main() -> int:
     except (ConfigurationError, ValueError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
-    # uvloop's loop roughly halves the event loop's and the sockets' share of each
-    # request's CPU (bench/RESULTS.md, "Gateway with wrk").
+    # The same loop as the worker CLI's. On the 2-core bench VM its effect on the CPU per
+    # HTTP begin was within the noise (bench/RESULTS.md, "Gateway with wrk").
     factory = event_loop_factory()
     web.run_app(
         app,
