@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -239,16 +239,30 @@ class Options:
         tags: dict[str, str] | None = None,
     ) -> None:
         # A hand-written __init__ so the field keeps its timedelta type while callers may
-        # pass seconds; dataclasses.replace() (merge) goes through here as well.
+        # pass seconds; merge() goes through here as well.
         object.__setattr__(self, "target", target)
         object.__setattr__(self, "timeout", as_timeout(timeout))
         object.__setattr__(self, "retry", retry)
         object.__setattr__(self, "tags", tags)
 
-    def merge(self, **overrides: Any) -> Options:
+    def merge(
+        self,
+        *,
+        target: str | None = None,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Options:
         """A copy with every non-``None`` override applied (``self`` if there are none)."""
-        changes = {k: v for k, v in overrides.items() if v is not None}
-        return replace(self, **changes) if changes else self
+        # Spelled out rather than dataclasses.replace(): this runs on every begin_rpc.
+        if target is None and timeout is None and retry is None and tags is None:
+            return self
+        return Options(
+            target=self.target if target is None else target,
+            timeout=self.timeout if timeout is None else timeout,
+            retry=self.retry if retry is None else retry,
+            tags=self.tags if tags is None else tags,
+        )
 
 
 def _env_seconds(

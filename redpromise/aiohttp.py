@@ -78,7 +78,7 @@ from ._errors import (
 )
 from ._keys import validate_group, validate_id
 from ._openapi import openapi
-from ._options import parse_target
+from ._options import Options, parse_target
 from ._supervise import CauseLog
 
 __all__ = ["GATEWAYS", "REDPROMISE", "Gateway", "add_routes", "openapi"]
@@ -138,19 +138,33 @@ def _query_number(text: str) -> float:
     return _json_int(text) if text.lstrip("-").isdigit() else _finite_float(text)
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _query_value(text: str) -> str:
+    """``text`` percent-encoded for a query (what ``quote(text, safe='')`` gives)."""
+    # Most ids (UUIDs, slugs) need no escaping: one regex match instead of quote()'s work.
+    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# One decoder and one encoder for the process: ``json.loads``/``json.dumps`` with options
+# build a new one (and its scanner) on every call.
+_DECODER = json.JSONDecoder(
+    parse_float=_finite_float, parse_int=_json_int, parse_constant=_reject_constant
+)
 
 
 def _loads(raw: bytes) -> Any:
     """Strict JSON: UTF-8, no NaN/Infinity, no numbers that overflow to infinity."""
     try:
-        return json.loads(
-            raw.decode("utf-8"),
-            parse_float=_finite_float,
-            parse_int=_json_int,
-            parse_constant=_reject_constant,
-        )
+        text = raw.decode("utf-8")
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _HTTPError(400, f"malformed JSON body: {exc}") from exc
 
@@ -161,8 +175,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, allow_nan=False, ensure_ascii=False)
+_ENCODER = json.JSONEncoder(default=_json_default, allow_nan=False, ensure_ascii=False)
+_dumps = _ENCODER.encode
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -189,6 +203,8 @@ class Gateway:
     retry_after: int
     default_body: Any
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    # begin_rpc's options, built once: passing target= would build a new Options per call
+    options: Options = field(init=False)
     waiting: int = 0
     _causes: CauseLog = field(
         default_factory=lambda: CauseLog(
@@ -198,6 +214,9 @@ class Gateway:
             metric="gateway",
         )
     )
+
+    def __post_init__(self) -> None:
+        self.options = Options(target=self.target)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -280,9 +299,9 @@ class Gateway:
 
     async def _body(self, request: web.Request) -> bytes:
         """The request body, refusing more than ``max_body`` bytes (413)."""
-        too_large = _HTTPError(413, f"request body is larger than {self.max_body} bytes")
-        if request.content_length is not None and request.content_length > self.max_body:
-            raise too_large
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            raise self._too_large()
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -291,9 +310,14 @@ class Gateway:
                 break
             size += len(chunk)
             if size > self.max_body:
-                raise too_large
+                raise self._too_large()
+            if size == length and not chunks:
+                return chunk  # the whole declared body in one read: no second read for EOF
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _too_large(self) -> _HTTPError:
+        return _HTTPError(413, f"request body is larger than {self.max_body} bytes")
 
     async def _json_body(self, request: web.Request, empty: Any) -> Any:
         raw = await self._body(request)
@@ -355,12 +379,12 @@ class Gateway:
     async def begin(self, request: web.Request) -> web.StreamResponse:
         id = self._id(request, required=False) or str(uuid.uuid4())
         data = await self._json_body(request, self.default_body)
-        handle = await self.rp.begin_rpc(id, self.function, data, target=self.target)
+        handle = await self.rp.begin_rpc(id, self.function, data, options=self.options)
         return _json(
             {
                 "promise": handle.id,
                 "status": "pending",
-                "wait": f"{self.path('/wait')}?id={quote(handle.id, safe='')}",
+                "wait": f"{self.path('/wait')}?id={_query_value(handle.id)}",
             }
         )
 

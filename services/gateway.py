@@ -7,7 +7,9 @@ Environment: ``REDPROMISE_URL`` (Redis), ``REDPROMISE_GATEWAY_HOST`` (default 12
 token), ``REDPROMISE_GATEWAY_FUNCTION`` (default ``foo``), ``REDPROMISE_GATEWAY_TARGET``
 (default ``poll://any@worker``), ``REDPROMISE_GATEWAY_MAX_WAIT`` (long-poll cap, seconds,
 default 30), and the library's ``REDPROMISE_*`` settings (namespace, timeout, …).
-The gateway holds no state: kill it at any time, start another, and ``/wait`` goes on.
+It runs on uvloop when that is installed (the ``fast`` extra), as the worker CLI does;
+``REDPROMISE_UVLOOP=0`` keeps asyncio's own loop. The gateway holds no state: kill it at
+any time, start another, and ``/wait`` goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `redpromise` importable f
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redpromise import ConfigurationError, Redpromise, Settings
+from redpromise._runner import event_loop_factory
 from redpromise.aiohttp import add_routes
 
 __all__ = ["init", "main"]
@@ -81,8 +84,12 @@ def main() -> int:
     except (ConfigurationError, ValueError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
+    # The same loop as the worker CLI's. On the 2-core bench VM its effect on the CPU per
+    # HTTP begin was within the noise (bench/RESULTS.md, "Gateway with wrk").
+    factory = event_loop_factory()
     web.run_app(
         app,
+        loop=factory() if factory is not None else None,
         host=host,
         port=port,
         print=lambda _: log.info("gateway listening on http://%s:%d", host, port),
