@@ -93,6 +93,7 @@ async def exchange(
     resend: bool = True,
     durable: Sequence[bool] | None = None,
     ack: Ack | None = None,
+    alone: bool = False,
 ) -> list[Any]:
     """Send ``commands`` in one write; their replies in order.
 
@@ -101,12 +102,15 @@ async def exchange(
     resending the whole batch, then raised. ``resend=False`` is for commands that are not
     replay-safe (``XREADGROUP ... >`` delivers new entries each time): a failure is
     raised at once, and the caller decides. With ``ack``, the ``durable`` commands are
-    followed by a ``WAIT`` (see :func:`with_wait`).
+    followed by a ``WAIT`` (see :func:`with_wait`). ``alone``: the commands block (a
+    ``BLOCK`` read), so on a cluster they must not share a node's buffer with others.
     """
     if isinstance(redis, RedisCluster):
         from ._cluster import cluster_exchange
 
-        return await cluster_exchange(redis, commands, resend=resend, durable=durable, ack=ack)
+        return await cluster_exchange(
+            redis, commands, resend=resend, durable=durable, ack=ack, alone=alone
+        )
     commands, check = with_wait(commands, durable, ack)
     packed = pack(commands)
     n = len(commands)
