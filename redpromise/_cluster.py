@@ -153,8 +153,9 @@ _SENDING: set[asyncio.Task[None]] = set()  # buffers out (kept referenced until 
 
 
 def _queue(rc: RedisCluster, node: ClusterNode) -> _NodeQueue:
-    # One queue per node object of this client (a node replaced after a failover gets a
-    # new one); kept on the client, so each event loop's client has its own.
+    # One queue per node address of this client, kept on the client (so each event
+    # loop's client has its own). ClusterNode compares by address: a node object that
+    # replaced another at the same address (a refreshed slot map) serves the next buffer.
     queues: dict[ClusterNode, _NodeQueue] | None = getattr(rc, "_redpromise_queues", None)
     if queues is None:
         queues = {}
@@ -162,6 +163,7 @@ def _queue(rc: RedisCluster, node: ClusterNode) -> _NodeQueue:
     q = queues.get(node)
     if q is None:
         q = queues[node] = _NodeQueue(node)
+    q.node = node
     return q
 
 
