@@ -79,94 +79,6 @@ async def _send_node(node: ClusterNode, commands: Sequence[Sequence[Any]]) -> li
         node.release(conn)
 
 
-_Unit = tuple[Sequence[Sequence[Any]], "asyncio.Future[list[Any]]"]
-
-
-class _NodeQueue:
-    """The commands for one node from every exchange of this process, sent one buffer at
-    a time: while a buffer is out, what comes meanwhile waits and goes in the next one.
-
-    Why: Redis' cost on a cluster is dominated by how often each master's event loop
-    wakes up, and splitting every batch over the masters multiplies the wake-ups (a
-    worker's read pass, its acquires and its completions each woke every master). One
-    buffer in flight per node merges them, and costs a lone exchange nothing (no buffer
-    out: it is sent in the same loop turn). A failure of the buffer is every unit's.
-    """
-
-    __slots__ = ("busy", "node", "pending")
-
-    def __init__(self, node: ClusterNode) -> None:
-        self.node = node
-        self.pending: list[_Unit] = []
-        self.busy = False
-
-    def send(self, commands: Sequence[Sequence[Any]]) -> asyncio.Future[list[Any]]:
-        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self.pending.append((commands, fut))
-        if not self.busy:
-            self.busy = True
-            # Sent two loop turns from now: an exchange begun alongside (a task started
-            # in the same turn reaches here one turn later) joins the buffer.
-            loop = asyncio.get_running_loop()
-            loop.call_soon(loop.call_soon, self._flush)
-        return fut
-
-    def _flush(self) -> None:
-        # A unit whose caller gave up is not sent (its commands never ran).
-        units = [u for u in self.pending if not u[1].done()]
-        self.pending = []
-        if not units:
-            self.busy = False
-            return
-        task = asyncio.ensure_future(self._send(units))
-        _SENDING.add(task)
-        task.add_done_callback(self._sent)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        _SENDING.discard(task)
-        if self.pending:
-            self._flush()
-        else:
-            self.busy = False
-
-    async def _send(self, units: list[_Unit]) -> None:
-        commands = [c for cmds, _ in units for c in cmds]
-        try:
-            replies = await _send_node(self.node, commands)
-        except Exception as exc:
-            for _, fut in units:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        except BaseException:  # cancelled (the loop is closing): so are the callers
-            for _, fut in units:
-                fut.cancel()
-            raise
-        at = 0
-        for cmds, fut in units:
-            if not fut.done():
-                fut.set_result(replies[at : at + len(cmds)])
-            at += len(cmds)
-
-
-_SENDING: set[asyncio.Task[None]] = set()  # buffers out (kept referenced until answered)
-
-
-def _queue(rc: RedisCluster, node: ClusterNode) -> _NodeQueue:
-    # One queue per node address of this client, kept on the client (so each event
-    # loop's client has its own). ClusterNode compares by address: a node object that
-    # replaced another at the same address (a refreshed slot map) serves the next buffer.
-    queues: dict[ClusterNode, _NodeQueue] | None = getattr(rc, "_redpromise_queues", None)
-    if queues is None:
-        queues = {}
-        rc._redpromise_queues = queues  # type: ignore[attr-defined]
-    q = queues.get(node)
-    if q is None:
-        q = queues[node] = _NodeQueue(node)
-    q.node = node
-    return q
-
-
 async def cluster_exchange(
     rc: RedisCluster,
     commands: Sequence[Sequence[Any]],
@@ -174,17 +86,13 @@ async def cluster_exchange(
     resend: bool = True,
     durable: Sequence[bool] | None = None,
     ack: Ack | None = None,
-    alone: bool = False,
 ) -> list[Any]:
     """Send ``commands`` grouped by node; their replies (or errors) in order.
 
     ``resend=False``: a connection lost mid-exchange is not resent (the commands may have
-    run); its error comes back in the slots of that node's commands. The commands share
-    each node's buffer with other exchanges (see :class:`_NodeQueue`), except with
-    ``alone`` (a blocking command, which would hold the buffer up) or ``ack`` (a WAIT
-    may take its whole timeout): those get a connection of their own.
+    run); its error comes back in the slots of that node's commands.
     """
-    ex = _Exchange(rc, commands, resend, durable, ack, alone or ack is not None)
+    ex = _Exchange(rc, commands, resend, durable, ack)
     backoff = Backoff(0.05, 1.0)
     for attempt in range(_ATTEMPTS):
         if attempt:
@@ -204,10 +112,8 @@ class _Exchange:
         resend: bool,
         durable: Sequence[bool] | None,
         ack: Ack | None,
-        alone: bool,
     ) -> None:
         self.rc = rc
-        self.alone = alone
         self.commands = commands
         self.resend = resend
         self.durable = durable
@@ -231,9 +137,7 @@ class _Exchange:
         self, node: ClusterNode, commands: list[Sequence[Any]], durable: list[bool] | None
     ) -> list[Any]:
         cmds, check = with_wait(commands, durable, self.ack)
-        if self.alone:
-            return check(await _send_node(node, cmds))
-        return check(await _queue(self.rc, node).send(cmds))
+        return check(await _send_node(node, cmds))
 
     def _route(self) -> dict[ClusterNode, list[int]]:
         by_node: dict[ClusterNode, list[int]] = {}

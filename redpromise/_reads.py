@@ -97,7 +97,6 @@ class PartitionReads:
         self._reads: dict[int, asyncio.Task[Any]] = {}
         self._error: BaseException | None = None
         self._busy = False  # the last wake-up delivered several entries
-        self._next: asyncio.Task[list[Delivery]] | None = None  # a pass begun early
 
     def use(self, partitions: Sequence[int]) -> None:
         self._active = list(partitions)
@@ -106,9 +105,7 @@ class PartitionReads:
 
     async def _read(self, k: int, count: int) -> Any:
         cmd = [*self._head, "COUNT", count, "BLOCK", self._block_ms, "STREAMS"]
-        (resp,) = await exchange(
-            self._redis, [[*cmd, self._streams[k], ">"]], resend=False, alone=True
-        )
+        (resp,) = await exchange(self._redis, [[*cmd, self._streams[k], ">"]], resend=False)
         return resp
 
     async def read(self, free: int) -> list[Delivery]:
@@ -120,15 +117,8 @@ class PartitionReads:
             return []
         count = max(1, min(free, 500) // len(self._active))
         if self._busy:
-            ahead, self._next = self._next, None
-            out = await (ahead if ahead is not None else self._poll(count))
+            out = await self._poll(count)
             if out:
-                left = min(free, 500) - len(out)
-                if left >= len(self._active):
-                    # Begin the next pass now, while the caller acquires these: on a
-                    # cluster both go in the same buffer per node (one wake-up of each
-                    # master instead of two).
-                    self._next = asyncio.ensure_future(self._poll(left // len(self._active)))
                 return out
             self._busy = False  # a quiet moment: park a read on every partition again
         for k in self._active:
@@ -186,9 +176,6 @@ class PartitionReads:
     async def close(self) -> None:
         tasks = list(self._reads.values())
         self._reads.clear()
-        if self._next is not None:
-            tasks.append(self._next)
-            self._next = None
         for t in tasks:
             t.cancel()
         if tasks:

@@ -93,7 +93,6 @@ async def exchange(
     resend: bool = True,
     durable: Sequence[bool] | None = None,
     ack: Ack | None = None,
-    alone: bool = False,
 ) -> list[Any]:
     """Send ``commands`` in one write; their replies in order.
 
@@ -102,15 +101,12 @@ async def exchange(
     resending the whole batch, then raised. ``resend=False`` is for commands that are not
     replay-safe (``XREADGROUP ... >`` delivers new entries each time): a failure is
     raised at once, and the caller decides. With ``ack``, the ``durable`` commands are
-    followed by a ``WAIT`` (see :func:`with_wait`). ``alone``: the commands block (a
-    ``BLOCK`` read), so on a cluster they must not share a node's buffer with others.
+    followed by a ``WAIT`` (see :func:`with_wait`).
     """
     if isinstance(redis, RedisCluster):
         from ._cluster import cluster_exchange
 
-        return await cluster_exchange(
-            redis, commands, resend=resend, durable=durable, ack=ack, alone=alone
-        )
+        return await cluster_exchange(redis, commands, resend=resend, durable=durable, ack=ack)
     commands, check = with_wait(commands, durable, ack)
     packed = pack(commands)
     n = len(commands)

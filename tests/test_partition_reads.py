@@ -3,8 +3,6 @@ entries taken in bulk while they flow, none lost around an error."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from redis.asyncio import Redis
 
@@ -63,26 +61,3 @@ async def test_entries_delivered_beside_an_error_are_handed_over_first(
     await reads.close()
     assert len(got) == 2  # both good partitions' entries, none lost around the error
     assert errors and "WRONGTYPE" in str(errors[0])
-
-
-async def test_while_entries_flow_the_next_pass_is_taken_while_the_caller_acquires(
-    redis: Redis, namespace: str
-) -> None:
-    """A busy pass that returned entries begins the next one at once (on a cluster it
-    then shares each node's buffer with the caller's acquires): the entries it takes are
-    delivered before ``read`` is called again, and handed over by that call."""
-    streams = await _setup(redis, namespace, 2)
-    reads = PartitionReads(redis, ["XREADGROUP", "GROUP", "g", "c"], streams, 100)
-    reads.use(range(2))
-    for i in range(120):
-        await redis.xadd(streams[0], {"id": f"e{i}"})
-    got = await reads.read(100)  # a wake-up: 50 entries (count = 100 // 2)
-    got += await reads.read(100)  # busy: a pass takes 50 more, and the next one begins
-    assert len(got) == 100
-    await asyncio.sleep(0.2)  # the caller acquiring; read() not called
-    (summary,) = [s for s in await redis.xinfo_groups(streams[0])]
-    assert summary["pending"] == 120  # the last 20 already delivered to this consumer
-    got += await reads.read(100)
-    await reads.close()
-    ids = [dict(zip(f[::2], f[1::2], strict=True)) if isinstance(f, list) else f for _, _, f in got]
-    assert sorted(int(f[b"id"][1:]) for f in ids) == list(range(120))
