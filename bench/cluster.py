@@ -18,9 +18,8 @@ concurrency 100 and one producer process (bench/peers/peer_redpromise.py, as run
   master's share of the masters' commands;
 - CPU of the worker and producer processes per promise (the producer's includes start-up).
 
-- per node, also: Redis' user CPU, the time inside scripts (commandstats ``usec`` of
-  EVALSHA), and the event loop's wake-ups (voluntary context switches of the server
-  process, from /proc: each one is the loop going to sleep in epoll_wait and waking).
+- per node, also: Redis' user CPU, and the event loop's wake-ups (voluntary context
+  switches of the server process, from /proc: each is the loop sleeping in epoll_wait).
 
 Once per target, an idle worker's commands/s per node over ``--idle`` seconds (a fresh
 worker, started and left alone; the probe's own INFO calls subtracted).
@@ -259,7 +258,8 @@ def node_stats(n: Node) -> dict[str, Any]:
     vol, invol = switches(int(info["process_id"]))
     return {"cpu": float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
             "cpu_user": float(info["used_cpu_user"]),
-            # time inside the scripts (their redis.call()s included), as Redis times it
+            # wall time inside the scripts (their redis.call()s included), as commandstats
+            # times it: JSON only, since a server preempted mid-script counts the wait too
             "script_usec": sum(int(v["usec"]) for k, v in info.items()
                                if k in ("cmdstat_evalsha", "cmdstat_eval")),
             "wakeups": vol, "preempted": invol,
@@ -398,7 +398,6 @@ ROWS = [  # (label, key, digits)
     ("Redis CPU µs/promise (masters)", "redis_cpu_us", 1),
     ("Redis CPU µs/promise (replicas)", "replica_cpu_us", 1),
     ("Redis CPU user µs/promise (masters)", "redis_user_us", 1),
-    ("time in scripts µs/promise (masters, commandstats)", "script_us", 1),
     ("Redis cmds/promise (masters)", "cmds", 1),
     ("socket reads/promise (masters)", "reads", 2),
     ("event-loop wake-ups/promise (masters)", "wakeups", 2),
