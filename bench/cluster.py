@@ -18,6 +18,9 @@ concurrency 100 and one producer process (bench/peers/peer_redpromise.py, as run
   master's share of the masters' commands;
 - CPU of the worker and producer processes per promise (the producer's includes start-up).
 
+- per node, also: Redis' user CPU, and the event loop's wake-ups (voluntary context
+  switches of the server process, from /proc: each is the loop sleeping in epoll_wait).
+
 Once per target, an idle worker's commands/s per node over ``--idle`` seconds (a fresh
 worker, started and left alone; the probe's own INFO calls subtracted).
 
@@ -234,12 +237,33 @@ def open_target(stack: contextlib.ExitStack, name: str, a: argparse.Namespace) -
 # --------------------------------------------------------------------------- probes
 
 
+def switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of a local process: a voluntary one is
+    Redis' event loop going to sleep in epoll_wait, so it counts the loop's wake-ups."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0, 0
+    got = dict(line.split(":", 1) for line in text.splitlines() if "ctxt_switches" in line)
+    return (int(got.get("voluntary_ctxt_switches", 0)),
+            int(got.get("nonvoluntary_ctxt_switches", 0)))
+
+
 def node_stats(n: Node) -> dict[str, Any]:
     info = n.client.info("all")
     cmds = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()
             if k.startswith("cmdstat_")}
+    usec = {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in info.items()
+            if k.startswith("cmdstat_")}
+    vol, invol = switches(int(info["process_id"]))
     return {"cpu": float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
-            "total": int(info["total_commands_processed"]), "cmds": cmds,
+            "cpu_user": float(info["used_cpu_user"]),
+            # wall time inside the scripts (their redis.call()s included), as commandstats
+            # times it: JSON only, since a server preempted mid-script counts the wait too
+            "script_usec": sum(int(v["usec"]) for k, v in info.items()
+                               if k in ("cmdstat_evalsha", "cmdstat_eval")),
+            "wakeups": vol, "preempted": invol,
+            "total": int(info["total_commands_processed"]), "cmds": cmds, "usec": usec,
             # event-loop reads/writes of client sockets: round trips as Redis sees them
             "reads": int(info["total_reads_processed"]),
             "writes": int(info["total_writes_processed"]),
@@ -285,9 +309,15 @@ def one_run(t: Target, a: argparse.Namespace, logdir: Path) -> dict[str, Any]:
             "master": n.master,
             "cpu_us": (s1[n.name]["cpu"] - s0[n.name]["cpu"]) * 1e6 / per,
             "cmds": sum(calls.values()) / per,
-            **{k: (s1[n.name][k] - s0[n.name][k]) / per for k in ("reads", "writes", "repl_out")},
+            **{k: (s1[n.name][k] - s0[n.name][k]) / per for k in (
+                "reads", "writes", "repl_out", "wakeups", "preempted")},
+            "cpu_user_us": (s1[n.name]["cpu_user"] - s0[n.name]["cpu_user"]) * 1e6 / per,
+            "script_us": (s1[n.name]["script_usec"] - s0[n.name]["script_usec"]) / per,
             "commands": {k: round(v / per, 3) for k, v in
                          sorted(calls.items(), key=lambda kv: -kv[1])},
+            # µs inside each command (commandstats), per promise
+            "usec": {k: round((v - s0[n.name]["usec"].get(k, 0)) / per, 2)
+                     for k, v in s1[n.name]["usec"].items() if k in calls},
         }
     m_cmds = sum(v["cmds"] for v in nodes.values() if v["master"])
     prod = (c1[1].ru_utime + c1[1].ru_stime) - (c0[1].ru_utime + c0[1].ru_stime)
@@ -300,6 +330,10 @@ def one_run(t: Target, a: argparse.Namespace, logdir: Path) -> dict[str, Any]:
         "cmds": m_cmds,
         "replica_cmds": sum(v["cmds"] for v in nodes.values() if not v["master"]),
         "reads": sum(v["reads"] for v in nodes.values() if v["master"]),
+        "redis_user_us": sum(v["cpu_user_us"] for v in nodes.values() if v["master"]),
+        "script_us": sum(v["script_us"] for v in nodes.values() if v["master"]),
+        "wakeups": sum(v["wakeups"] for v in nodes.values() if v["master"]),
+        "preempted": sum(v["preempted"] for v in nodes.values() if v["master"]),
         "writes": sum(v["writes"] for v in nodes.values() if v["master"]),
         "repl_out_bytes": sum(v["repl_out"] for v in nodes.values() if v["master"]),
         "share": {k: v["cmds"] / m_cmds for k, v in nodes.items() if v["master"]},
@@ -363,8 +397,11 @@ ROWS = [  # (label, key, digits)
     ("round trip p99, ms", "p99_ms", 2),
     ("Redis CPU µs/promise (masters)", "redis_cpu_us", 1),
     ("Redis CPU µs/promise (replicas)", "replica_cpu_us", 1),
+    ("Redis CPU user µs/promise (masters)", "redis_user_us", 1),
     ("Redis cmds/promise (masters)", "cmds", 1),
     ("socket reads/promise (masters)", "reads", 2),
+    ("event-loop wake-ups/promise (masters)", "wakeups", 2),
+    ("preemptions/promise (masters)", "preempted", 2),
     ("replication bytes out/promise (masters)", "repl_out_bytes", 0),
     ("worker CPU µs/promise", "worker_cpu_us", 0),
     ("producer CPU µs/promise", "producer_cpu_us", 0),
@@ -429,7 +466,13 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=100, help="of the worker (100)")
     p.add_argument("--window", type=int, default=100, help="producer's promises in flight (100)")
     p.add_argument("--timeout", type=float, default=180, help="per producer run, s")
+    p.add_argument("--trace", default=None, metavar="DIR",
+                   help="diagnosis: every worker/producer writes its socket writes by node,\n"
+                        "origin and commands to DIR (bench/peers/_trace.py)")
     a = p.parse_args()
+    if a.trace:
+        Path(a.trace).mkdir(parents=True, exist_ok=True)
+        os.environ["BENCH_TRACE"] = str(Path(a.trace).resolve())
     a.n = a.n or (500 if a.quick else 10_000)
     a.latency_n = a.latency_n or (50 if a.quick else 500)
     a.repeat = a.repeat or (1 if a.quick else 3)

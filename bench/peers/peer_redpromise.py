@@ -92,6 +92,10 @@ async def produce(a: Any) -> dict[str, Any]:
 
 def main() -> None:
     a = _proto.parse()
+    if os.environ.get("BENCH_TRACE"):  # diagnosis: bench/cluster.py --trace
+        import _trace
+
+        _trace.install(os.environ["BENCH_TRACE"], a.role if a.role == "worker" else a.mode)
     if os.environ.get("BENCH_UVLOOP"):
         import uvloop
 
