@@ -222,6 +222,13 @@ async def test_promise_begun_by_another_process_is_read(make_rp: MakeRp) -> None
     await listening(rp, outsider)
     await outsider.begin_rpc("elsewhere", "f", 1, target="nobody")
     await outsider.resolve("elsewhere", "theirs")
+    # Its message must be behind us (a late one, heard while result() waits on its read,
+    # is doubted and read again: correct, but not what this test counts): a later
+    # completion on the same subscription connection, heard, proves it.
+    await outsider.begin_rpc("heard", "f", 1, target="nobody")
+    heard = await waiting_after_a_read(rp, "heard")
+    await outsider.resolve("heard", 0)
+    assert await asyncio.wait_for(heard, 10) == 0
     reads = count_reads(rp)
     assert await asyncio.wait_for(Handle(rp, "elsewhere").result(), 10) == "theirs"
     assert reads == ["elsewhere"]
