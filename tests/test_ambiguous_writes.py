@@ -20,6 +20,7 @@ from redpromise._keys import Keys
 from redpromise._options import Settings
 from redpromise._store import Store
 from redpromise.testing import FaultyRedis
+from tests.helpers import assert_eventually
 from tests.storeops import (
     G,
     acquire,
@@ -224,6 +225,12 @@ async def test_worker_whose_writes_are_all_resent_completes_once(
     await worker.start()
     handle = await worker.begin_rpc("p1", "work")
     assert await handle.result(timeout=10) == [2, 3]
+    # result() can return from the completion message while the worker's resent
+    # completion is still on its way back to it.
+    await assert_eventually(
+        lambda: replies and worker._worker is not None and worker._worker.completed,
+        message="the worker handled its completion call's reply",
+    )
     assert step_runs == [1, 2]
     assert faulty.lost.count("checkpoint") == 2
     assert faulty.lost.count("complete") == 1

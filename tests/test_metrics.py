@@ -59,6 +59,18 @@ async def scraped(url: str) -> Samples:
     return await asyncio.to_thread(scrape, url)
 
 
+async def scraped_after(url: str, name: str, expected: float, **labels: str) -> Samples:
+    """The samples once ``name{labels}`` reads ``expected``: ``result()`` can return (from
+    the completion message) before the worker has handled its completion call's reply."""
+
+    async def ready() -> Samples | None:
+        s = await scraped(url)
+        return s if value(s, name, **labels) == expected else None
+
+    samples: Samples = await assert_eventually(ready, message=f"{name}{labels} == {expected}")
+    return samples
+
+
 class Stack:
     def __init__(self, url: str, log_dir: Path) -> None:
         self.url = url
@@ -112,8 +124,13 @@ async def test_gateway_and_worker_metrics_count_a_known_workload_exactly(
     assert value(g, "redpromise_promises_begun_total", group="worker", function="foo") == 20
     assert total(g, "redpromise_promises_completed_total") == 0  # the worker completed them
 
-    w = await assert_eventually(lambda: scraped(worker_metrics))
     fw = {"group": "worker", "function": "foo"}
+    w = await scraped_after(
+        worker_metrics, "redpromise_promises_completed_total", 3, **fw, state="rejected"
+    )
+    w = await scraped_after(
+        worker_metrics, "redpromise_promises_completed_total", 17, **fw, state="resolved"
+    )
     assert value(w, "redpromise_promises_completed_total", **fw, state="resolved") == 17
     assert value(w, "redpromise_promises_completed_total", **fw, state="rejected") == 3
     assert total(w, "redpromise_promises_completed_total") == 20
@@ -211,8 +228,11 @@ async def test_worker_counts_retries_and_redeliveries_and_fence_refusals(
         failing = await rp.begin_rpc("f-1", "fails", "f-1")
         with pytest.raises(Exception, match="attempt 2 failed"):
             await failing.result(timeout=20)
-        s = await scraped(f"http://127.0.0.1:{port_a}/metrics")
         labels = {"group": "worker", "function": "fails"}
+        s = await scraped_after(
+            f"http://127.0.0.1:{port_a}/metrics",
+            "redpromise_promises_completed_total", 1, **labels, state="rejected",
+        )
         assert value(s, "redpromise_retries_total", **labels) == 2
         assert value(s, "redpromise_execution_seconds_count", **labels) == 3
         assert value(s, "redpromise_promises_completed_total", **labels, state="rejected") == 1
@@ -231,8 +251,11 @@ async def test_worker_counts_retries_and_redeliveries_and_fence_refusals(
         Path(f"{gate}.2").touch()  # B holds version 2: it completes
         assert (await held.result(timeout=20))["version"] == 2
         a.thaw()  # A (version 1) still waits for its gate: its next heartbeat is refused
-        sb = await scraped(f"http://127.0.0.1:{port_b}/metrics")
         gated = {"group": "worker", "function": "gated"}
+        sb = await scraped_after(
+            f"http://127.0.0.1:{port_b}/metrics",
+            "redpromise_promises_completed_total", 1, **gated, state="resolved",
+        )
         assert value(sb, "redpromise_redeliveries_total", **gated) == 1
         assert value(sb, "redpromise_promises_completed_total", **gated, state="resolved") == 1
 
