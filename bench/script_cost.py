@@ -29,13 +29,9 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,11 +51,6 @@ from redpromise._store import _FIELDS, _HMGET, Call, Store
 
 GROUP = "g"
 PHASES = ("create", "xreadgroup", "acquire", "complete", "read")
-
-
-def cpu(r: redis.Redis) -> float:
-    info = r.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 class Callgrind:
@@ -84,50 +75,11 @@ class Callgrind:
 
 @contextlib.contextmanager
 def callgrind_server() -> Iterator[tuple[str, redis.Redis, Callgrind]]:
-    binary = os.environ.get("REDPROMISE_REDIS_SERVER") or shutil.which("redis-server") or ""
-    port = bench.free_port()
-    with tempfile.TemporaryDirectory(prefix="rp-cg-") as d:
-        out = Path(d) / "cg.out"
-        proc = subprocess.Popen(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                d,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=port)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("redis-server did not start under valgrind") from None
-                    time.sleep(0.2)
-            yield f"redis://127.0.0.1:{port}/0", client, Callgrind(proc.pid, out)
-        finally:
-            client.close()
-            proc.terminate()
-            proc.wait(60)
+    def valgrind(d: Path) -> list[str]:
+        return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d / 'cg.out'}"]
+
+    with bench.redis_process(valgrind, start_timeout=60) as (url, client, pid, d):
+        yield url, client, Callgrind(pid, d / "cg.out")
 
 
 def create_call(store: Store, id: str, args: bytes) -> Call:
@@ -166,11 +118,11 @@ async def one_run(
         before_cmd = bench.commandstats(sync)
         if meter is not None:
             meter.start()
-        before_cpu = cpu(sync)
+        before_cpu = bench.redis_cpu(sync)
         results: list[Any] = []
         for i in range(0, len(calls), batch):
             results += await store.pipelined(calls[i : i + batch])
-        after_cpu = cpu(sync)
+        after_cpu = bench.redis_cpu(sync)
         if meter is not None:
             after_cpu = before_cpu + meter.stop() / 1e6  # so "us" below is instructions
         after_cmd = bench.commandstats(sync)
