@@ -72,7 +72,8 @@ if h[2] ~= ARGV[2] then
   end
   return { -5, h[2] }
 end
-if ARGV[3] ~= '' and h[3] ~= ARGV[3] then
+-- A promise never acquired has no version field: version 0 (create.lua writes no defaults).
+if ARGV[3] ~= '' and (h[3] or '0') ~= ARGV[3] then
   return { -3 }
 end
 -- A pending record without a timeout_at is not redpromise's; its member says it is due.
