@@ -338,7 +338,9 @@ class Inspector:
             "completed_by": as_text(h["completed_by"]) if h.get("completed_by") else None,
             "attempt": _int(h.get("attempt")) or 0,
             "version": _int(h.get("version")) or 0,
-            "deliveries": _int(h.get("deliveries")),
+            # A missing count is 0 while pending (create.lua stores no default values);
+            # a completed record drops it (settle.lua), and shows none.
+            "deliveries": _int(h.get("deliveries", b"0" if state == "pending" else None)),
             "owner": as_text(h["owner"]) if h.get("owner") else None,
             "tags": _value(h.get("tags")) if h.get("tags") else {},
         }

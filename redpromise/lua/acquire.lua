@@ -55,7 +55,7 @@ local function drop_entry()
   redis.call('XDEL', KEYS[3], ARGV[2])
 end
 local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'entry', 'deliveries', 'version',
-  'func', 'args', 'attempt', 'timeout_at', 'retry', 'token', 'created_at')
+  'func', 'args', 'attempt', 'timeout_at', 'retry', 'token')
 if not h[1] then
   drop_entry()
   return { -1 }
@@ -90,11 +90,13 @@ if deliveries > tonumber(ARGV[5]) then
   -- an operator can requeue the work as a new promise (redpromise/_inspect.py).
   to_dead(KEYS[4], ARGV[10], tonumber(ARGV[11]), { 'id', ARGV[1], 'group', ARGV[3],
     'entry', ARGV[2], 'deliveries', deliveries, 'func', h[6] or '', 'args', h[7] or '' })
+  -- Read on this rare path only: one field fewer in the HMGET every acquire runs.
+  local created_at = redis.call('HGET', KEYS[1], 'created_at')
   local done = settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected',
-    ARGV[6], ARGV[7], ARGV[8], '', ARGV[2], ARGV[12], { KEYS[7], KEYS[8], KEYS[9], h[12] },
+    ARGV[6], ARGV[7], ARGV[8], '', ARGV[2], ARGV[12], { KEYS[7], KEYS[8], KEYS[9], created_at },
     now_ms())
   -- As complete.lua: created_at as read, completed_at as settle stored it.
-  return { -7, h[6], h[12], done }
+  return { -7, h[6], created_at, done }
 end
 local version = (tonumber(h[5]) or 0) + 1
 redis.call('HSET', KEYS[1], 'version', version, 'deliveries', deliveries, 'owner', ARGV[4],

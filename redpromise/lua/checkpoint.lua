@@ -24,7 +24,8 @@ end
 if h[1] ~= 'pending' then
   return { -2 }
 end
-if h[2] ~= ARGV[1] then
+-- A promise never acquired has no version field: version 0 (create.lua writes no defaults).
+if (h[2] or '0') ~= ARGV[1] then
   return { -3 }
 end
 redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])

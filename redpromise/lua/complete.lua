@@ -47,8 +47,8 @@ complete: settle a pending promise (resolve, reject, cancel, time out) exactly o
 --- @include now
 --- @include text
 --- @include settle
-local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'timeout_at', 'value',
-  'completed_by', 'entry', 'created_at', 'func')
+local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'entry', 'created_at',
+  'func')
 local timing_out = ARGV[8] == '1'
 -- promote reads a bounded number of due members per partition: one it can neither settle
 -- nor remove would hold that slot, and a hundred would stop every timeout behind them.
@@ -63,29 +63,38 @@ if h[1] ~= 'pending' then
   if timing_out then
     redis.call('ZREM', KEYS[4], member)
   end
-  return { 0, h[1], h[5], h[6] or '' }
+  -- Read here only: a pending record has neither field, and each name an HMGET asks
+  -- for costs every call (converted, looked up through the whole hash, answered).
+  local done = redis.call('HMGET', KEYS[1], 'value', 'completed_by')
+  return { 0, h[1], done[1], done[2] or '' }
 end
 if h[2] ~= ARGV[2] then
   if timing_out then
     redis.call('ZREM', KEYS[4], member)
-    redis.call('ZADD', KEYS[4], tonumber(h[4]) or now_ms(), h[2] .. '|' .. ARGV[1])
+    local timeout_at = tonumber(redis.call('HGET', KEYS[1], 'timeout_at'))
+    redis.call('ZADD', KEYS[4], timeout_at or now_ms(), h[2] .. '|' .. ARGV[1])
   end
   return { -5, h[2] }
 end
-if ARGV[3] ~= '' and h[3] ~= ARGV[3] then
+-- A promise never acquired has no version field: version 0 (create.lua writes no defaults).
+if ARGV[3] ~= '' and (h[3] or '0') ~= ARGV[3] then
   return { -3 }
 end
--- A pending record without a timeout_at is not redpromise's; its member says it is due.
-local timeout_at = tonumber(h[4])
 local now = now_ms()
-if timing_out and timeout_at and timeout_at > now then
-  redis.call('ZADD', KEYS[4], timeout_at, member)
-  return { -8 }
+-- timeout_at is read only by the timeout transition: the completions a worker or a caller
+-- sends (nearly all of them) skip one HMGET field (see the value read above).
+if timing_out then
+  -- A pending record without a timeout_at is not redpromise's; its member says it is due.
+  local timeout_at = tonumber(redis.call('HGET', KEYS[1], 'timeout_at'))
+  if timeout_at and timeout_at > now then
+    redis.call('ZADD', KEYS[4], timeout_at, member)
+    return { -8 }
+  end
 end
 local done = settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4],
-  ARGV[5], ARGV[6], ARGV[7], ARGV[3], h[7] or '', ARGV[9], { KEYS[6], KEYS[7], KEYS[8], h[8] },
+  ARGV[5], ARGV[6], ARGV[7], ARGV[3], h[4] or '', ARGV[9], { KEYS[6], KEYS[7], KEYS[8], h[5] },
   now)
 -- The reply is built from what this call read and wrote (settle returns the completed_at
 -- text it stored and leaves created_at and func alone): no second read of the hash, and
 -- the same bulk strings a read would return.
-return { 1, ARGV[4], h[8], done, h[9] }
+return { 1, ARGV[4], h[5], done, h[6] }

@@ -52,9 +52,25 @@ end
 local timeout_at = now + timeout_ms
 -- Numbers go to Redis as text made once (see text.lua), constants as literal text.
 local timeout_text = int_text(timeout_at)
-redis.call('HSET', KEYS[1], 'state', 'pending', 'func', ARGV[2], 'args', ARGV[3],
-  'group', ARGV[4], 'created_at', created, 'timeout_at', timeout_text, 'version', '0',
-  'attempt', '0', 'deliveries', '0', 'entry', entry, 'tags', ARGV[6], 'retry', ARGV[7])
+-- Only fields with a value are written: a missing version, attempt or deliveries reads
+-- as 0, a missing entry, tags or retry as '' (every reader treats them so). A small hash
+-- is a listpack that every HMGET and HSET scans field by field, so each field left out
+-- makes every later transition of the promise cheaper, and the record smaller.
+local fields = { 'state', 'pending', 'func', ARGV[2], 'args', ARGV[3], 'group', ARGV[4],
+  'created_at', created, 'timeout_at', timeout_text }
+if entry ~= '' then
+  fields[#fields + 1] = 'entry'
+  fields[#fields + 1] = entry
+end
+if ARGV[6] ~= '' then
+  fields[#fields + 1] = 'tags'
+  fields[#fields + 1] = ARGV[6]
+end
+if ARGV[7] ~= '' then
+  fields[#fields + 1] = 'retry'
+  fields[#fields + 1] = ARGV[7]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 local member = ARGV[4] .. '|' .. ARGV[1]
 redis.call('ZADD', KEYS[3], timeout_text, member)
 -- A counter moves only with its index entry, so counts always equal the index's members.

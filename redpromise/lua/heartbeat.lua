@@ -27,7 +27,8 @@ end
 if h[1] ~= 'pending' then
   return { -2 }
 end
-if h[2] ~= ARGV[3] then
+-- A promise never acquired has no version field: version 0 (create.lua writes no defaults).
+if (h[2] or '0') ~= ARGV[3] then
   return { -3 }
 end
 local p = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[4], ARGV[4], 1)

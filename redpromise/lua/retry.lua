@@ -52,7 +52,8 @@ end
 redis.call('XACK', KEYS[2], ARGV[2], h[4])
 redis.call('XDEL', KEYS[2], h[4])
 local due = now_ms() + tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'entry', '')
+-- No entry while waiting in delayed: the field goes (a missing entry reads as '').
+redis.call('HDEL', KEYS[1], 'entry')
 if ARGV[6] == '1' then
   redis.call('HSET', KEYS[1], 'last_error', ARGV[5])
   redis.call('HINCRBY', KEYS[1], 'attempt', 1)
