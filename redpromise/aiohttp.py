@@ -76,7 +76,7 @@ from ._errors import (
     StoreError,
     StoreUnavailable,
 )
-from ._keys import validate_group, validate_id
+from ._keys import MAX_ID_BYTES, validate_group, validate_id
 from ._openapi import openapi
 from ._options import Options, parse_target
 from ._supervise import CauseLog
@@ -139,6 +139,10 @@ def _query_number(text: str) -> float:
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+# A query of exactly one ``id`` of unreserved characters (what clients send): it reads the
+# same as yarl's parse of it, and that id is a valid one (ASCII printable, at most
+# MAX_ID_BYTES), so ``begin`` takes it from the raw target, without the query multidict.
+_PLAIN_ID_QUERY = re.compile(rf"id=([A-Za-z0-9_.~-]{{1,{MAX_ID_BYTES}}})")
 
 
 def _query_value(text: str) -> str:
@@ -179,6 +183,11 @@ _ENCODER = json.JSONEncoder(default=_json_default, allow_nan=False, ensure_ascii
 _dumps = _ENCODER.encode
 
 
+def _json_bytes(body: bytes) -> web.Response:
+    """``body`` (JSON) as a 200 answer: the headers ``_json`` gives, without its encoding."""
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     try:
         text = _dumps(data)
@@ -215,8 +224,12 @@ class Gateway:
         )
     )
 
+    # begin's answer up to the id, JSON-escaped once: ``"…/wait?id=``
+    _wait_json: str = field(init=False)
+
     def __post_init__(self) -> None:
         self.options = Options(target=self.target)
+        self._wait_json = _dumps(self.path("/wait?id="))[:-1]
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -299,6 +312,12 @@ class Gateway:
 
     async def _body(self, request: web.Request) -> bytes:
         """The request body, refusing more than ``max_body`` bytes (413)."""
+        content = request.content
+        if content.is_eof():  # all of it has arrived (small bodies): no reads to await
+            raw = content.read_nowait()
+            if len(raw) > self.max_body:
+                raise self._too_large()
+            return raw
         length = request.content_length
         if length is not None and length > self.max_body:
             raise self._too_large()
@@ -377,9 +396,18 @@ class Gateway:
     # -- routes -------------------------------------------------------------------------
 
     async def begin(self, request: web.Request) -> web.StreamResponse:
-        id = self._id(request, required=False) or str(uuid.uuid4())
+        plain = _PLAIN_ID_QUERY.fullmatch(request.raw_path.partition("?")[2])
+        given = plain[1] if plain is not None else self._id(request, required=False)
+        id = given or str(uuid.uuid4())
         data = await self._json_body(request, self.default_body)
         handle = await self.rp.begin_rpc(id, self.function, data, options=self.options)
+        if plain is not None or given is None:
+            # an id of unreserved characters (as a UUID is) reads the same in JSON and in
+            # a query: the answer is _json's, without the encoder
+            return _json_bytes(
+                f'{{"promise": "{id}", "status": "pending", "wait": {self._wait_json}{id}"}}'
+                .encode()
+            )
         return _json(
             {
                 "promise": handle.id,
