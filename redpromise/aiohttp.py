@@ -404,10 +404,8 @@ class Gateway:
         if plain is not None or given is None:
             # an id of unreserved characters (as a UUID is) reads the same in JSON and in
             # a query: the answer is _json's, without the encoder
-            return _json_bytes(
-                f'{{"promise": "{id}", "status": "pending", "wait": {self._wait_json}{id}"}}'
-                .encode()
-            )
+            text = f'{{"promise": "{id}", "status": "pending", "wait": {self._wait_json}{id}"}}'
+            return _json_bytes(text.encode())
         return _json(
             {
                 "promise": handle.id,
