@@ -466,6 +466,35 @@ async def test_gateway_service_answers_unknown_routes_and_methods_in_json(
     assert (await client.post("/begin")).status == 401
 
 
+async def test_json_fallback_answers_unknown_routes_and_methods_as_the_middleware_does(
+    env: Env,
+) -> None:
+    # The gateway service takes aiohttp's 404/405 as JSON from a last resource instead of
+    # the json_errors middleware (no cost per matched request): the same answers.
+    requests = [("GET", "/nowhere"), ("HEAD", "/nowhere"), ("GET", "/begin"),
+                ("HEAD", "/begin"), ("PUT", "/wait?id=x"), ("DELETE", "/healthz"),
+                ("OPTIONS", "/begin"), ("POST", "/ui"), ("POST", "/ui/app.js"),
+                ("GET", "/ui/app.jsx"), ("GET", "/begin/"),
+                ("PATCH", "/"), ("GET", "/metrics/x"), ("POST", "/healthz")]  # fmt: skip
+    answers: list[list[tuple[int, list[tuple[str, str]], bytes]]] = []
+    for fallback in (False, True):
+        rp = await env.make_rp(group="gateway")
+        app = web.Application(middlewares=[] if fallback else [gateway_service.json_errors])
+        add_routes(app, rp, "foo", manage=False)
+        if fallback:
+            app.router.register_resource(gateway_service.JSONFallback(app.router))
+        client, _ = await env.client(app)
+        got = []
+        for method, path in requests:
+            resp = await client.request(method, path)
+            headers = [(k, v) for k, v in resp.headers.items() if k != "Date"]
+            got.append((resp.status, headers, await resp.read()))
+        answers.append(got)
+    assert answers[0] == answers[1]
+    assert {status for status, _, _ in answers[1]} == {404, 405}
+    assert all(b == b"" or json.loads(b)["error"] for _, _, b in answers[1])
+
+
 # ---------------------------------------------------------------- Redis unavailable
 
 
