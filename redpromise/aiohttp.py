@@ -76,7 +76,7 @@ from ._errors import (
     StoreError,
     StoreUnavailable,
 )
-from ._keys import validate_group, validate_id
+from ._keys import MAX_ID_BYTES, validate_group, validate_id
 from ._openapi import openapi
 from ._options import Options, parse_target
 from ._supervise import CauseLog
@@ -139,6 +139,10 @@ def _query_number(text: str) -> float:
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+# A query of exactly one ``id`` of unreserved characters (what clients send): it reads the
+# same as yarl's parse of it, and that id is a valid one (ASCII printable, at most
+# MAX_ID_BYTES), so ``begin`` takes it from the raw target, without the query multidict.
+_PLAIN_ID_QUERY = re.compile(rf"id=([A-Za-z0-9_.~-]{{1,{MAX_ID_BYTES}}})")
 
 
 def _query_value(text: str) -> str:
@@ -156,6 +160,9 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(
     parse_float=_finite_float, parse_int=_json_int, parse_constant=_reject_constant
 )
+# The C scanner decode() runs after skipping blanks; called directly, two Python frames
+# and two regex matches less for a body without surrounding blanks.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _loads(raw: bytes) -> Any:
@@ -164,7 +171,13 @@ def _loads(raw: bytes) -> Any:
         text = raw.decode("utf-8")
         if text.startswith("\ufeff"):  # as json.loads refuses it
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-        return _DECODER.decode(text)
+        try:
+            value, end = _SCAN(text, 0)
+        except StopIteration:  # no value at 0 (blanks first, or none): decode says why
+            end = -1
+        if end == len(text):  # a value and nothing around it: what decode returns
+            return value
+        return _DECODER.decode(text)  # blanks around it, or extra data: decode's answer
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _HTTPError(400, f"malformed JSON body: {exc}") from exc
 
@@ -177,6 +190,11 @@ def _json_default(value: Any) -> Any:
 
 _ENCODER = json.JSONEncoder(default=_json_default, allow_nan=False, ensure_ascii=False)
 _dumps = _ENCODER.encode
+
+
+def _json_bytes(body: bytes) -> web.Response:
+    """``body`` (JSON) as a 200 answer: the headers ``_json`` gives, without its encoding."""
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -215,8 +233,12 @@ class Gateway:
         )
     )
 
+    # begin's answer up to the id, JSON-escaped once: ``"…/wait?id=``
+    _wait_json: str = field(init=False)
+
     def __post_init__(self) -> None:
         self.options = Options(target=self.target)
+        self._wait_json = _dumps(self.path("/wait?id="))[:-1]
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -234,49 +256,57 @@ class Gateway:
             raise _HTTPError(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
 
     def guard(self, handler: _Handler, *, auth: bool = True) -> _Handler:
-        """Wrap ``handler``: token check, and every error as a JSON answer."""
+        """Wrap ``handler``: token check, and every error as a JSON answer; with ``auth``,
+        inside a server span while tracing records."""
 
-        async def guarded(request: web.Request) -> web.StreamResponse:
+        async def guarded(request: web.Request, in_span: bool = False) -> web.StreamResponse:
+            # The span's wrapper only while tracing records: one coroutine less per request.
+            if auth and not in_span and _tracing.active():
+                return await _in_span(request, guarded)
             try:
                 if auth:
                     self._check_token(request)
                 response = await handler(request)
                 self._causes.ok()
                 return response
-            except _HTTPError as exc:
-                return _json({"error": exc.message}, exc.status, exc.headers)
-            except PromiseNotFound as exc:
-                return _json({"error": f"{exc.id} not found"}, 404)
-            except PayloadTooLarge as exc:
-                return _json({"error": str(exc)}, 413)
-            except (InvalidId, PayloadError) as exc:
-                return _json({"error": str(exc)}, 400)
-            except StoreUnavailable as exc:
-                self._causes.failed(exc)
-                return _json(
-                    {"error": f"Redis unavailable ({exc.reason or 'unreachable'}), try again"},
-                    503,
-                    {"Retry-After": str(self.retry_after)},
-                )
-            except ConfigurationError as exc:
-                # A right the Redis user lacks (NOPERM): the operator's fix needs no
-                # restart of the gateway, so the client is told to come back.
-                self._causes.failed(exc)
-                return _json(
-                    {"error": f"redpromise is misconfigured: {exc}"},
-                    503,
-                    {"Retry-After": str(self.retry_after)},
-                )
-            except (StoreError, CorruptRecord) as exc:
-                log.error("%s %s: %s", request.method, request.path, exc)
-                return _json({"error": str(exc)}, 502)
-            except web.HTTPException:
-                raise
-            except Exception:
-                log.exception("%s %s failed", request.method, request.path)
-                return _json({"error": "internal error"}, 500)
+            except Exception as exc:
+                return self._error(request, exc)
 
-        return _traced(guarded) if auth else guarded
+        return guarded
+
+    def _error(self, request: web.Request, exc: Exception) -> web.StreamResponse:
+        """The answer to ``exc``, raised by a handler (called in its ``except`` block)."""
+        if isinstance(exc, _HTTPError):
+            return _json({"error": exc.message}, exc.status, exc.headers)
+        if isinstance(exc, PromiseNotFound):
+            return _json({"error": f"{exc.id} not found"}, 404)
+        if isinstance(exc, PayloadTooLarge):
+            return _json({"error": str(exc)}, 413)
+        if isinstance(exc, InvalidId | PayloadError):
+            return _json({"error": str(exc)}, 400)
+        if isinstance(exc, StoreUnavailable):
+            self._causes.failed(exc)
+            return _json(
+                {"error": f"Redis unavailable ({exc.reason or 'unreachable'}), try again"},
+                503,
+                {"Retry-After": str(self.retry_after)},
+            )
+        if isinstance(exc, ConfigurationError):
+            # A right the Redis user lacks (NOPERM): the operator's fix needs no
+            # restart of the gateway, so the client is told to come back.
+            self._causes.failed(exc)
+            return _json(
+                {"error": f"redpromise is misconfigured: {exc}"},
+                503,
+                {"Retry-After": str(self.retry_after)},
+            )
+        if isinstance(exc, StoreError | CorruptRecord):
+            log.error("%s %s: %s", request.method, request.path, exc)
+            return _json({"error": str(exc)}, 502)
+        if isinstance(exc, web.HTTPException):
+            raise exc
+        log.exception("%s %s failed", request.method, request.path)
+        return _json({"error": "internal error"}, 500)
 
     def _id(self, request: web.Request, *, required: bool = True) -> str | None:
         if "id" not in request.query:
@@ -299,6 +329,12 @@ class Gateway:
 
     async def _body(self, request: web.Request) -> bytes:
         """The request body, refusing more than ``max_body`` bytes (413)."""
+        content = request.content
+        if content.is_eof():  # all of it has arrived (small bodies): no reads to await
+            raw = content.read_nowait()
+            if len(raw) > self.max_body:
+                raise self._too_large()
+            return raw
         length = request.content_length
         if length is not None and length > self.max_body:
             raise self._too_large()
@@ -377,9 +413,16 @@ class Gateway:
     # -- routes -------------------------------------------------------------------------
 
     async def begin(self, request: web.Request) -> web.StreamResponse:
-        id = self._id(request, required=False) or str(uuid.uuid4())
+        plain = _PLAIN_ID_QUERY.fullmatch(request.raw_path.partition("?")[2])
+        given = plain[1] if plain is not None else self._id(request, required=False)
+        id = given or str(uuid.uuid4())
         data = await self._json_body(request, self.default_body)
         handle = await self.rp.begin_rpc(id, self.function, data, options=self.options)
+        if plain is not None or given is None:
+            # an id of unreserved characters (as a UUID is) reads the same in JSON and in
+            # a query: the answer is _json's, without the encoder
+            text = f'{{"promise": "{id}", "status": "pending", "wait": {self._wait_json}{id}"}}'
+            return _json_bytes(text.encode())
         return _json(
             {
                 "promise": handle.id,
@@ -445,23 +488,19 @@ class Gateway:
         return web.Response(body=body, headers={"Content-Type": _metrics.CONTENT_TYPE})
 
 
-def _traced(handler: _Handler) -> _Handler:
-    """``handler`` inside a server span that continues the request's trace context."""
-
-    async def traced(request: web.Request) -> web.StreamResponse:
-        if not _tracing.active():
-            return await handler(request)
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else request.path
-        attributes = {"http.request.method": request.method, "http.route": route}
-        with _tracing.span(
-            f"{request.method} {route}", "server", attributes, parent=request.headers
-        ) as span:
-            response = await handler(request)
-            span.set_attribute("http.response.status_code", response.status)
-            return response
-
-    return traced
+async def _in_span(
+    request: web.Request, guarded: Callable[[web.Request, bool], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """``guarded(request)`` inside a server span that continues the request's trace context."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else request.path
+    attributes = {"http.request.method": request.method, "http.route": route}
+    with _tracing.span(
+        f"{request.method} {route}", "server", attributes, parent=request.headers
+    ) as span:
+        response = await guarded(request, True)
+        span.set_attribute("http.response.status_code", response.status)
+        return response
 
 
 GATEWAYS = web.AppKey("redpromise.gateways", list[Gateway])

@@ -17,10 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+from yarl import URL
 
 if __package__ in (None, ""):  # run as a script: make `redpromise` importable from the repo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,21 +32,81 @@ from redpromise import ConfigurationError, Redpromise, Settings
 from redpromise._runner import event_loop_factory
 from redpromise.aiohttp import add_routes
 
-__all__ = ["init", "main"]
+__all__ = ["JSONFallback", "init", "json_errors", "main"]
 
 log = logging.getLogger("redpromise.gateway")
 
 
+def _error_answer(exc: web.HTTPException) -> web.Response:
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own errors (unknown route, wrong method, …) as JSON bodies too."""
+    """aiohttp's own errors (unknown route, wrong method, …) as JSON bodies too.
+
+    For an application with routes of its own; the gateway uses :class:`JSONFallback`,
+    which answers the same without a middleware on every request.
+    """
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+        return _error_answer(exc)
+
+
+class JSONFallback(web.AbstractResource):
+    """The last resource of the router: takes every request no other resource takes, and
+    answers aiohttp's ``404 Not Found`` / ``405 Method Not Allowed`` (with ``Allow``) as
+    ``{"error": "<reason>"}``, as :func:`json_errors` does.
+
+    The same answers as the middleware, at no cost to the requests that do match a route
+    (a middleware wraps every request: ~5 µs of the ~100 µs of CPU of an HTTP begin).
+    Add it after every other route (:func:`init` does).
+    """
+
+    def __init__(self, router: web.UrlDispatcher) -> None:
+        super().__init__()
+        self._router = router
+        self._route = web.ResourceRoute(hdrs.METH_ANY, self._answer, self)
+
+    @property
+    def canonical(self) -> str:
+        return "/"
+
+    def url_for(self, **kwargs: str) -> URL:
+        return URL("/")
+
+    def add_prefix(self, prefix: str) -> None:
+        pass  # it matches every path, under any prefix
+
+    def get_info(self) -> dict[str, Any]:  # type: ignore[override]
+        return {}
+
+    def raw_match(self, path: str) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[web.AbstractRoute]:
+        return iter((self._route,))
+
+    async def resolve(self, request: web.Request) -> tuple[web.UrlMappingMatchInfo, set[str]]:
+        return web.UrlMappingMatchInfo({}, self._route), set()
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        # What the router found before reaching this resource: the methods of the
+        # resources that match the path (405), or none (404).
+        allowed: set[str] = set()
+        for resource in self._router.resources():
+            if resource is not self:
+                allowed |= (await resource.resolve(request))[1]
+        if allowed:
+            return _error_answer(web.HTTPMethodNotAllowed(request.method, allowed))
+        return _error_answer(web.HTTPNotFound())
 
 
 def _float_env(name: str, default: float) -> float:
@@ -60,7 +123,7 @@ def init(rp: Redpromise | None = None) -> web.Application:
         rp = Redpromise(
             os.environ.get("REDPROMISE_URL") or None, group="gateway", settings=Settings.from_env()
         )
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application()
     add_routes(
         app,
         rp,
@@ -69,6 +132,7 @@ def init(rp: Redpromise | None = None) -> web.Application:
         token=os.environ.get("REDPROMISE_GATEWAY_TOKEN") or None,
         max_wait=_float_env("REDPROMISE_GATEWAY_MAX_WAIT", 30.0),
     )
+    app.router.register_resource(JSONFallback(app.router))
     return app
 
 

@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import fakeredis
 import pytest
@@ -125,6 +126,26 @@ async def test_wait_url_is_percent_encoded_for_unusual_ids(env: Env) -> None:
     assert data["wait"] == "/wait?id=a%20b%26c%3Dd%2F%C3%A9"
     pending = await body(await client.get(data["wait"]))
     assert pending["promise_id"] == "a b&c=d/é"
+
+
+@pytest.mark.parametrize("prefix", ["", '/a"b\\é'])
+async def test_begin_answers_exactly_the_encoders_bytes_and_headers_for_every_id_shape(
+    env: Env, prefix: str
+) -> None:
+    # begin writes the answer of a plain id (and of a generated UUID) by hand: it must be
+    # byte for byte what json.dumps gives, with the same headers, as for any other id
+    client, _ = await env.client(prefix=prefix)
+    for params in ({"id": "Plain_id-1.2~3"}, {"id": "a b&c"}, {"id": "x", "y": "1"}, {}):
+        resp = await client.post(f"{prefix}/begin", params=params)
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert list(resp.headers) == ["Content-Type", "Content-Length", "Date", "Server"]
+        raw = await resp.read()
+        id = json.loads(raw)["promise"]
+        assert id == params.get("id", id)
+        wait = f"{prefix}/wait?id={quote(id, safe='')}"
+        expected = {"promise": id, "status": "pending", "wait": wait}
+        assert raw == json.dumps(expected, ensure_ascii=False).encode()
 
 
 async def test_same_id_twice_is_one_promise_and_one_execution(env: Env) -> None:
@@ -443,6 +464,35 @@ async def test_gateway_service_answers_unknown_routes_and_methods_in_json(
     assert resp.status == 405 and "error" in await body(resp)
     assert "POST" in resp.headers["Allow"]
     assert (await client.post("/begin")).status == 401
+
+
+async def test_json_fallback_answers_unknown_routes_and_methods_as_the_middleware_does(
+    env: Env,
+) -> None:
+    # The gateway service takes aiohttp's 404/405 as JSON from a last resource instead of
+    # the json_errors middleware (no cost per matched request): the same answers.
+    requests = [("GET", "/nowhere"), ("HEAD", "/nowhere"), ("GET", "/begin"),
+                ("HEAD", "/begin"), ("PUT", "/wait?id=x"), ("DELETE", "/healthz"),
+                ("OPTIONS", "/begin"), ("POST", "/ui"), ("POST", "/ui/app.js"),
+                ("GET", "/ui/app.jsx"), ("GET", "/begin/"),
+                ("PATCH", "/"), ("GET", "/metrics/x"), ("POST", "/healthz")]  # fmt: skip
+    answers: list[list[tuple[int, list[tuple[str, str]], bytes]]] = []
+    for fallback in (False, True):
+        rp = await env.make_rp(group="gateway")
+        app = web.Application(middlewares=[] if fallback else [gateway_service.json_errors])
+        add_routes(app, rp, "foo", manage=False)
+        if fallback:
+            app.router.register_resource(gateway_service.JSONFallback(app.router))
+        client, _ = await env.client(app)
+        got = []
+        for method, path in requests:
+            resp = await client.request(method, path)
+            headers = [(k, v) for k, v in resp.headers.items() if k != "Date"]
+            got.append((resp.status, headers, await resp.read()))
+        answers.append(got)
+    assert answers[0] == answers[1]
+    assert {status for status, _, _ in answers[1]} == {404, 405}
+    assert all(b == b"" or json.loads(b)["error"] for _, _, b in answers[1])
 
 
 # ---------------------------------------------------------------- Redis unavailable

@@ -24,7 +24,7 @@ from yarl import URL
 
 from redpromise import Context, Redpromise
 from redpromise.aiohttp import add_routes
-from services.gateway import json_errors
+from services.gateway import JSONFallback
 from tests.conftest import Backend, fast_settings
 
 ROUTES = ["/begin", "/wait", "/resolve", "/reject", "/cancel", "/healthz", "/openapi.json"]
@@ -52,8 +52,9 @@ class Harness:
 
         await worker.start()
         self.rps = [gateway, worker]
-        app = web.Application(middlewares=[json_errors])
+        app = web.Application()
         add_routes(app, gateway, "foo", max_body=2048, max_wait=0.05, manage=False)
+        app.router.register_resource(JSONFallback(app.router))  # as services/gateway.py
         self.client = test_utils.TestClient(test_utils.TestServer(app))
         await self.client.start_server()
 
