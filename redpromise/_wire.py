@@ -33,22 +33,40 @@ try:  # the marker redis-py's hiredis parser gives its reader for "not enough da
 except ImportError:  # pragma: no cover - another redis-py layout: read_response only
     _NOT_ENOUGH_DATA = None
 
-__all__ = ["Ack", "AnyRedis", "exchange", "pack", "with_wait"]
+__all__ = ["Ack", "AnyRedis", "bulk", "exchange", "pack", "with_wait"]
 
 # What redpromise talks to: one server (or a replica set behind one address), or a cluster.
 AnyRedis = Redis | RedisCluster
 
 
-def pack(commands: Sequence[Sequence[Any]]) -> bytes:
+def pack(
+    commands: Sequence[Sequence[Any]], packed: Sequence[bytes | None] | None = None
+) -> bytes:
     """RESP-encode a batch of commands (each a sequence of ``str``/``bytes``/``int``).
 
     hiredis (required through ``redis[hiredis]``) packs in C, five times faster than
     Python; it refuses any other type, which is reported as redis-py's ``DataError``.
+    ``packed[i]``, when given and not ``None``, is taken as command i's encoding as it
+    stands (a caller that built it from cached pieces, see ``_prepack.py``).
     """
     try:
-        return b"".join([pack_command(tuple(c)) for c in commands])
+        if packed is None:
+            return b"".join([pack_command(tuple(c)) for c in commands])
+        return b"".join(
+            [
+                p if p is not None else pack_command(tuple(c))
+                for c, p in zip(commands, packed, strict=True)
+            ]
+        )
     except TypeError as exc:
         raise DataError(f"invalid argument for a Redis command: {exc}") from exc
+
+
+def bulk(arg: str | bytes | int) -> bytes:
+    """One argument as a RESP bulk string (``$<len>\\r\\n<arg>\\r\\n``), as :func:`pack`
+    encodes it inside a command: a piece to cache for arguments that repeat."""
+    packed: bytes = pack_command((arg,))
+    return packed[4:]  # without the "*1\r\n" array header
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +117,7 @@ async def exchange(
     resend: bool = True,
     durable: Sequence[bool] | None = None,
     ack: Ack | None = None,
+    packed: Sequence[bytes | None] | None = None,
 ) -> list[Any]:
     """Send ``commands`` in one write; their replies in order.
 
@@ -107,19 +126,23 @@ async def exchange(
     resending the whole batch, then raised. ``resend=False`` is for commands that are not
     replay-safe (``XREADGROUP ... >`` delivers new entries each time): a failure is
     raised at once, and the caller decides. With ``ack``, the ``durable`` commands are
-    followed by a ``WAIT`` (see :func:`with_wait`).
+    followed by a ``WAIT`` (see :func:`with_wait`). ``packed``: see :func:`pack` (a
+    cluster client packs per node from ``commands``).
     """
     if isinstance(redis, RedisCluster):
         from ._cluster import cluster_exchange
 
         return await cluster_exchange(redis, commands, resend=resend, durable=durable, ack=ack)
+    n = len(commands)
     commands, check = with_wait(commands, durable, ack)
-    packed = pack(commands)
+    if packed is not None and len(commands) > n:
+        packed = [*packed, None]  # the WAIT
+    data = pack(commands, packed)
     n = len(commands)
     faults = getattr(redis, "_redpromise_faults", None)  # redpromise.testing.FaultyRedis
     if faults is not None:
-        return check(await faults.exchange(commands, lambda: _send(redis, packed, n, resend)))
-    return check(await _send(redis, packed, n, resend))
+        return check(await faults.exchange(commands, lambda: _send(redis, data, n, resend)))
+    return check(await _send(redis, data, n, resend))
 
 
 async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
