@@ -33,7 +33,16 @@ try:  # the marker redis-py's hiredis parser gives its reader for "not enough da
 except ImportError:  # pragma: no cover - another redis-py layout: read_response only
     _NOT_ENOUGH_DATA = None
 
-__all__ = ["Ack", "AnyRedis", "bulk", "exchange", "pack", "with_wait"]
+__all__ = [
+    "NOTHING_BUFFERED",
+    "Ack",
+    "AnyRedis",
+    "buffered",
+    "bulk",
+    "exchange",
+    "pack",
+    "with_wait",
+]
 
 # What redpromise talks to: one server (or a replica set behind one address), or a cluster.
 AnyRedis = Redis | RedisCluster
@@ -212,6 +221,37 @@ async def _roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
         # What read_response does after each reply: the connection was just used.
         conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
     return out
+
+
+NOTHING_BUFFERED: Any = object() if _NOT_ENOUGH_DATA is None else _NOT_ENOUGH_DATA
+"""What :func:`buffered`'s function returns when no whole reply is buffered."""
+
+
+def buffered(conn: Any) -> Callable[[], Any] | None:
+    """A function giving the next reply of ``conn`` already whole in its parser's buffer
+    (:data:`NOTHING_BUFFERED` when there is none), or raising it as ``read_response``
+    would (an error reply, a lost connection); ``None`` where :func:`_buffered_reader`
+    finds no reader to take replies from. For RESP2 connections that only read (a
+    subscription): ``read_response`` costs several µs per reply around the parser."""
+    parser = conn._parser
+    reader = _buffered_reader(conn, parser)
+    if reader is None:
+        return None
+    gets = reader.gets
+
+    def take() -> Any:
+        if not parser._connected:
+            return NOTHING_BUFFERED
+        reply = gets()
+        if reply is _NOT_ENOUGH_DATA:
+            return NOTHING_BUFFERED
+        if isinstance(reply, BaseException):
+            raise reply
+        if type(reply) is list and reply and isinstance(reply[0], RedisConnectionError):
+            raise reply[0]
+        return reply
+
+    return take
 
 
 class _NEVER:

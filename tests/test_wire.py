@@ -165,3 +165,37 @@ async def test_a_connection_closed_under_a_batch_is_a_connection_error(real_url:
     finally:
         await conn.disconnect()
         await client.aclose()
+
+
+@pytest.mark.real
+async def test_replies_whole_in_the_buffer_are_taken_in_order_and_errors_raised(
+    real_url: str,
+) -> None:
+    """What the completion listener reads a burst of messages with: after one
+    read_response, the rest of the burst straight from the parser's buffer."""
+    from redpromise._wire import NOTHING_BUFFERED, buffered
+
+    client = Redis.from_url(real_url, protocol=2)
+    conn = client.connection_pool.make_connection()
+    await conn.connect()
+    try:
+        take = buffered(conn)
+        assert take is not None
+        await conn.send_packed_command(
+            pack([["ECHO", "a"], ["ECHO", "é"], ["NOSUCHCOMMAND"], ["ECHO", "b"]])
+        )
+        assert await conn.read_response() == b"a"
+
+        async def next_reply() -> object:
+            while (reply := take()) is NOTHING_BUFFERED:
+                await conn._parser.read_from_socket()  # the rest of the burst, if split
+            return reply
+
+        assert await next_reply() == "é".encode()
+        with pytest.raises(ResponseError, match="unknown command"):
+            await next_reply()
+        assert await next_reply() == b"b"
+        assert take() is NOTHING_BUFFERED
+    finally:
+        await conn.disconnect()
+        await client.aclose()
