@@ -552,15 +552,20 @@ class Redpromise:
 
     async def _wait(self, id: str, timeout: float | None) -> Record | Completion:
         validate_id(id)
-        await self._ready()
+        if not self._checked:
+            await self._ready()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - loop.time())
-            async with translate_errors():
+            try:
                 rec = await self._waiter.wait(id, left)
                 if isinstance(rec, Record):
                     rec = await self._expire_if_due(rec)
+            except BaseException as exc:  # translate_errors, inline (as in begin_rpc)
+                if (err := typed(exc)) is not exc:
+                    raise err from exc
+                raise
             if rec is not None and not rec.pending:
                 return rec
             if deadline is not None and loop.time() >= deadline:

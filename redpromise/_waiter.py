@@ -169,12 +169,14 @@ class Waiter:
         when the subscription could not even be established in time. Raises
         :class:`PromiseNotFound` if the promise does not exist (or expires).
         """
+        known = self._known(id)
+        if known is not None and known.outcome is not None and known.outcome_of == known.created_at:
+            return known.outcome  # heard already (see _known): nothing to wait for
         loop = asyncio.get_running_loop()
         start = loop.time()
         fut: asyncio.Future[Record | Completion] = loop.create_future()
         self._waiting.setdefault(id, set()).add(fut)
         try:
-            known = self._known(id)
             if known is not None:
                 return await self._wait_known(id, fut, known, timeout)
             if self._task is None or self._task.done():
@@ -212,9 +214,7 @@ class Waiter:
         self, id: str, fut: asyncio.Future[Record | Completion], known: _Begun,
         timeout: float | None,
     ) -> Record | Completion:
-        """:meth:`wait` without a first read: ``known`` is heard of or will be."""
-        if known.outcome is not None and known.outcome_of == known.created_at:
-            return known.outcome
+        """:meth:`wait` without a first read: ``known`` will be heard of."""
         assert known.created_at is not None  # see _known
         self._expect[id] = known.created_at
         wait = max(0.0, (known.timeout_at - self._store.clock.now_ms()) / 1000) + 0.05
