@@ -191,15 +191,16 @@ class Coalescer:
         self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def call(
+    def call(
         self,
         script: Script | Command,
         keys: Sequence[str],
         args: Sequence[Any],
         packed: bytes | None = None,
-    ) -> Any:
-        """The reply of one call, sent in this loop turn's batch. ``packed``: the call's
-        command RESP-encoded, exactly as ``_wire.pack`` would (``_prepack.py``)."""
+    ) -> asyncio.Future[Any]:
+        """The reply of one call (a future: awaiting it costs no coroutine of its own),
+        sent in this loop turn's batch. ``packed``: the call's command RESP-encoded,
+        exactly as ``_wire.pack`` would (``_prepack.py``)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append(((script, keys, args), fut, packed))
@@ -210,7 +211,7 @@ class Coalescer:
         elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await fut
+        return fut
 
     def _flush(self) -> None:
         self._scheduled = False
