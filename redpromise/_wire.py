@@ -154,9 +154,98 @@ async def exchange(
     return check(await _send(redis, data, n, resend))
 
 
+# Connections kept out of the pool between batches: at most this many per pool, for at
+# most about this many seconds without a batch; only from pools allowed this many.
+_KEEP = 4
+_KEEP_IDLE = 1.0
+_KEEP_FROM = 64
+
+
+class _Kept:
+    """Connections of one pool kept (still checked out) between batches.
+
+    Taking a connection from redis-py's pool and giving it back costs a lock, a
+    condition, a timeout, a readiness check and metrics each way: more than a small
+    batch itself. A connection that served a batch in full is kept for the next one,
+    and given back once no batch came for :data:`_KEEP_IDLE` seconds. One the pool has
+    forgotten meanwhile (a reset) is dropped; one it disconnected (``aclose``, a
+    failover) reconnects on its next write, as a pooled one would. Pools with fewer
+    than :data:`_KEEP_FROM` connections allowed keep none: other callers may need them.
+    """
+
+    __slots__ = ("busy", "conns", "in_use", "pool", "timer")
+
+    def __init__(self, pool: Any, in_use: Any) -> None:
+        self.pool = pool
+        self.in_use = in_use  # the pool's set of checked-out connections
+        self.conns: list[Any] = []
+        self.busy = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def take(self) -> Any:
+        while self.conns:
+            conn = self.conns.pop()
+            if conn not in self.in_use:
+                continue  # the pool was reset: no longer its connection
+            reader = getattr(conn, "_reader", None)
+            if reader is None or reader.at_eof():
+                # Closed by the server while kept: the pool's readiness check reconnects
+                # it when it hands it out again, as for any idle pooled connection.
+                _background(self.pool.release(conn))
+                continue
+            self.busy = True
+            return conn
+        return None
+
+    def keep(self, conn: Any) -> bool:
+        if len(self.conns) >= _KEEP or not conn.is_connected or conn not in self.in_use:
+            return False
+        self.conns.append(conn)
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(_KEEP_IDLE, self.sweep)
+        return True
+
+    def sweep(self) -> None:
+        if self.busy and self.conns:
+            self.busy = False
+            self.timer = asyncio.get_running_loop().call_later(_KEEP_IDLE, self.sweep)
+            return
+        self.timer = None
+        conns, self.conns = self.conns, []
+        for conn in conns:
+            if conn in self.in_use:
+                _background(self.pool.release(conn))
+
+
+_releasing: set[asyncio.Task[Any]] = set()
+
+
+def _background(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
+
+
+def _kept(pool: Any) -> _Kept | None:
+    kept: _Kept | None = getattr(pool, "_redpromise_kept", None)
+    if kept is None:
+        in_use = getattr(pool, "_in_use_connections", None)
+        if in_use is None or (getattr(pool, "max_connections", 0) or 0) < _KEEP_FROM:
+            return None  # another pool layout, or a small pool: nothing kept
+        kept = _Kept(pool, in_use)
+        pool._redpromise_kept = kept
+    return kept
+
+
 async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
     pool = redis.connection_pool
-    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    # Not for a command that cannot be resent: a kept connection the server closed
+    # unnoticed fails its write, where the pool's check would have reconnected first.
+    kept = _kept(pool) if resend else None
+    conn = kept.take() if kept is not None else None
+    if conn is None:
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    answered = False
     try:
 
         async def once() -> list[Any]:
@@ -167,14 +256,18 @@ async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
 
         if not resend:
             try:
-                return await once()
+                out = await once()
             except BaseException:
                 await conn.disconnect()
                 raise
-        out: list[Any] = await conn.retry.call_with_retry(once, failed)
+        else:
+            out = await conn.retry.call_with_retry(once, failed)
+        answered = True
         return out
     finally:
-        await pool.release(conn)
+        # Kept only after every reply was read: nothing of this batch is left unread.
+        if not answered or kept is None or not kept.keep(conn):
+            await pool.release(conn)
 
 
 async def _roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
