@@ -35,17 +35,16 @@ _FORMAT = (
 class CreatePacker:
     """Builds ``create.lua`` calls: keys, args, and the command's RESP bytes."""
 
-    __slots__ = ("_head", "_keys", "_pieces", "_script")
+    __slots__ = ("_keys", "_pieces")
 
-    def __init__(self, script: Script) -> None:
-        self._script = script
-        self._head = script.head(_NKEYS, _NARGS)
+    def __init__(self) -> None:
         self._keys: Keys | None = None
         # (partition, group) -> (its four keys, their RESP encoding, the group's)
         self._pieces: dict[tuple[int, str], tuple[list[str], bytes, bytes]] = {}
 
     def call(
         self,
+        script: Script,
         keys: Keys,
         id: str,
         func: str,
@@ -56,7 +55,7 @@ class CreatePacker:
         retry: bytes,
     ) -> tuple[list[str], list[Any], bytes]:
         """The keys and args of the create of ``id`` (as ``create.lua`` takes them),
-        and its EVALSHA command RESP-encoded."""
+        and its EVALSHA command of ``script`` RESP-encoded."""
         if keys is not self._keys:  # a key layout adopted since: other key names
             self._keys, self._pieces = keys, {}
         k = keys.partition(id)
@@ -67,7 +66,7 @@ class CreatePacker:
         promise = keys.promise_in(k, id)
         pk, ib, fb, tb = promise.encode(), id.encode(), func.encode(), b"%d" % timeout_ms
         packed = _FORMAT % (
-            self._head, len(pk), pk, shared_resp, len(ib), ib, len(fb), fb,
+            script.head(_NKEYS, _NARGS), len(pk), pk, shared_resp, len(ib), ib, len(fb), fb,
             len(payload), payload, group_resp, len(tb), tb, len(tags), tags,
             len(retry), retry,
         )  # fmt: skip

@@ -76,6 +76,9 @@ def _source(name: str) -> str:
     return text
 
 
+# The encoded head of a script's calls by (SHA, keys, args): see Script.head.
+_HEADS: dict[tuple[str, int, int], bytes] = {}
+
 # Writes a caller is told are done: with Settings.replicas_ack, acknowledged by replicas.
 DURABLE = frozenset({"create", "checkpoint", "complete"})
 
@@ -83,14 +86,13 @@ DURABLE = frozenset({"create", "checkpoint", "complete"})
 class Script:
     """One Lua script, called by SHA with a NOSCRIPT fallback."""
 
-    __slots__ = ("_heads", "durable", "name", "sha", "source")
+    __slots__ = ("durable", "name", "sha", "source")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.durable = name in DURABLE
         self.source = _source(name)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
-        self._heads: dict[tuple[int, int], bytes] = {}
 
     async def __call__(self, redis: AnyRedis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
@@ -107,9 +109,11 @@ class Script:
     def head(self, nkeys: int, nargs: int) -> bytes:
         """The RESP encoding of a call's command up to its first key: the array header
         and ``EVALSHA <sha> <nkeys>``, the same for every call of this shape."""
-        head = self._heads.get((nkeys, nargs))
+        head = _HEADS.get((self.sha, nkeys, nargs))
         if head is None:
-            head = self._heads[nkeys, nargs] = b"*%d\r\n%b%b%b" % (
+            if len(_HEADS) >= 1024:  # scripts x shapes: a handful in practice
+                _HEADS.clear()
+            head = _HEADS[self.sha, nkeys, nargs] = b"*%d\r\n%b%b%b" % (
                 3 + nkeys + nargs, bulk("EVALSHA"), bulk(self.sha), bulk(nkeys)
             )
         return head

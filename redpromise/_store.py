@@ -134,7 +134,7 @@ class Store:
         self.keys = keys
         self.settings = settings
         self.scripts = load_scripts()
-        self._creates = CreatePacker(self.scripts["create"])
+        self._creates = CreatePacker()
         ms = int(settings.replicas_ack_timeout.total_seconds() * 1000)
         self.ack = Ack(settings.replicas_ack, ms) if settings.replicas_ack > 0 else None
         self.batch = Coalescer(redis, ack=self.ack)
@@ -197,10 +197,11 @@ class Store:
         retry: bytes,
     ) -> tuple[bool, str, int]:
         """Create-if-absent; returns ``(created, state, timeout_at)``."""
+        script = self.scripts["create"]
         keys, argv, packed = self._creates.call(
-            self.keys, id, func, args, group, timeout_ms, tags, retry
+            script, self.keys, id, func, args, group, timeout_ms, tags, retry
         )
-        res = await self.batch.call(self.scripts["create"], keys, argv, packed)
+        res = await self.batch.call(script, keys, argv, packed)
         if res[0] == 1:
             metrics.begun(group, func)
             return True, PENDING, _int(res[1])

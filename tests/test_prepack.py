@@ -38,29 +38,29 @@ def test_create_packed_from_pieces_equals_hiredis_packing_of_its_command(
     layout: int, case: tuple[str, str, bytes, str, int, bytes, bytes]
 ) -> None:
     keys = Keys("ns-é", 7, layout)
-    packer = CreatePacker(CREATE)
+    packer = CreatePacker()
     for _ in range(2):  # the first call fills the cache, the second uses it
-        got_keys, got_args, packed = packer.call(keys, *case)
+        got_keys, got_args, packed = packer.call(CREATE, keys, *case)
         assert (got_keys, got_args) == old_create(keys, *case)
         assert packed == pack([CREATE.command(got_keys, got_args)])
 
 
 def test_create_keys_follow_a_key_layout_adopted_after_first_use() -> None:
-    packer = CreatePacker(CREATE)
+    packer = CreatePacker()
     legacy, spread = Keys("rp", 16, LAYOUT_LEGACY), Keys("rp", 16, LAYOUT_SPREAD)
-    packer.call(legacy, "id-1", "f", b"", "g", 5, b"", b"")
-    got_keys, got_args, packed = packer.call(spread, "id-1", "f", b"", "g", 5, b"", b"")
+    packer.call(CREATE, legacy, "id-1", "f", b"", "g", 5, b"", b"")
+    got_keys, got_args, packed = packer.call(CREATE, spread, "id-1", "f", b"", "g", 5, b"", b"")
     assert got_keys == old_create(spread, "id-1", "f", b"", "g", 5, b"", b"")[0]
     assert packed == pack([CREATE.command(got_keys, got_args)])
 
 
 def test_create_packing_stays_exact_past_the_cache_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_prepack, "_MAX_PIECES", 3)
-    packer = CreatePacker(CREATE)
+    packer = CreatePacker()
     keys = Keys("rp", 4)
     for i in range(20):
         case = (f"id-{i}", "f", b"p", f"group{i % 9}", 10, b"", b"")
-        got_keys, got_args, packed = packer.call(keys, *case)
+        got_keys, got_args, packed = packer.call(CREATE, keys, *case)
         assert packed == pack([CREATE.command(got_keys, got_args)])
     assert len(packer._pieces) <= 3
 
