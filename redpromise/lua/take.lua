@@ -1,0 +1,95 @@
+--[[
+take: read one partition's new entries for a consumer and acquire each, in one call.
+  XREADGROUP ... COUNT n STREAMS <stream> > (never blocking), then for every entry what
+  acquire.lua does (includes/acquire_entry.lua: the same checks, refusals, poison bound
+  and fence). A worker uses it while entries are flowing, instead of XREADGROUP and then
+  one acquire per entry: one script call and one round trip per partition, not 1 + n.
+
+  KEYS[1] target stream     {ns:k}:q:<group>
+  KEYS[2] dead stream       {ns:k}:dead
+  KEYS[3] timeouts zset     {ns:k}:timeouts
+  KEYS[4] delayed zset      {ns:k}:delayed
+  KEYS[5] pending index     {ns:k}:i:pending
+  KEYS[6] rejected index    {ns:k}:i:rejected
+  KEYS[7] counters hash     {ns:k}:n
+  The promise and steps hash of each entry ({ns:k}:p:<id>, {ns:k}:s:<id>) are known only
+  once the entry is read, so they are built from ARGV[12] and ARGV[13] and not declared.
+  They carry the partition's hash tag, so they are in the declared keys' slot: Redis 6.2
+  and 7.0 (cluster too) check each command's keys against the script's slot and allow an
+  undeclared key of the same slot.
+
+  ARGV[1] group
+  ARGV[2] consumer name
+  ARGV[3] COUNT: at most this many entries are read
+  ARGV[4] max deliveries per dispatch (poison bound)
+  ARGV[5] poison error (msgpack), stored when the bound is passed
+  ARGV[6] retention ms (0 = forever)
+  ARGV[7] completion channel
+  ARGV[8] acquisition token, unique per take call (see acquire.lua's ARGV[9])
+  ARGV[9] dead stream max entries
+  ARGV[10] dead stream max age ms
+  ARGV[11] 'PUBLISH' or 'SPUBLISH' (see complete.lua)
+  ARGV[12] promise key prefix of the partition ({ns:k}:p:)
+  ARGV[13] steps key prefix of the partition ({ns:k}:s:)
+
+  Returns one { entry id, promise id, reply } per entry read, in stream order (none: {}):
+    reply is acquire.lua's reply for that entry ({ 1, ... } acquired, or a refusal, which
+    acked and deleted the entry, or { -7, ... } poison); the promise id is nil for an
+    entry without one, and reply { 0, error } means reading the promise's hash failed
+    (a key of another type): both are left in the consumer's pending list for the caller
+    to move to the dead stream (bury.lua), as it does when acquire fails.
+  An error reply of XREADGROUP (NOGROUP, WRONGTYPE, OOM, ...) is the script's reply, with
+  nothing read.
+  Fence rule: as acquire.lua, per entry: every entry taken is a new delivery, so its
+  version is bumped (fencing out any previous holder) and it counts toward ARGV[4].
+  Replay: never resent (like XREADGROUP ... >, it would deliver other entries). A lost
+  reply leaves its entries acquired by this consumer and in its pending list, where they
+  are reclaimed after the lease by XAUTOCLAIM, as after a lost XREADGROUP reply; the
+  acquisition the lost reply carried is fenced out by the reclaim's version bump. A take
+  sent twice reads only entries nobody read before: nothing is acquired twice.
+]]
+--- @include now
+--- @include text
+--- @include settle
+--- @include dead
+--- @include acquire_entry
+local read = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+  'STREAMS', KEYS[1], '>')
+if type(read) == 'table' and read.err then
+  return read
+end
+local rows = {}
+if read then
+  if type(read[1]) == 'table' then
+    rows = read[1][2]
+  elseif read[2] then
+    -- fakeredis (the test double) answers { stream, entries } without the outer array.
+    rows = read[2]
+  end
+end
+local c = { stream = KEYS[1], dead = KEYS[2], timeouts = KEYS[3], delayed = KEYS[4],
+  pending = KEYS[5], rejected = KEYS[6], counts = KEYS[7], group = ARGV[1],
+  consumer = ARGV[2], max_deliveries = tonumber(ARGV[4]), poison = ARGV[5],
+  retention = ARGV[6], channel = ARGV[7], token = ARGV[8], dead_max = ARGV[9],
+  dead_age = tonumber(ARGV[10]), publish = ARGV[11] }
+local out = {}
+for i = 1, #rows do
+  local entry, fields = rows[i][1], rows[i][2] or {}
+  local id
+  for j = 1, #fields - 1, 2 do
+    if fields[j] == 'id' then
+      id = fields[j + 1]
+      break
+    end
+  end
+  if id then
+    local reply = acquire_entry(c, ARGV[12] .. id, ARGV[13] .. id, id, entry)
+    if reply.err then
+      reply = { 0, reply.err }
+    end
+    out[i] = { entry, id, reply }
+  else
+    out[i] = { entry, false, { 0 } }
+  end
+end
+return out
