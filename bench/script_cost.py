@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python bench/script_cost.py [--n 20000] [--batch 100] [--repeat 5]
     PYTHONPATH=. python bench/script_cost.py --callgrind [--n 2000] [--repeat 1]
+    PYTHONPATH=. python bench/script_cost.py --callgrind --cluster-mode [--n 2000] [--repeat 1]
 
 Starts its own redis-server (as ``bench/run.py`` does: ``REDPROMISE_REDIS_SERVER`` or PATH,
 no persistence), then for ``--n`` promises runs, phase by phase and in pipelined batches of
@@ -23,6 +24,9 @@ before/after runs made back to back. ``--callgrind`` runs redis-server under val
 callgrind and reports instructions executed per promise instead (zeroed and dumped around
 each phase with ``callgrind_control``): exact and repeatable whatever else runs, so it
 resolves a change of one command inside a script, which CPU time cannot on a busy machine.
+``--cluster-mode`` starts the server with ``--cluster-enabled yes`` and gives it every slot:
+the same commands on the same single node, so the difference from a plain run is what
+Redis's cluster mode itself costs per command (slot checks of every key, in scripts too).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import contextlib
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -77,13 +82,39 @@ class Callgrind:
         raise RuntimeError(f"no summary in {dump}")
 
 
+def cluster_args(d: Path) -> list[str]:
+    return ["--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf")]
+
+
+def own_every_slot(client: redis.Redis) -> None:
+    """Make a lone cluster-mode node serve all 16384 slots (ADDSLOTS: Redis 6.2 too)."""
+    client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+    deadline = time.monotonic() + 30
+    while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+        if time.monotonic() > deadline:
+            raise SystemExit("the cluster-mode node did not reach cluster_state:ok")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
-def callgrind_server() -> Iterator[tuple[str, redis.Redis, Callgrind]]:
+def server(
+    callgrind: bool, cluster_mode: bool
+) -> Iterator[tuple[str, redis.Redis, Callgrind | None]]:
+    """A private redis-server, under callgrind if asked; with ``cluster_mode`` started with
+    ``--cluster-enabled yes`` and given every slot, so the same commands on the same one
+    node show what Redis's cluster mode itself adds per command."""
+
     def valgrind(d: Path) -> list[str]:
         return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d / 'cg.out'}"]
 
-    with bench.redis_process(valgrind, start_timeout=60) as (url, client, pid, d):
-        yield url, client, Callgrind(pid, d / "cg.out")
+    with bench.redis_process(
+        valgrind if callgrind else None,
+        start_timeout=60 if callgrind else 10,
+        extra=cluster_args if cluster_mode else None,
+    ) as (url, client, pid, d):
+        if cluster_mode:
+            own_every_slot(client)
+        yield url, client, Callgrind(pid, d / "cg.out") if callgrind else None
 
 
 def create_call(store: Store, id: str, args: bytes) -> Call:
@@ -210,24 +241,25 @@ def main() -> None:
     p.add_argument("--window", type=int, default=200, help="promises in flight (200)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
+    p.add_argument(
+        "--cluster-mode",
+        action="store_true",
+        help="one node started with --cluster-enabled yes, serving every slot",
+    )
     a = p.parse_args()
-    if a.callgrind:
-        with callgrind_server() as (url, sync, meter):
-            version = bench.redis_version(sync)
-            runs = [
-                asyncio.run(one_run(url, sync, a.n, a.batch, a.window, meter))
-                for _ in range(a.repeat)
-            ]
-        unit = "Redis instructions/promise (callgrind)"
-    else:
-        with bench.redis_server() as (url, sync):
-            version = bench.redis_version(sync)
-            runs = [
-                asyncio.run(one_run(url, sync, a.n, a.batch, a.window)) for _ in range(a.repeat)
-            ]
-        unit = "Redis CPU µs/promise (INFO cpu)"
+    with server(a.callgrind, a.cluster_mode) as (url, sync, meter):
+        version = bench.redis_version(sync)
+        runs = [
+            asyncio.run(one_run(url, sync, a.n, a.batch, a.window, meter)) for _ in range(a.repeat)
+        ]
+    unit = (
+        "Redis instructions/promise (callgrind)"
+        if a.callgrind
+        else "Redis CPU µs/promise (INFO cpu)"
+    )
+    mode = ", cluster mode (one node, every slot)" if a.cluster_mode else ""
     print(
-        f"Redis {version}, N={a.n}, {a.window} in flight, batches of {a.batch}, "
+        f"Redis {version}{mode}, N={a.n}, {a.window} in flight, batches of {a.batch}, "
         f"median of {a.repeat} runs"
     )
     print(f"| phase | {unit}, median (min) | commands/promise | commands |")
@@ -245,6 +277,7 @@ def main() -> None:
         low = sum(min(r[p]["us"] for r in runs) for p in names)
         cmds = sum(statistics.median(r[p]["cmds"] for r in runs) for p in names)
         print(f"| total, {path} | {us:,.1f} ({low:,.1f}) | {cmds:.2f} | |")
+
 
 if __name__ == "__main__":
     main()
