@@ -52,8 +52,4 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
 --- @include settle
 --- @include dead
 --- @include acquire_entry
-return acquire_entry({ stream = KEYS[3], dead = KEYS[4], timeouts = KEYS[5], delayed = KEYS[6],
-  pending = KEYS[7], rejected = KEYS[8], counts = KEYS[9], group = ARGV[3], consumer = ARGV[4],
-  max_deliveries = tonumber(ARGV[5]), poison = ARGV[6], retention = ARGV[7], channel = ARGV[8],
-  token = ARGV[9], dead_max = ARGV[10], dead_age = tonumber(ARGV[11]), publish = ARGV[12] },
-  KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return acquire_entry(KEYS, ARGV)

@@ -67,11 +67,10 @@ if read then
     rows = read[2]
   end
 end
-local c = { stream = KEYS[1], dead = KEYS[2], timeouts = KEYS[3], delayed = KEYS[4],
-  pending = KEYS[5], rejected = KEYS[6], counts = KEYS[7], group = ARGV[1],
-  consumer = ARGV[2], max_deliveries = tonumber(ARGV[4]), poison = ARGV[5],
-  retention = ARGV[6], channel = ARGV[7], token = ARGV[8], dead_max = ARGV[9],
-  dead_age = tonumber(ARGV[10]), publish = ARGV[11] }
+-- acquire.lua's KEYS and ARGV (see its header), filled in per entry for acquire_entry().
+local K = { '', '', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7] }
+local A = { '', '', ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9],
+  ARGV[10], ARGV[11] }
 local out = {}
 for i = 1, #rows do
   local entry, fields = rows[i][1], rows[i][2] or {}
@@ -83,7 +82,8 @@ for i = 1, #rows do
     end
   end
   if id then
-    local reply = acquire_entry(c, ARGV[12] .. id, ARGV[13] .. id, id, entry)
+    K[1], K[2], A[1], A[2] = ARGV[12] .. id, ARGV[13] .. id, id, entry
+    local reply = acquire_entry(K, A)
     if reply.err then
       reply = { 0, reply.err }
     end
