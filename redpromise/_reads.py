@@ -97,6 +97,8 @@ class _Takes:
         """Which partitions to take from and how many entries each: all of them, evenly,
         or (fewer free slots than partitions) one each from ``free`` of them in turn."""
         n = min(free, _MAX_COUNT)
+        if not ks:
+            return [], 0
         if n >= len(ks):
             return list(ks), n // len(ks)
         start, self._next = self._next, self._next + n

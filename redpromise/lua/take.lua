@@ -32,12 +32,19 @@ take: read one partition's new entries for a consumer and acquire each, in one c
   ARGV[12] promise key prefix of the partition ({ns:k}:p:)
   ARGV[13] steps key prefix of the partition ({ns:k}:s:)
 
-  Returns one { entry id, promise id, reply } per entry read, in stream order (none: {}):
-    reply is acquire.lua's reply for that entry ({ 1, ... } acquired, or a refusal, which
-    acked and deleted the entry, or { -7, ... } poison); the promise id is nil for an
-    entry without one, and reply { 0, error } means reading the promise's hash failed
-    (a key of another type): both are left in the consumer's pending list for the caller
-    to move to the dead stream (bury.lua), as it does when acquire fails.
+  Returns one { entry id, promise id, reply } per entry read, in stream order ({} when
+  none); reply is what acquire.lua answers for that entry (see its header):
+    { 1, version, func, args, attempt, timeout_at, retry, deliveries, steps }  acquired
+    { -1 }       promise missing: the entry was acked and deleted
+    { -2 }       promise no longer pending: acked and deleted
+    { -4 }       entry is not the promise's current dispatch: acked and deleted
+    { -5 }       the promise targets another group: acked and deleted
+    { -7, func, created_at, completed_at }
+                 delivered more than ARGV[4] times: rejected as poison, dead record kept
+  Two more are left in the consumer's pending list, for the caller to move to the dead
+  stream (bury.lua) as it does when acquire fails: an entry without a promise id (promise
+  id nil, reply 0 alone), and one whose promise hash could not be read (a key of another
+  type: reply 0 and the error text).
   An error reply of XREADGROUP (NOGROUP, WRONGTYPE, OOM, ...) is the script's reply, with
   nothing read.
   Fence rule: as acquire.lua, per entry: every entry taken is a new delivery, so its
@@ -85,7 +92,7 @@ for i = 1, #rows do
     K[1], K[2], A[1], A[2] = ARGV[12] .. id, ARGV[13] .. id, id, entry
     local reply = acquire_entry(K, A)
     if reply.err then
-      reply = { 0, reply.err }
+      reply = { 0, reply.err }  -- see Returns
     end
     out[i] = { entry, id, reply }
   else

@@ -6,26 +6,31 @@
 --      here: acquire is the hot path, and each table costs it instructions)
 -- Returns acquire.lua's reply (see its header). An error reading the promise's hash (a
 -- key of another type) comes back as the error table redis.pcall made, nothing written.
+local function drop_entry(K, A)
+  redis.call('XACK', K[3], A[3], A[2])
+  redis.call('XDEL', K[3], A[2])
+end
 local function acquire_entry(K, A)
   local h = redis.pcall('HMGET', K[1], 'state', 'group', 'entry', 'deliveries', 'version',
     'func', 'args', 'attempt', 'timeout_at', 'retry', 'token', 'created_at')
   if h.err then
     return h
   end
-  local code = 0
   if not h[1] then
-    code = -1
-  elseif h[1] ~= 'pending' then
-    code = -2
-  elseif h[2] ~= A[3] then
-    code = -5
-  elseif h[3] ~= A[2] then
-    code = -4
+    drop_entry(K, A)
+    return { -1 }
   end
-  if code ~= 0 then
-    redis.call('XACK', K[3], A[3], A[2])
-    redis.call('XDEL', K[3], A[2])
-    return { code }
+  if h[1] ~= 'pending' then
+    drop_entry(K, A)
+    return { -2 }
+  end
+  if h[2] ~= A[3] then
+    drop_entry(K, A)
+    return { -5 }
+  end
+  if h[3] ~= A[2] then
+    drop_entry(K, A)
+    return { -4 }
   end
   local version = tonumber(h[5]) or 0
   -- Only an acquired execution can checkpoint, so before the first acquire there is none.
