@@ -184,8 +184,7 @@ class Worker:
         return self.store.take_call(k, self.group, self.consumer, count, self._poison)
 
     async def _read_once(self) -> None:
-        """One iteration of the read loop: wait for a free slot, read, acquire (or take:
-        read and acquire in one), start the executions."""
+        """One iteration of the read loop: wait for a free slot, read and acquire."""
         free = self.settings.concurrency - len(self._inflight)
         if free <= 0:
             self._room.clear()
@@ -254,13 +253,13 @@ class Worker:
 
     async def _took(self, taken: Sequence[Taken], sent: float) -> None:
         """Start an execution for each entry ``take`` acquired (sent at ``sent``), as
-        :meth:`acquire` does for the entries it acquires."""
-        garbage = [(k, entry) for k, entry, id, _ in taken if id is None]
-        if garbage:
-            await self._bury(garbage, "entry without a promise id")
+        :meth:`acquire` does; the executions start before any bury can fail."""
         valid = [(k, entry, id) for k, entry, id, _ in taken if id is not None]
-        results = [res for _, _, id, res in taken if id is not None]
-        await self._acquired(valid, results, sent)
+        try:
+            await self._acquired(valid, [r for _, _, id, r in taken if id is not None], sent)
+        finally:
+            if garbage := [(k, entry) for k, entry, id, _ in taken if id is None]:
+                await self._bury(garbage, "entry without a promise id")
 
     async def _acquire_calls(self, calls: list[Any], valid: list[tuple[int, str, str]]) -> None:
         # The lease is counted from when acquire was *sent*: a process frozen while the
