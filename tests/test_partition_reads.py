@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
+from redpromise._faults import cause_of
 from redpromise._keys import LAYOUT_LEGACY, Keys
 from redpromise._options import Settings
 from redpromise._reads import PartitionReads, StreamReads
@@ -146,3 +148,36 @@ async def test_a_take_pass_takes_no_more_entries_than_free_slots(
 
 def id_of(fields: Any) -> str:
     return text(fields[b"id"] if isinstance(fields, dict) else fields[1])
+
+
+async def test_a_take_error_reply_is_raised_with_its_cause_after_the_other_entries(
+    backend: Backend, redis: Redis, namespace: str
+) -> None:
+    if backend.kind == "fake":
+        pytest.skip("fakeredis answers XREADGROUP on a string with AttributeError")
+    streams, store = await _setup(redis, namespace, 3)
+    reads = _reads(StreamReads, redis, streams, store)
+    reads.use(range(3))
+    await _promises(store, 2)
+    assert len(await reads.read(100)) == 6  # busy: the next read is a pass of take
+    more = await _promises(store, 1, first=1000)
+    await redis.delete(streams[1])
+    await redis.set(streams[1], "not a stream")  # partition 1's take: WRONGTYPE
+    batch = await reads.read(100)
+    assert sorted(id for _, _, id, _ in batch.taken) == sorted(
+        id for id in more if store.keys.partition(id) != 1
+    )
+    with pytest.raises(ResponseError) as raised:  # kept for the call after the entries
+        await reads.read(100)
+    assert cause_of(raised.value) == "WRONGTYPE"
+    await redis.delete(streams[1])
+    await redis.xgroup_create(streams[1], "g", id="0", mkstream=True)
+    await _promises(store, 3, first=2000)
+    assert len(await reads.read(100)) > 1  # busy again
+    await redis.xgroup_destroy(streams[0], "g")  # a wiped group: the worker recreates it
+    await _promises(store, 4, first=3000)
+    batch = await reads.read(100)
+    assert {k for k, _, _, _ in batch.taken} == {1, 2}
+    with pytest.raises(ResponseError) as raised:
+        await reads.read(100)
+    assert cause_of(raised.value) == "NOGROUP"
