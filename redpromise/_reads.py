@@ -10,7 +10,7 @@ Either way an idle worker costs only its blocking reads (one command per ``block
 period, per partition on a cluster). While entries keep coming (a read delivered
 several), the next reads are non-blocking passes over every partition, pipelined (one
 buffer per node): ``take`` (``redpromise/lua/take.lua``) on each partition that gave
-entries at the last read or pass, which reads its new entries *and acquires them* (the
+entries when it was last read, which reads its new entries *and acquires them* (the
 worker skips the acquire round trip, Redis the per-entry script call), and a plain
 ``XREADGROUP`` of the others, whose entries are acquired as usual. A pass that finds
 nothing goes back to blocking reads. A pass reads at most the worker's free slots in all.
@@ -91,7 +91,7 @@ _XREADGROUP = Command("XREADGROUP")
 
 class _Takes:
     """Passes over the active partitions while entries flow, at most ``free`` entries in all:
-    ``take`` on the partitions that delivered at the last read or pass ("hot"), and a
+    ``take`` on the partitions that gave entries when last read ("hot"), and a
     non-blocking ``XREADGROUP`` of the others (one for all of them on one server, one per
     partition on a cluster), whose entries are acquired as usual. An empty ``take`` costs
     Redis a script call (~58k instructions, against ~2.3k per stream of an XREADGROUP
@@ -131,7 +131,7 @@ class _Takes:
     async def run(self, ks: Sequence[int], free: int) -> tuple[Batch, BaseException | None]:
         """One pass: the entries taken and those read, and the first error reply (or lost
         connection of a node) among the partitions, for the caller to raise once the
-        entries are used. The partitions that gave entries are the next pass's hot ones."""
+        entries are used."""
         chosen, count = self.plan(ks, free)
         batch = Batch(sent=time.monotonic())
         if not chosen:
@@ -148,7 +148,10 @@ class _Takes:
                 batch.taken += parse_take(hot[i], resp)
             else:
                 batch.deliveries += parse_read(resp, self._index)
-        self.hot = {k for k, *_ in batch.taken} | {k for k, *_ in batch.deliveries}
+        # A partition stays hot until a pass finds it empty (one left out of this pass, as
+        # happens with few free slots, keeps its state); one that gave entries turns hot.
+        got = {k for k, *_ in batch.taken} | {k for k, *_ in batch.deliveries}
+        self.hot = (self.hot - set(chosen)) | got
         return batch, error
 
 
