@@ -9,7 +9,9 @@ no persistence), then for ``--n`` promises runs, phase by phase and in pipelined
 ``--batch`` (as the worker and the coalescer send them), ``--window`` promises at a time:
 ``create`` (dispatched to one group), ``XREADGROUP`` of the entries, ``acquire`` of each
 entry, ``complete`` (resolve, by the acquired version), and one ``HMGET`` read of each
-result. Per phase it prints the Redis
+result; then as many promises again taken the way a busy worker takes them: ``create``,
+``take`` (one call per partition reads and acquires its window's entries), ``complete``
+and ``read``. Per phase it prints the Redis
 CPU per promise (``INFO cpu`` user+sys delta / N, so the server's socket reads and writes
 count) and the commands per promise from ``INFO commandstats`` (which counts the commands
 a script runs inside it as well as the EVALSHA). Medians (and minimums) over ``--repeat``
@@ -37,7 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +57,9 @@ from redpromise._scripts import Command
 from redpromise._store import _FIELDS, _HMGET, Call, Store
 
 GROUP = "g"
-PHASES = ("create", "xreadgroup", "acquire", "complete", "read")
+PHASES = ("create", "xreadgroup", "acquire", "take", "complete", "read")
+# The two ways a worker gets its entries, each with create, complete and read around it.
+PATHS = {"xreadgroup+acquire": ("xreadgroup", "acquire"), "take": ("take",)}
 
 
 class Callgrind:
@@ -128,6 +132,37 @@ def create_call(store: Store, id: str, args: bytes) -> Call:
     )
 
 
+Phase = Callable[..., Awaitable[list[Any]]]
+
+
+async def by_take(phase: Phase, store: Store, window: int, m: int) -> dict[str, int]:
+    """The window's entries taken, one call per partition: {id: version acquired}."""
+    calls = [store.take_call(k, GROUP, "c", window, b"") for k in range(store.keys.partitions)]
+    versions: dict[str, int] = {}
+    for res in await phase("take", calls, m, take=True):
+        for _entry, id, got in res:
+            versions[id.decode()] = int(got[1])
+    return versions
+
+
+async def by_read_and_acquire(phase: Phase, store: Store, window: int, m: int) -> dict[str, int]:
+    """The window's entries read (XREADGROUP per partition), then acquired one by one."""
+    keys, xread = store.keys, Command("XREADGROUP")
+    reads: list[Call] = [
+        (xread, [], ["GROUP", GROUP, "c", "COUNT", window, "STREAMS", keys.stream(k, GROUP), ">"])
+        for k in range(keys.partitions)
+    ]
+    entries: list[tuple[int, str, str]] = []
+    for res in await phase("xreadgroup", reads, m):
+        for _stream, rows in res.items() if isinstance(res, dict) else res or []:
+            for entry, fields in rows:
+                id = fields[1].decode()
+                entries.append((keys.partition(id), entry.decode(), id))
+    calls = [store.acquire_call(k, GROUP, e, id, "c", b"") for k, e, id in entries]
+    got = await phase("acquire", calls, m)
+    return {id: int(r[1]) for (_, _, id), r in zip(entries, got, strict=True)}
+
+
 async def one_run(
     url: str, sync: redis.Redis, n: int, batch: int, window: int, meter: Callgrind | None = None
 ) -> dict[str, Any]:
@@ -142,17 +177,19 @@ async def one_run(
     args = encode([1], 1 << 20)
     value = encode(2, 1 << 20)
     out: dict[str, Any] = {
-        name: {"us": 0.0, "cmds": 0.0, "by_cmd": collections.Counter()} for name in PHASES
+        name: {"us": 0.0, "cmds": 0.0, "n": 0, "by_cmd": collections.Counter()}
+        for name in PHASES
     }
 
-    async def phase(name: str, calls: list[Call]) -> list[Any]:
+    async def phase(name: str, calls: list[Call], promises: int, take: bool = False) -> list[Any]:
         before_cmd = bench.commandstats(sync)
         if meter is not None:
             meter.start()
         before_cpu = bench.redis_cpu(sync)
         results: list[Any] = []
         for i in range(0, len(calls), batch):
-            results += await store.pipelined(calls[i : i + batch])
+            part = calls[i : i + batch]
+            results += await (store.take(part) if take else store.pipelined(part))
         after_cpu = bench.redis_cpu(sync)
         if meter is not None:
             after_cpu = before_cpu + meter.stop() / 1e6  # so "us" below is instructions
@@ -162,43 +199,37 @@ async def one_run(
                 raise r
         delta = bench.cmd_delta(before_cmd, after_cmd)
         delta.pop("info", None)
-        out[name]["us"] += (after_cpu - before_cpu) * 1e6 / n
-        out[name]["cmds"] += sum(c for c, _ in delta.values()) / n
-        out[name]["by_cmd"].update({k: c / n for k, (c, _) in delta.items()})
+        # Totals here; per promise (of the phase's path) once the run is over.
+        out[name]["us"] += (after_cpu - before_cpu) * 1e6
+        out[name]["cmds"] += sum(c for c, _ in delta.values())
+        out[name]["n"] += promises
+        out[name]["by_cmd"].update({k: c for k, (c, _) in delta.items()})
         return results
 
-    xread = Command("XREADGROUP")
     # A window of promises at a time, as a producer and its workers keep a few hundred in
     # flight: the pending index and timeouts zsets stay small, the final index grows.
-    for first in range(0, n, window):
-        ids = [f"job-{i}" for i in range(first, min(n, first + window))]
-        await phase("create", [create_call(store, i, args) for i in ids])
-        reads: list[Call] = [
-            (
-                xread,
-                [],
-                ["GROUP", GROUP, "c", "COUNT", window, "STREAMS", keys.stream(k, GROUP), ">"],
+    for path in PATHS:
+        for first in range(0, n, window):
+            ids = [f"{path}-{i}" for i in range(first, min(n, first + window))]
+            m = len(ids)
+            await phase("create", [create_call(store, i, args) for i in ids], m)
+            get = by_take if path == "take" else by_read_and_acquire
+            versions = await get(phase, store, window, m)
+            assert len(versions) == m, (len(versions), m)
+            done = await phase(
+                "complete",
+                [store.complete_call(id, GROUP, versions[id], "resolved", value) for id in ids],
+                m,
             )
-            for k in range(keys.partitions)
-        ]
-        entries: list[tuple[int, str, str]] = []
-        for res in await phase("xreadgroup", reads):
-            for _stream, rows in res.items() if isinstance(res, dict) else res or []:
-                for entry, fields in rows:
-                    id = fields[1].decode()
-                    entries.append((keys.partition(id), entry.decode(), id))
-        assert len(entries) == len(ids), (len(entries), len(ids))
-        got = await phase(
-            "acquire",
-            [store.acquire_call(k, GROUP, e, id, "c", b"") for k, e, id in entries],
+            assert all(int(r[0]) == 1 for r in done), done[:3]
+            await phase("read", [(_HMGET, [keys.promise(id)], _FIELDS) for id in ids], m)
+    for name in PHASES:
+        per = max(1, out[name]["n"])
+        out[name]["us"] /= per
+        out[name]["cmds"] /= per
+        out[name]["by_cmd"] = collections.Counter(
+            {k: c / per for k, c in out[name]["by_cmd"].items()}
         )
-        versions = {id: int(r[1]) for (_, _, id), r in zip(entries, got, strict=True)}
-        done = await phase(
-            "complete",
-            [store.complete_call(id, GROUP, versions[id], "resolved", value) for id in ids],
-        )
-        assert all(int(r[0]) == 1 for r in done), done[:3]
-        await phase("read", [(_HMGET, [keys.promise(id)], _FIELDS) for id in ids])
     await client.aclose()
     return out
 
@@ -233,7 +264,6 @@ def main() -> None:
     )
     print(f"| phase | {unit}, median (min) | commands/promise | commands |")
     print("|---|---:|---:|---|")
-    total_us = total_min = total_cmds = 0.0
     for name in PHASES:
         us = statistics.median(r[name]["us"] for r in runs)
         low = min(r[name]["us"] for r in runs)
@@ -241,10 +271,12 @@ def main() -> None:
         by = runs[-1][name]["by_cmd"]
         detail = ", ".join(f"{k} {v:.2g}" for k, v in sorted(by.items(), key=lambda x: -x[1]))
         print(f"| {name} | {us:,.1f} ({low:,.1f}) | {cmds:.2f} | {detail} |")
-        total_us += us
-        total_min += low
-        total_cmds += cmds
-    print(f"| total | {total_us:,.1f} ({total_min:,.1f}) | {total_cmds:.2f} | |")
+    for path, own in PATHS.items():
+        names = ("create", *own, "complete", "read")
+        us = sum(statistics.median(r[p]["us"] for r in runs) for p in names)
+        low = sum(min(r[p]["us"] for r in runs) for p in names)
+        cmds = sum(statistics.median(r[p]["cmds"] for r in runs) for p in names)
+        print(f"| total, {path} | {us:,.1f} ({low:,.1f}) | {cmds:.2f} | |")
 
 
 if __name__ == "__main__":

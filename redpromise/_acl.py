@@ -68,7 +68,7 @@ CLIENT_RULES = (
 WORKER_RULES = (
     "xreadgroup", "xautoclaim", "xgroup|create", "xgroup|delconsumer", "xinfo|groups",
     "xinfo|consumers", "zrange", "type",
-    # inside the scripts only workers run (acquire, bury)
+    # inside the scripts only workers run (acquire, take, bury); take also runs xreadgroup
     "xtrim",
 )  # fmt: skip
 

@@ -199,6 +199,15 @@ class Keys:
         """The set of child promise ids a promise's executions created."""
         return f"{self._tags[crc32(id.encode()) % self.partitions]}:k:{id}"
 
+    def promise_prefix(self, k: int) -> str:
+        """What :meth:`promise` puts before the id of a promise of partition ``k``: for a
+        script that learns the ids only as it reads them (``take.lua``)."""
+        return f"{self._tags[k]}:p:"
+
+    def steps_prefix(self, k: int) -> str:
+        """What :meth:`steps` puts before the id of a promise of partition ``k``."""
+        return f"{self._tags[k]}:s:"
+
     def stream(self, k: int, group: str) -> str:
         return f"{self._tags[k]}:q:{group}"
 

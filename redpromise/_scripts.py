@@ -43,6 +43,7 @@ SCRIPT_NAMES = (
     "reconcile",
     "retry",
     "scan",
+    "take",
 )
 
 # One table for every refusal code the scripts return (see each file's header).
@@ -140,19 +141,27 @@ async def run_pipelined(
     redis: AnyRedis,
     calls: Sequence[tuple[Script | Command, Sequence[str], Sequence[Any]]],
     ack: Ack | None = None,
+    *,
+    resend: bool = True,
     packed: Sequence[bytes | None] | None = None,
 ) -> list[Any]:
     """Run many script calls in one round trip; results (or exceptions) in order.
 
     Calls refused with NOSCRIPT never ran, so after loading their scripts exactly those
     are sent again. With ``ack``, durable writes wait for replicas (see ``_wire.Ack``).
+    ``resend=False`` for calls that are not replay-safe (``take``): a lost connection is
+    raised at once instead of the batch being sent again (see ``_wire.exchange``).
     ``packed[i]``: call i's RESP bytes when its caller built them (``_wire.pack``).
     """
     if not calls:
         return []
     durable = [s.durable for s, _, _ in calls] if ack is not None else None
     results = await exchange(
-        redis, [s.command(k, a) for s, k, a in calls], durable=durable, ack=ack,
+        redis,
+        [s.command(k, a) for s, k, a in calls],
+        resend=resend,
+        durable=durable,
+        ack=ack,
         packed=packed,
     )
     missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
@@ -163,6 +172,7 @@ async def run_pipelined(
         again = await exchange(
             redis,
             [calls[i][0].command(*calls[i][1:]) for i in missing],
+            resend=resend,
             durable=[durable[i] for i in missing] if durable is not None else None,
             ack=ack,
         )
@@ -232,7 +242,7 @@ class Coalescer:
                 self._redis,
                 [call for call, _, _ in batch],
                 self._ack,
-                [p for _, _, p in batch] if packed else None,
+                packed=[p for _, _, p in batch] if packed else None,
             )
         except Exception as exc:
             for _, fut, _ in batch:

@@ -308,6 +308,42 @@ class Store:
         ]
         return self.scripts["acquire"], keys, args
 
+    def take_call(self, k: int, group: str, consumer: str, count: int, poison: bytes) -> Call:
+        """Read up to ``count`` new entries of partition ``k`` and acquire each (take.lua).
+
+        Not replay-safe, like the XREADGROUP it runs: send it with :meth:`take`, never
+        through a batch that resends after a lost connection.
+        """
+        keys = [
+            self.keys.stream(k, group),
+            self.keys.dead(k),
+            self.keys.timeouts(k),
+            self.keys.delayed(k),
+            self.keys.index(k, PENDING),
+            self.keys.index(k, "rejected"),
+            self.keys.counts(k),
+        ]
+        args = [
+            group,
+            consumer,
+            count,
+            self.settings.max_deliveries,
+            poison,
+            self.retention_ms,
+            self.keys.channel(k),
+            f"{self._token_prefix}:{next(self._tokens)}",
+            self.settings.dead_max_entries,
+            self.dead_max_age_ms,
+            self.publish,
+            self.keys.promise_prefix(k),
+            self.keys.steps_prefix(k),
+        ]
+        return self.scripts["take"], keys, args
+
+    async def take(self, calls: Sequence[Call]) -> list[Any]:
+        """Send ``take`` calls in one round trip, never resent (see take.lua's Replay)."""
+        return await run_pipelined(self.redis, calls, resend=False)
+
     def bury_call(self, k: int, group: str, entry: str, reason: str) -> Call:
         """Move one unprocessable entry of ``group``'s stream to the dead stream."""
         return (

@@ -6,7 +6,8 @@ backoff; any other failure ends the process's worker with a reason) run beside t
 executions:
 
 - read: ``XREADGROUP`` on every partition's stream, then one pipelined ``acquire`` per
-  entry (the fence advances there), then each function runs in its own task;
+  entry (the fence advances there), then each function runs in its own task; while
+  entries are flowing, ``take`` calls read and acquire in one (see :mod:`._reads`);
 - heartbeat: every ``lease / 3`` the fenced heartbeat renews each in-flight entry; a
   refusal cancels that execution at once;
 - reclaim: ``XAUTOCLAIM`` entries idle longer than the lease (their worker is silent),
@@ -37,9 +38,10 @@ from ._errors import LeaseLost, NondeterminismError, PayloadError
 from ._execution import Execution, Slots, id_field, persist, waitable
 from ._faults import cause_of
 from ._options import RetryPolicy, Settings, _policy_from_wire
-from ._reads import PartitionReads, StreamReads
+from ._reads import PartitionReads, StreamReads, Taken
 from ._registry import Function
 from ._scripts import CODES
+from ._store import Call
 from ._supervise import Supervisor
 from ._upkeep import Upkeep
 
@@ -76,19 +78,21 @@ class Worker:
         # Partitions whose stream key holds something else (WRONGTYPE): left out of
         # every read until the key is fixed, so the other partitions go on being served.
         self.bad_partitions: set[int] = set()
-        head: list[Any] = ["XREADGROUP", "GROUP", group, self.consumer]
-        block_ms = int(self.settings.block.total_seconds() * 1000)
-        reads = PartitionReads if isinstance(self.redis, RedisCluster) else StreamReads
-        self.reads: StreamReads | PartitionReads = reads(self.redis, head, self.streams, block_ms)
-        self.reads.use(range(self.keys.partitions))
-        self.supervisor = Supervisor(log)
-        self.upkeep = Upkeep(self)
         self._poison = encode_error(
             "PoisonError",
             f"delivered more than {self.settings.max_deliveries} times without completing "
             "(the worker running it died or stalled every time)",
             self.settings.max_payload_bytes,
         )
+        head: list[Any] = ["XREADGROUP", "GROUP", group, self.consumer]
+        block_ms = int(self.settings.block.total_seconds() * 1000)
+        reads = PartitionReads if isinstance(self.redis, RedisCluster) else StreamReads
+        self.reads: StreamReads | PartitionReads = reads(
+            self.redis, head, self.streams, block_ms, self._take_call
+        )
+        self.reads.use(range(self.keys.partitions))
+        self.supervisor = Supervisor(log)
+        self.upkeep = Upkeep(self)
         self.completed = 0
 
     @property
@@ -176,8 +180,11 @@ class Worker:
 
     # -- reading and acquiring ----------------------------------------------------------
 
+    def _take_call(self, k: int, count: int) -> Call:
+        return self.store.take_call(k, self.group, self.consumer, count, self._poison)
+
     async def _read_once(self) -> None:
-        """One iteration of the read loop: wait for a free slot, read, acquire."""
+        """One iteration of the read loop: wait for a free slot, read and acquire."""
         free = self.settings.concurrency - len(self._inflight)
         if free <= 0:
             self._room.clear()
@@ -186,7 +193,7 @@ class Worker:
             self.supervisor.idle("read", False)
             return
         try:
-            deliveries = await self.reads.read(free)
+            batch = await self.reads.read(free)
         except rex.ResponseError as exc:
             cause = cause_of(exc)
             if cause == "NOGROUP":
@@ -194,7 +201,11 @@ class Worker:
             elif cause == "WRONGTYPE":
                 await self._find_bad_streams()
             raise
-        await self.acquire(deliveries)
+        try:
+            if batch.taken:
+                await self._took(batch.taken, batch.sent)
+        finally:
+            await self.acquire(batch.deliveries)
 
     def _use_partitions(self) -> None:
         self.reads.use([k for k in range(self.keys.partitions) if k not in self.bad_partitions])
@@ -240,11 +251,29 @@ class Worker:
         if calls:
             await self._acquire_calls(calls, valid)
 
+    async def _took(self, taken: Sequence[Taken], sent: float) -> None:
+        """Start an execution for each entry ``take`` acquired (sent at ``sent``), as
+        :meth:`acquire` does; the executions start before any bury can fail."""
+        valid = [(k, entry, id) for k, entry, id, _ in taken if id is not None]
+        try:
+            await self._acquired(valid, [r for _, _, id, r in taken if id is not None], sent)
+        finally:
+            if garbage := [(k, entry) for k, entry, id, _ in taken if id is None]:
+                await self._bury(garbage, "entry without a promise id")
+
     async def _acquire_calls(self, calls: list[Any], valid: list[tuple[int, str, str]]) -> None:
         # The lease is counted from when acquire was *sent*: a process frozen while the
         # reply waited in its socket must not wake up believing its lease is fresh.
         sent = time.monotonic()
         results = await self.store.pipelined(calls)
+        await self._acquired(valid, results, sent)
+
+    async def _acquired(
+        self, valid: Sequence[tuple[int, str, str]], results: Sequence[Any], sent: float
+    ) -> None:
+        """Handle acquire's replies (from ``acquire`` or ``take``, sent at ``sent``): start
+        an execution per acquisition, bury entries whose acquire failed for good, count
+        poison; the first error Redis may lift (``MISCONF``, ``OOM``) is raised last."""
         deferred: BaseException | None = None
         for (k, entry, id), res in zip(valid, results, strict=True):
             if isinstance(res, BaseException) and waitable(res):

@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-__all__ = ["CuttingProxy", "assert_eventually"]
+from redis.asyncio import Redis
+
+from redpromise._scripts import SCRIPT_NAMES, Script
+
+__all__ = ["Counted", "CuttingProxy", "assert_eventually"]
 
 _MISSING = object()
 
@@ -129,3 +134,20 @@ class CuttingProxy:
                 with contextlib.suppress(ConnectionError):
                     await writer.wait_closed()
             self._tasks.discard(task)
+
+
+class Counted:
+    """Counts the commands (scripts by name) of the batches redpromise sends itself."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.sent: Counter[str] = Counter()
+        self._names = {Script(n).sha: n for n in SCRIPT_NAMES}
+        redis._redpromise_faults = self  # type: ignore[attr-defined]
+
+    async def exchange(
+        self, commands: Sequence[Sequence[Any]], send: Callable[[], Awaitable[list[Any]]]
+    ) -> list[Any]:
+        for c in commands:
+            name = str(c[0]).upper()
+            self.sent[self._names.get(str(c[1]), name) if name == "EVALSHA" else name] += 1
+        return await send()

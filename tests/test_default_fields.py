@@ -47,10 +47,17 @@ def release_source(commit: str, path: str) -> str:
     return out.stdout
 
 
+def release_names(commit: str) -> list[str]:
+    """The transitions the release had (take.lua came later)."""
+    listing = release_source(commit, "redpromise/lua")  # `git show` of a tree lists it
+    have = {line.removesuffix(".lua") for line in listing.splitlines()}
+    return [name for name in SCRIPT_NAMES if name in have]
+
+
 def release_scripts(commit: str) -> dict[str, Script]:
     """The scripts of an earlier release, loaded from git as _scripts.py loads its own."""
     scripts: dict[str, Script] = {}
-    for name in SCRIPT_NAMES:
+    for name in release_names(commit):
         source = release_source(commit, f"redpromise/lua/{name}.lua")
         seen: set[str] = set()
 

@@ -45,60 +45,11 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
   holder; a resend of the same call (the client's retry after a lost reply) does neither.
   Replay: the refusals ack and delete the entry, which a replay does again (harmless); a
   replayed poison rejection answers { -2 } and writes no second dead record.
+  The logic is includes/acquire_entry.lua, which take.lua runs for each entry it reads.
 ]]
 --- @include now
 --- @include text
 --- @include settle
 --- @include dead
-local function drop_entry()
-  redis.call('XACK', KEYS[3], ARGV[3], ARGV[2])
-  redis.call('XDEL', KEYS[3], ARGV[2])
-end
-local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'entry', 'deliveries', 'version',
-  'func', 'args', 'attempt', 'timeout_at', 'retry', 'token')
-if not h[1] then
-  drop_entry()
-  return { -1 }
-end
-if h[1] ~= 'pending' then
-  drop_entry()
-  return { -2 }
-end
-if h[2] ~= ARGV[3] then
-  drop_entry()
-  return { -5 }
-end
-if h[3] ~= ARGV[2] then
-  drop_entry()
-  return { -4 }
-end
--- Only an acquired execution can checkpoint, so before the first acquire there is none.
-local function steps_of(version)
-  if version > 1 then
-    return redis.call('HGETALL', KEYS[2])
-  end
-  return {}
-end
-if ARGV[9] ~= '' and h[11] == ARGV[9] then
-  local version = tonumber(h[5])
-  return { 1, version, h[6], h[7], h[8], h[9], h[10], tonumber(h[4]), steps_of(version) }
-end
-local deliveries = (tonumber(h[4]) or 0) + 1
-if deliveries > tonumber(ARGV[5]) then
-  redis.call('HSET', KEYS[1], 'deliveries', deliveries)
-  -- The record keeps the function and arguments (settle drops them from the hash), so
-  -- an operator can requeue the work as a new promise (redpromise/_inspect.py).
-  to_dead(KEYS[4], ARGV[10], tonumber(ARGV[11]), { 'id', ARGV[1], 'group', ARGV[3],
-    'entry', ARGV[2], 'deliveries', deliveries, 'func', h[6] or '', 'args', h[7] or '' })
-  -- Read on this rare path only: one field fewer in the HMGET every acquire runs.
-  local created_at = redis.call('HGET', KEYS[1], 'created_at')
-  local done = settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], ARGV[1], ARGV[3], 'rejected',
-    ARGV[6], ARGV[7], ARGV[8], '', ARGV[2], ARGV[12], { KEYS[7], KEYS[8], KEYS[9], created_at },
-    now_ms())
-  -- As complete.lua: created_at as read, completed_at as settle stored it.
-  return { -7, h[6], created_at, done }
-end
-local version = (tonumber(h[5]) or 0) + 1
-redis.call('HSET', KEYS[1], 'version', version, 'deliveries', deliveries, 'owner', ARGV[4],
-  'token', ARGV[9])
-return { 1, version, h[6], h[7], h[8], h[9], h[10], deliveries, steps_of(version) }
+--- @include acquire_entry
+return acquire_entry(KEYS, ARGV)
