@@ -26,6 +26,7 @@ from ._errors import (
     PromiseRejected,
     PromiseTimedOut,
 )
+from ._faults import typed
 from ._keys import LAYOUT_LEGACY, LAYOUT_SPREAD, LAYOUTS, Keys, validate_group, validate_id
 from ._options import Options, RetryPolicy, Settings, Timeout, as_timeout, parse_target
 from ._registry import Registry
@@ -46,6 +47,7 @@ DEFAULT_TARGET = "poll://any@worker"
 
 
 _NO_OPTIONS = Options()
+_DEFAULT_GROUP = parse_target(DEFAULT_TARGET)
 
 
 def _seconds(t: float | timedelta | None) -> float | None:
@@ -340,7 +342,6 @@ class Redpromise:
 
     # -- promises -----------------------------------------------------------------------
 
-    @tracing.begins
     async def begin_rpc(
         self,
         id: str,
@@ -361,36 +362,42 @@ class Redpromise:
         ``timedelta`` (default ``Settings.timeout``); :class:`ConfigurationError` unless
         positive and finite.
         """
-        validate_id(id)
-        validate_group(name)
-        opts = (options or _NO_OPTIONS).merge(
-            target=target, timeout=timeout, retry=retry, tags=tags
-        )
-        group = parse_target(opts.target or DEFAULT_TARGET)
-        limit = self.settings.max_payload_bytes
-        payload = encode(tracing.with_context({"a": list(args), "k": kwargs}), limit)
-        tags_blob = encode(opts.tags, limit) if opts.tags else b""
-        retry_blob = encode(opts.retry.to_wire(), limit) if opts.retry else b""
-        timeout_ms = (
-            int(opts.timeout.total_seconds() * 1000)
-            if opts.timeout is not None
-            else self._default_timeout_ms
-        )
-        if timeout_ms <= 0:
-            raise ConfigurationError("timeout must be positive")
-        await self._ready()
-        token = self._waiter.token(id)
-        created, timeout_at = False, 0
-        try:
-            async with translate_errors():
+        with tracing.begin_span(id, name):
+            validate_id(id)
+            validate_group(name)
+            opts = (options or _NO_OPTIONS).merge(
+                target=target, timeout=timeout, retry=retry, tags=tags
+            )
+            group = parse_target(opts.target) if opts.target else _DEFAULT_GROUP
+            limit = self.settings.max_payload_bytes
+            payload = encode(tracing.with_context({"a": list(args), "k": kwargs}), limit)
+            tags_blob = encode(opts.tags, limit) if opts.tags else b""
+            retry_blob = encode(opts.retry.to_wire(), limit) if opts.retry else b""
+            timeout_ms = (
+                int(opts.timeout.total_seconds() * 1000)
+                if opts.timeout is not None
+                else self._default_timeout_ms
+            )
+            if timeout_ms <= 0:
+                raise ConfigurationError("timeout must be positive")
+            if not self._checked:
+                await self._ready()
+            token = self._waiter.token(id)
+            created, timeout_at = False, 0
+            try:
                 created, _, timeout_at = await self.store.create(
                     id, name, payload, group, timeout_ms, tags_blob, retry_blob
                 )
-        finally:
-            # create.lua: created_at is the timeout_at it returns less the timeout.
-            created_at = timeout_at - timeout_ms if created else None
-            self._waiter.begun(id, token, created_at, timeout_at)
-        return Handle(self, id)
+            except BaseException as exc:
+                # translate_errors, inline: one begin is too short for two more coroutines.
+                if (err := typed(exc)) is not exc:
+                    raise err from exc
+                raise
+            finally:
+                # create.lua: created_at is the timeout_at it returns less the timeout.
+                created_at = timeout_at - timeout_ms if created else None
+                self._waiter.begun(id, token, created_at, timeout_at)
+            return Handle(self, id)
 
     async def rpc(self, id: str, name: str, *args: Any, **kwargs: Any) -> Any:
         """:meth:`begin_rpc`, then wait for and return the result."""
@@ -545,15 +552,20 @@ class Redpromise:
 
     async def _wait(self, id: str, timeout: float | None) -> Record | Completion:
         validate_id(id)
-        await self._ready()
+        if not self._checked:
+            await self._ready()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - loop.time())
-            async with translate_errors():
+            try:
                 rec = await self._waiter.wait(id, left)
                 if isinstance(rec, Record):
                     rec = await self._expire_if_due(rec)
+            except BaseException as exc:  # translate_errors, inline (as in begin_rpc)
+                if (err := typed(exc)) is not exc:
+                    raise err from exc
+                raise
             if rec is not None and not rec.pending:
                 return rec
             if deadline is not None and loop.time() >= deadline:

@@ -188,6 +188,10 @@ class Keys:
     def promise(self, id: str) -> str:
         return f"{self._tags[crc32(id.encode()) % self.partitions]}:p:{id}"
 
+    def promise_in(self, k: int, id: str) -> str:
+        """:meth:`promise` for a caller that has the id's partition ``k`` already."""
+        return f"{self._tags[k]}:p:{id}"
+
     def steps(self, id: str) -> str:
         return f"{self._tags[crc32(id.encode()) % self.partitions]}:s:{id}"
 

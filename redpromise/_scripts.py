@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from ._wire import Ack, AnyRedis, exchange
+from ._wire import Ack, AnyRedis, bulk, exchange
 
 __all__ = [
     "CODES",
@@ -77,6 +77,9 @@ def _source(name: str) -> str:
     return text
 
 
+# The encoded head of a script's calls by (SHA, keys, args): see Script.head.
+_HEADS: dict[tuple[str, int, int], bytes] = {}
+
 # Writes a caller is told are done: with Settings.replicas_ack, acknowledged by replicas.
 DURABLE = frozenset({"create", "checkpoint", "complete"})
 
@@ -104,6 +107,18 @@ class Script:
         hiredis' ``pack_command`` takes, without a copy)."""
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
+    def head(self, nkeys: int, nargs: int) -> bytes:
+        """The RESP encoding of a call's command up to its first key: the array header
+        and ``EVALSHA <sha> <nkeys>``, the same for every call of this shape."""
+        head = _HEADS.get((self.sha, nkeys, nargs))
+        if head is None:
+            if len(_HEADS) >= 1024:  # scripts x shapes: a handful in practice
+                _HEADS.clear()
+            head = _HEADS[self.sha, nkeys, nargs] = b"*%d\r\n%b%b%b" % (
+                3 + nkeys + nargs, bulk("EVALSHA"), bulk(self.sha), bulk(nkeys)
+            )
+        return head
+
 
 class Command:
     """A plain Redis command that can share a :class:`Coalescer` batch with the scripts."""
@@ -128,6 +143,7 @@ async def run_pipelined(
     ack: Ack | None = None,
     *,
     resend: bool = True,
+    packed: Sequence[bytes | None] | None = None,
 ) -> list[Any]:
     """Run many script calls in one round trip; results (or exceptions) in order.
 
@@ -135,12 +151,18 @@ async def run_pipelined(
     are sent again. With ``ack``, durable writes wait for replicas (see ``_wire.Ack``).
     ``resend=False`` for calls that are not replay-safe (``take``): a lost connection is
     raised at once instead of the batch being sent again (see ``_wire.exchange``).
+    ``packed[i]``: call i's RESP bytes when its caller built them (``_wire.pack``).
     """
     if not calls:
         return []
     durable = [s.durable for s, _, _ in calls] if ack is not None else None
     results = await exchange(
-        redis, [s.command(k, a) for s, k, a in calls], resend=resend, durable=durable, ack=ack
+        redis,
+        [s.command(k, a) for s, k, a in calls],
+        resend=resend,
+        durable=durable,
+        ack=ack,
+        packed=packed,
     )
     missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
     if missing:
@@ -159,6 +181,12 @@ async def run_pipelined(
     return results
 
 
+# A call waiting for its batch: the call, its caller's future, its RESP bytes if prepacked.
+_Pending = tuple[
+    tuple[Script | Command, Sequence[str], Sequence[Any]], asyncio.Future[Any], bytes | None
+]
+
+
 class Coalescer:
     """Sends the calls made during one event-loop turn as one pipeline.
 
@@ -172,45 +200,56 @@ class Coalescer:
         self._redis = redis
         self._max = max_batch
         self._ack = ack
-        self._pending: list[
-            tuple[tuple[Script | Command, Sequence[str], Sequence[Any]], asyncio.Future[Any]]
-        ] = []
+        self._pending: list[_Pending] = []
+        self._packed = 0  # calls of _pending that came with their RESP bytes
         self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def call(self, script: Script | Command, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def call(
+        self,
+        script: Script | Command,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        packed: bytes | None = None,
+    ) -> asyncio.Future[Any]:
+        """The reply of one call (a future: awaiting it costs no coroutine of its own),
+        sent in this loop turn's batch. ``packed``: the call's command RESP-encoded,
+        exactly as ``_wire.pack`` would (``_prepack.py``)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(((script, keys, args), fut))
+        self._pending.append(((script, keys, args), fut, packed))
+        if packed is not None:
+            self._packed += 1
         if len(self._pending) >= self._max:
             self._flush()
         elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await fut
+        return fut
 
     def _flush(self) -> None:
         self._scheduled = False
         batch, self._pending = self._pending, []
+        packed, self._packed = self._packed, 0
         if batch:
-            task = asyncio.ensure_future(self._send(batch))
+            task = asyncio.ensure_future(self._send(batch, packed > 0))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(
-        self,
-        batch: list[
-            tuple[tuple[Script | Command, Sequence[str], Sequence[Any]], asyncio.Future[Any]]
-        ],
-    ) -> None:
+    async def _send(self, batch: list[_Pending], packed: bool) -> None:
         try:
-            results = await run_pipelined(self._redis, [call for call, _ in batch], self._ack)
+            results = await run_pipelined(
+                self._redis,
+                [call for call, _, _ in batch],
+                self._ack,
+                packed=[p for _, _, p in batch] if packed else None,
+            )
         except Exception as exc:
-            for _, fut in batch:
+            for _, fut, _ in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             return
-        for (_, fut), res in zip(batch, results, strict=True):
+        for (_, fut, _), res in zip(batch, results, strict=True):
             if fut.done():
                 continue
             if isinstance(res, BaseException):

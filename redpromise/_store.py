@@ -15,6 +15,7 @@ from ._errors import CorruptRecord
 from ._faults import typed
 from ._keys import Keys
 from ._options import Settings
+from ._prepack import CreatePacker
 from ._scripts import Coalescer, Command, Script, load_scripts, run_pipelined
 from ._wire import Ack, AnyRedis
 
@@ -133,6 +134,7 @@ class Store:
         self.keys = keys
         self.settings = settings
         self.scripts = load_scripts()
+        self._creates = CreatePacker()
         ms = int(settings.replicas_ack_timeout.total_seconds() * 1000)
         self.ack = Ack(settings.replicas_ack, ms) if settings.replicas_ack > 0 else None
         self.batch = Coalescer(redis, ack=self.ack)
@@ -195,18 +197,11 @@ class Store:
         retry: bytes,
     ) -> tuple[bool, str, int]:
         """Create-if-absent; returns ``(created, state, timeout_at)``."""
-        k = self.keys.partition(id)
-        res = await self.batch.call(
-            self.scripts["create"],
-            [
-                self.keys.promise(id),
-                self.keys.stream(k, group),
-                self.keys.timeouts(k),
-                self.keys.index(k, PENDING),
-                self.keys.counts(k),
-            ],
-            [id, func, args, group, timeout_ms, tags, retry],
+        script = self.scripts["create"]
+        keys, argv, packed = self._creates.call(
+            script, self.keys, id, func, args, group, timeout_ms, tags, retry
         )
+        res = await self.batch.call(script, keys, argv, packed)
         if res[0] == 1:
             metrics.begun(group, func)
             return True, PENDING, _int(res[1])

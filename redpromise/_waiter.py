@@ -43,7 +43,7 @@ from ._cluster import channels_by_node, refresh_slots
 from ._errors import PromiseNotFound
 from ._store import PENDING, STATES, Completion, Record, Store
 from ._supervise import CauseLog
-from ._wire import pack
+from ._wire import NOTHING_BUFFERED, buffered, pack
 
 __all__ = ["Waiter"]
 
@@ -169,12 +169,14 @@ class Waiter:
         when the subscription could not even be established in time. Raises
         :class:`PromiseNotFound` if the promise does not exist (or expires).
         """
+        known = self._known(id)
+        if known is not None and known.outcome is not None and known.outcome_of == known.created_at:
+            return known.outcome  # heard already (see _known): nothing to wait for
         loop = asyncio.get_running_loop()
         start = loop.time()
         fut: asyncio.Future[Record | Completion] = loop.create_future()
         self._waiting.setdefault(id, set()).add(fut)
         try:
-            known = self._known(id)
             if known is not None:
                 return await self._wait_known(id, fut, known, timeout)
             if self._task is None or self._task.done():
@@ -212,9 +214,7 @@ class Waiter:
         self, id: str, fut: asyncio.Future[Record | Completion], known: _Begun,
         timeout: float | None,
     ) -> Record | Completion:
-        """:meth:`wait` without a first read: ``known`` is heard of or will be."""
-        if known.outcome is not None and known.outcome_of == known.created_at:
-            return known.outcome
+        """:meth:`wait` without a first read: ``known`` will be heard of."""
         assert known.created_at is not None  # see _known
         self._expect[id] = known.created_at
         wait = max(0.0, (known.timeout_at - self._store.clock.now_ms()) / 1000) + 0.05
@@ -465,19 +465,31 @@ class _Link:
 
     async def read(self) -> None:
         waiter = self.waiter
+        take = buffered(self.conn)
         while not waiter._closing:
             msg = await self.conn.read_response(timeout=math.inf)
             self.heard = self.loop.time()
-            if type(msg) is list and len(msg) == 3 and msg[0] in _MESSAGE:
-                data = msg[2]
-                if type(data) is not bytes:
-                    waiter._heard_id(self, str(data))
-                elif data[:1] == b"\0":
-                    waiter._heard_outcome(self, data)
-                else:
-                    waiter._heard_id(self, data.decode("utf-8", "replace"))
-            elif type(msg) is list and msg and msg[0] in _MOVED_AWAY:
-                raise ConnectionError("a slot moved to another node: subscribing again")
+            self.heard_message(msg)
+            # Completions come in bursts (a batch of them settled together): the ones
+            # already whole in the buffer are taken straight from it.
+            while take is not None and not waiter._closing:
+                msg = take()
+                if msg is NOTHING_BUFFERED:
+                    break
+                self.heard_message(msg)
+
+    def heard_message(self, msg: Any) -> None:
+        waiter = self.waiter
+        if type(msg) is list and len(msg) == 3 and msg[0] in _MESSAGE:
+            data = msg[2]
+            if type(data) is not bytes:
+                waiter._heard_id(self, str(data))
+            elif data[:1] == b"\0":
+                waiter._heard_outcome(self, data)
+            else:
+                waiter._heard_id(self, data.decode("utf-8", "replace"))
+        elif type(msg) is list and msg and msg[0] in _MOVED_AWAY:
+            raise ConnectionError("a slot moved to another node: subscribing again")
 
     async def tick(self) -> None:
         waiter = self.waiter

@@ -33,22 +33,49 @@ try:  # the marker redis-py's hiredis parser gives its reader for "not enough da
 except ImportError:  # pragma: no cover - another redis-py layout: read_response only
     _NOT_ENOUGH_DATA = None
 
-__all__ = ["Ack", "AnyRedis", "exchange", "pack", "with_wait"]
+__all__ = [
+    "NOTHING_BUFFERED",
+    "Ack",
+    "AnyRedis",
+    "buffered",
+    "bulk",
+    "exchange",
+    "pack",
+    "with_wait",
+]
 
 # What redpromise talks to: one server (or a replica set behind one address), or a cluster.
 AnyRedis = Redis | RedisCluster
 
 
-def pack(commands: Sequence[Sequence[Any]]) -> bytes:
+def pack(
+    commands: Sequence[Sequence[Any]], packed: Sequence[bytes | None] | None = None
+) -> bytes:
     """RESP-encode a batch of commands (each a sequence of ``str``/``bytes``/``int``).
 
     hiredis (required through ``redis[hiredis]``) packs in C, five times faster than
     Python; it refuses any other type, which is reported as redis-py's ``DataError``.
+    ``packed[i]``, when given and not ``None``, is taken as command i's encoding as it
+    stands (a caller that built it from cached pieces, see ``_prepack.py``).
     """
     try:
-        return b"".join([pack_command(tuple(c)) for c in commands])
+        if packed is None:
+            return b"".join([pack_command(tuple(c)) for c in commands])
+        return b"".join(
+            [
+                p if p is not None else pack_command(tuple(c))
+                for c, p in zip(commands, packed, strict=True)
+            ]
+        )
     except TypeError as exc:
         raise DataError(f"invalid argument for a Redis command: {exc}") from exc
+
+
+def bulk(arg: str | bytes | int) -> bytes:
+    """One argument as a RESP bulk string (``$<len>\\r\\n<arg>\\r\\n``), as :func:`pack`
+    encodes it inside a command: a piece to cache for arguments that repeat."""
+    packed: bytes = pack_command((arg,))
+    return packed[4:]  # without the "*1\r\n" array header
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +126,7 @@ async def exchange(
     resend: bool = True,
     durable: Sequence[bool] | None = None,
     ack: Ack | None = None,
+    packed: Sequence[bytes | None] | None = None,
 ) -> list[Any]:
     """Send ``commands`` in one write; their replies in order.
 
@@ -107,24 +135,117 @@ async def exchange(
     resending the whole batch, then raised. ``resend=False`` is for commands that are not
     replay-safe (``XREADGROUP ... >`` delivers new entries each time): a failure is
     raised at once, and the caller decides. With ``ack``, the ``durable`` commands are
-    followed by a ``WAIT`` (see :func:`with_wait`).
+    followed by a ``WAIT`` (see :func:`with_wait`). ``packed``: see :func:`pack` (a
+    cluster client packs per node from ``commands``).
     """
     if isinstance(redis, RedisCluster):
         from ._cluster import cluster_exchange
 
         return await cluster_exchange(redis, commands, resend=resend, durable=durable, ack=ack)
+    n = len(commands)
     commands, check = with_wait(commands, durable, ack)
-    packed = pack(commands)
+    if packed is not None and len(commands) > n:
+        packed = [*packed, None]  # the WAIT
+    data = pack(commands, packed)
     n = len(commands)
     faults = getattr(redis, "_redpromise_faults", None)  # redpromise.testing.FaultyRedis
     if faults is not None:
-        return check(await faults.exchange(commands, lambda: _send(redis, packed, n, resend)))
-    return check(await _send(redis, packed, n, resend))
+        return check(await faults.exchange(commands, lambda: _send(redis, data, n, resend)))
+    return check(await _send(redis, data, n, resend))
+
+
+# Connections kept out of the pool between batches: at most this many per pool, for at
+# most about this many seconds without a batch; only from pools allowed this many.
+_KEEP = 4
+_KEEP_IDLE = 1.0
+_KEEP_FROM = 64
+
+
+class _Kept:
+    """Connections of one pool kept (still checked out) between batches.
+
+    Taking a connection from redis-py's pool and giving it back costs a lock, a
+    condition, a timeout, a readiness check and metrics each way: more than a small
+    batch itself. A connection that served a batch in full is kept for the next one,
+    and given back once no batch came for :data:`_KEEP_IDLE` seconds. One the pool has
+    forgotten meanwhile (a reset) is dropped; one it disconnected (``aclose``, a
+    failover) reconnects on its next write, as a pooled one would. Pools with fewer
+    than :data:`_KEEP_FROM` connections allowed keep none: other callers may need them.
+    """
+
+    __slots__ = ("busy", "conns", "in_use", "pool", "timer")
+
+    def __init__(self, pool: Any, in_use: Any) -> None:
+        self.pool = pool
+        self.in_use = in_use  # the pool's set of checked-out connections
+        self.conns: list[Any] = []
+        self.busy = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def take(self) -> Any:
+        while self.conns:
+            conn = self.conns.pop()
+            if conn not in self.in_use:
+                continue  # the pool was reset: no longer its connection
+            reader = getattr(conn, "_reader", None)
+            if reader is None or reader.at_eof():
+                # Closed by the server while kept: the pool's readiness check reconnects
+                # it when it hands it out again, as for any idle pooled connection.
+                _background(self.pool.release(conn))
+                continue
+            self.busy = True
+            return conn
+        return None
+
+    def keep(self, conn: Any) -> bool:
+        if len(self.conns) >= _KEEP or not conn.is_connected or conn not in self.in_use:
+            return False
+        self.conns.append(conn)
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(_KEEP_IDLE, self.sweep)
+        return True
+
+    def sweep(self) -> None:
+        if self.busy and self.conns:
+            self.busy = False
+            self.timer = asyncio.get_running_loop().call_later(_KEEP_IDLE, self.sweep)
+            return
+        self.timer = None
+        conns, self.conns = self.conns, []
+        for conn in conns:
+            if conn in self.in_use:
+                _background(self.pool.release(conn))
+
+
+_releasing: set[asyncio.Task[Any]] = set()
+
+
+def _background(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
+
+
+def _kept(pool: Any) -> _Kept | None:
+    kept: _Kept | None = getattr(pool, "_redpromise_kept", None)
+    if kept is None:
+        in_use = getattr(pool, "_in_use_connections", None)
+        if in_use is None or (getattr(pool, "max_connections", 0) or 0) < _KEEP_FROM:
+            return None  # another pool layout, or a small pool: nothing kept
+        kept = _Kept(pool, in_use)
+        pool._redpromise_kept = kept
+    return kept
 
 
 async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
     pool = redis.connection_pool
-    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    # Not for a command that cannot be resent: a kept connection the server closed
+    # unnoticed fails its write, where the pool's check would have reconnected first.
+    kept = _kept(pool) if resend else None
+    conn = kept.take() if kept is not None else None
+    if conn is None:
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    answered = False
     try:
 
         async def once() -> list[Any]:
@@ -135,14 +256,18 @@ async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
 
         if not resend:
             try:
-                return await once()
+                out = await once()
             except BaseException:
                 await conn.disconnect()
                 raise
-        out: list[Any] = await conn.retry.call_with_retry(once, failed)
+        else:
+            out = await conn.retry.call_with_retry(once, failed)
+        answered = True
         return out
     finally:
-        await pool.release(conn)
+        # Kept only after every reply was read: nothing of this batch is left unread.
+        if not answered or kept is None or not kept.keep(conn):
+            await pool.release(conn)
 
 
 async def _roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
@@ -189,6 +314,37 @@ async def _roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
         # What read_response does after each reply: the connection was just used.
         conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
     return out
+
+
+NOTHING_BUFFERED: Any = object() if _NOT_ENOUGH_DATA is None else _NOT_ENOUGH_DATA
+"""What :func:`buffered`'s function returns when no whole reply is buffered."""
+
+
+def buffered(conn: Any) -> Callable[[], Any] | None:
+    """A function giving the next reply of ``conn`` already whole in its parser's buffer
+    (:data:`NOTHING_BUFFERED` when there is none), or raising it as ``read_response``
+    would (an error reply, a lost connection); ``None`` where :func:`_buffered_reader`
+    finds no reader to take replies from. For RESP2 connections that only read (a
+    subscription): ``read_response`` costs several µs per reply around the parser."""
+    parser = conn._parser
+    reader = _buffered_reader(conn, parser)
+    if reader is None:
+        return None
+    gets = reader.gets
+
+    def take() -> Any:
+        if not parser._connected:
+            return NOTHING_BUFFERED
+        reply = gets()
+        if reply is _NOT_ENOUGH_DATA:
+            return NOTHING_BUFFERED
+        if isinstance(reply, BaseException):
+            raise reply
+        if type(reply) is list and reply and isinstance(reply[0], RedisConnectionError):
+            raise reply[0]
+        return reply
+
+    return take
 
 
 class _NEVER:

@@ -182,6 +182,36 @@ async def test_completion_heard_before_the_create_reply_is_kept(make_rp: MakeRp)
     assert reads == []
 
 
+async def test_message_of_an_earlier_promise_heard_before_the_create_reply_is_not_the_result(
+    make_rp: MakeRp, redis: Redis
+) -> None:
+    # Kept while the create's reply is out (it may be of this promise), then found to
+    # name another created_at: result() waits for this promise's own completion.
+    rp = await make_rp("nobody", **NO_POLL)
+    outsider = await make_rp("other")
+    await listening(rp, outsider)
+    await outsider.begin_rpc("marker", "f", 1, target="nobody")
+    marker = await waiting_after_a_read(rp, "marker")
+    create = rp.store.create
+
+    async def late_reply(id: str, *args: Any) -> Any:
+        res = await create(id, *args)
+        stale = b"\0resolved\0%d\0%d\0dup\0%s" % (res[2] - 10**9, 0, msgpack.packb("stale"))
+        await redis.publish(rp.keys.channel(rp.keys.partition("dup")), stale)
+        await outsider.resolve("marker", "m")
+        assert await asyncio.wait_for(marker, 10) == "m"  # the stale message was heard
+        return res
+
+    rp.store.create = late_reply  # type: ignore[method-assign]
+    h = await rp.begin_rpc("dup", "f", 1, target="nobody")
+    assert rp._waiter._begun["dup"].outcome is not None  # kept, of another created_at
+    task = asyncio.create_task(h.result())
+    await assert_eventually(lambda: "dup" in rp._waiter._expect)
+    assert not task.done()
+    await outsider.resolve("dup", "real")
+    assert await asyncio.wait_for(task, 10) == "real"
+
+
 async def test_begun_promises_kept_are_bounded(
     make_rp: MakeRp, monkeypatch: pytest.MonkeyPatch
 ) -> None:

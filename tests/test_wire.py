@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -10,7 +11,7 @@ from redis.exceptions import DataError, NoScriptError, ResponseError
 
 from redpromise._connect import connect
 from redpromise._wire import exchange, pack
-from tests.helpers import CuttingProxy
+from tests.helpers import CuttingProxy, assert_eventually
 from tests.redis_server import RedisServer
 
 
@@ -164,4 +165,112 @@ async def test_a_connection_closed_under_a_batch_is_a_connection_error(real_url:
         await closing
     finally:
         await conn.disconnect()
+        await client.aclose()
+
+
+@pytest.mark.real
+async def test_replies_whole_in_the_buffer_are_taken_in_order_and_errors_raised(
+    real_url: str,
+) -> None:
+    """What the completion listener reads a burst of messages with: after one
+    read_response, the rest of the burst straight from the parser's buffer."""
+    from redpromise._wire import NOTHING_BUFFERED, buffered
+
+    client = Redis.from_url(real_url, protocol=2)
+    conn = client.connection_pool.make_connection()
+    await conn.connect()
+    try:
+        take = buffered(conn)
+        assert take is not None
+        await conn.send_packed_command(
+            pack([["ECHO", "a"], ["ECHO", "é"], ["NOSUCHCOMMAND"], ["ECHO", "b"]])
+        )
+        assert await conn.read_response() == b"a"
+
+        async def next_reply() -> object:
+            while (reply := take()) is NOTHING_BUFFERED:
+                await conn._parser.read_from_socket()  # the rest of the burst, if split
+            return reply
+
+        assert await next_reply() == "é".encode()
+        with pytest.raises(ResponseError, match="unknown command"):
+            await next_reply()
+        assert await next_reply() == b"b"
+        assert take() is NOTHING_BUFFERED
+    finally:
+        await conn.disconnect()
+        await client.aclose()
+
+
+def _count_checkouts(client: Redis) -> list[int]:
+    pool = client.connection_pool
+    checkouts = [0]
+    get = pool.get_connection
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        checkouts[0] += 1
+        return await get(*args, **kwargs)
+
+    pool.get_connection = counted  # type: ignore[method-assign]
+    return checkouts
+
+
+@pytest.mark.real
+async def test_batches_in_a_row_reuse_one_kept_connection_given_back_when_idle(
+    real_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking a connection out of redis-py's pool and back costs more than a small
+    batch: one that served a batch in full serves the next, until batches stop."""
+    from redpromise import _wire
+
+    monkeypatch.setattr(_wire, "_KEEP_IDLE", 0.1)
+    client = connect(real_url)
+    checkouts = _count_checkouts(client)
+    try:
+        for i in range(5):
+            assert await exchange(client, [["ECHO", str(i)]]) == [str(i).encode()]
+        assert checkouts == [1]
+        pool: Any = client.connection_pool
+        assert len(pool._in_use_connections) == 1
+        await assert_eventually(lambda: len(pool._in_use_connections) == 0)
+        assert await exchange(client, [["ECHO", "again"]]) == [b"again"]
+        assert checkouts == [2]
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.real
+async def test_a_kept_connection_the_server_closed_is_not_written_to(
+    own_redis_server: RedisServer,
+) -> None:
+    """Without any retry left, a batch after Redis closed the kept connection (a timeout,
+    a restart) still goes through: the pool's checkout reconnects instead."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    client = Redis.from_url(own_redis_server.url, retry=Retry(NoBackoff(), 0))
+    admin = Redis.from_url(own_redis_server.url)
+    try:
+        await exchange(client, [["SET", "r", "1"]])
+        kept: Any = client.connection_pool._redpromise_kept  # type: ignore[attr-defined]
+        (conn,) = kept.conns
+        killed = await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        assert killed >= 1
+        await assert_eventually(lambda: conn._reader.at_eof())
+        assert await exchange(client, [["INCR", "r"], ["GET", "r"]]) == [2, b"2"]
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+@pytest.mark.real
+async def test_a_small_pool_keeps_no_connection_between_batches(real_url: str) -> None:
+    client = Redis.from_url(real_url, max_connections=4)
+    checkouts = _count_checkouts(client)
+    try:
+        for _ in range(3):
+            await exchange(client, [["PING"]])
+        assert checkouts == [3]
+        assert len(client.connection_pool._in_use_connections) == 0  # type: ignore[attr-defined]
+    finally:
         await client.aclose()
