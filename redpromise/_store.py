@@ -281,9 +281,13 @@ class Store:
         """One acquire of one delivery; each call carries a fresh token, so sending the
         returned call twice acquires once, while calling this again counts a new delivery.
         """
-        keys = [
-            self.keys.promise(id),
-            self.keys.steps(id),
+        keys = [self.keys.promise(id), self.keys.steps(id), *self._acquire_keys(k, group)]
+        args = [id, entry, group, consumer, *self._acquire_args(k, poison)]
+        return self.scripts["acquire"], keys, args
+
+    def _acquire_keys(self, k: int, group: str) -> list[str]:
+        """The partition's keys acquiring uses (acquire.lua's KEYS[3..9], take.lua's KEYS)."""
+        return [
             self.keys.stream(k, group),
             self.keys.dead(k),
             self.keys.timeouts(k),
@@ -292,11 +296,11 @@ class Store:
             self.keys.index(k, "rejected"),
             self.keys.counts(k),
         ]
-        args = [
-            id,
-            entry,
-            group,
-            consumer,
+
+    def _acquire_args(self, k: int, poison: bytes) -> list[Any]:
+        """acquire.lua's ARGV[5..12] and take.lua's ARGV[4..11]: the poison bound and its
+        rejection, and a fresh acquisition token."""
+        return [
             self.settings.max_deliveries,
             poison,
             self.retention_ms,
@@ -306,7 +310,6 @@ class Store:
             self.dead_max_age_ms,
             self.publish,
         ]
-        return self.scripts["acquire"], keys, args
 
     def take_call(self, k: int, group: str, consumer: str, count: int, poison: bytes) -> Call:
         """Read up to ``count`` new entries of partition ``k`` and acquire each (take.lua).
@@ -314,31 +317,15 @@ class Store:
         Not replay-safe, like the XREADGROUP it runs: send it with :meth:`take`, never
         through a batch that resends after a lost connection.
         """
-        keys = [
-            self.keys.stream(k, group),
-            self.keys.dead(k),
-            self.keys.timeouts(k),
-            self.keys.delayed(k),
-            self.keys.index(k, PENDING),
-            self.keys.index(k, "rejected"),
-            self.keys.counts(k),
-        ]
         args = [
             group,
             consumer,
             count,
-            self.settings.max_deliveries,
-            poison,
-            self.retention_ms,
-            self.keys.channel(k),
-            f"{self._token_prefix}:{next(self._tokens)}",
-            self.settings.dead_max_entries,
-            self.dead_max_age_ms,
-            self.publish,
+            *self._acquire_args(k, poison),
             self.keys.promise_prefix(k),
             self.keys.steps_prefix(k),
         ]
-        return self.scripts["take"], keys, args
+        return self.scripts["take"], self._acquire_keys(k, group), args
 
     async def take(self, calls: Sequence[Call]) -> list[Any]:
         """Send ``take`` calls in one round trip, never resent (see take.lua's Replay)."""
