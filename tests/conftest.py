@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import Redpromise, Settings
+from redpromise.testing import FaultyRedis
 from tests.procs import WorkerProcess
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
@@ -229,6 +230,12 @@ def workers(
     yield start
     for wp in started:
         wp.close()
+
+
+@pytest.fixture
+def faulty(redis: Redis) -> FaultyRedis:
+    """The test's Redis client, wrapped to drop or fail chosen replies (redpromise.testing)."""
+    return FaultyRedis(redis)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError
 
 from redpromise import Context, Redpromise, StoreUnavailable
@@ -36,11 +35,6 @@ from tests.storeops import (
 )
 
 MakeRp = Callable[..., Awaitable[Redpromise]]
-
-
-@pytest.fixture
-def faulty(redis: Redis) -> FaultyRedis:
-    return FaultyRedis(redis)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from redpromise import Context, Redpromise
 from redpromise._keys import Keys
@@ -32,11 +31,6 @@ from tests.storeops import (
 )
 
 MakeRp = Callable[..., Awaitable[Redpromise]]
-
-
-@pytest.fixture
-def faulty(redis: Redis) -> FaultyRedis:
-    return FaultyRedis(redis)
 
 
 @pytest.fixture

@@ -38,11 +38,6 @@ MakeRp = Callable[..., Awaitable[Redpromise]]
 
 
 @pytest.fixture
-def faulty(redis: Redis) -> FaultyRedis:
-    return FaultyRedis(redis)
-
-
-@pytest.fixture
 def store(faulty: FaultyRedis, namespace: str) -> Store:
     # One partition: every promise's entry is in the stream one take reads.
     return Store(faulty.redis, Keys(namespace, 1), Settings(namespace=namespace, max_deliveries=3))
