@@ -190,8 +190,14 @@ class Dashboard:
             limit = max(1, min(int(request.query.get("limit") or 50), 500))
         except ValueError as exc:
             raise _HTTPError(400, "limit must be an integer") from exc
-        out = await self.inspector.dead_listing(limit, request.query.get("group") or None)
-        return _json({"records": out})
+        q = request.query
+        try:
+            page = await self.inspector.dead_listing(
+                limit, q.get("group") or None, q.get("cursor") or None
+            )
+        except ValueError as exc:
+            raise _HTTPError(400, str(exc)) from exc
+        return _json(page)
 
     # -- actions ------------------------------------------------------------------------
 

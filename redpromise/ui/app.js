@@ -185,10 +185,10 @@ async function loadPromises(more = false) {
   $("more").hidden = !page.cursor;
 }
 
-async function loadDead() {
-  const data = await api("/dead?limit=100");
+async function loadDead(more = false) {
   const table = $("dead").tBodies[0];
-  table.replaceChildren();
+  if (!more) { table.replaceChildren(); state.deadCursor = null; }
+  const data = await api("/dead?limit=100" + (more && state.deadCursor ? "&cursor=" + encodeURIComponent(state.deadCursor) : ""));
   for (const r of data.records) {
     let action;
     if (r.requeued_as) action = el("span", {}, "requeued as ", promiseLink(r.requeued_as));
@@ -199,6 +199,8 @@ async function loadDead() {
       el("td", {}, r.group), el("td", { title: r.reason }, r.reason), el("td", {}, action)));
   }
   if (!table.rows.length) table.append(el("tr", {}, el("td", { colspan: 5, class: "muted" }, "no dead records")));
+  state.deadCursor = data.cursor;
+  $("dead-more").hidden = !data.cursor;
 }
 
 async function requeue(key) {
@@ -214,6 +216,7 @@ async function loadList() {
   $("search").hidden = state.tab === "dead";
   $("dead").hidden = state.tab !== "dead";
   $("more").hidden = true;
+  $("dead-more").hidden = true;
   if (state.tab === "dead") await loadDead();
   else await loadPromises();
 }
@@ -236,6 +239,7 @@ $("search").addEventListener("submit", async (ev) => {
   } catch (err) { showError(err); }
 });
 $("more").addEventListener("click", () => loadPromises(true).catch(showError));
+$("dead-more").addEventListener("click", () => loadDead(true).catch(showError));
 
 // -- one promise ------------------------------------------------------------------------
 
