@@ -500,8 +500,8 @@ class Redpromise:
         O(partitions): one small hash per partition, kept by the transition scripts.
         ``pending`` is exact. A completed state counts the promises completed and still
         retained; one whose retention ended leaves the count when a worker's upkeep
-        sweeps it (within about one reclaim interval while any worker runs) or when a
-        search meets it. Latent promises count under group ``""``.
+        sweeps it (within about one reclaim interval while any worker runs); a search
+        writes nothing. Latent promises count under group ``""``.
         """
         await self._ready()
         async with translate_errors():

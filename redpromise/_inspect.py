@@ -36,7 +36,15 @@ from ._store import PENDING, translate_errors
 if TYPE_CHECKING:
     from ._client import Redpromise
 
-__all__ = ["DeadRecord", "DeadRecordNotFound", "Inspector", "NotRequeueable", "requeue_id"]
+__all__ = [
+    "DeadPage",
+    "DeadRecord",
+    "DeadRecordNotFound",
+    "Inspector",
+    "NotRequeueable",
+    "requeue_id",
+]
+
 
 class NotRequeueable(Exception):
     """The dead record cannot be requeued (why is the message)."""
@@ -87,6 +95,28 @@ class DeadRecord:
             "function": self.func,
             "requeueable": self.id is not None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadPage:
+    """One page of :meth:`Inspector.dead`: ``records``, newest first, and the ``cursor`` of
+    the next page (``None`` once the oldest record has been read)."""
+
+    records: list[DeadRecord]
+    cursor: str | None
+
+
+def _order(rec: DeadRecord) -> tuple[int, int, int]:
+    """The listing's order: the entry id's (ms, seq), ties across partitions by partition."""
+    ms, _, seq = rec.entry.partition("-")
+    return int(ms), int(seq or 0), rec.partition
+
+
+def _start(after: tuple[int, int, int], k: int) -> str:
+    """Partition ``k``'s ``XREVRANGE`` start for what comes after ``after`` in
+    :func:`_order` (descending): an entry of the same id comes after it in a lower partition."""
+    entry = f"{after[0]}-{after[1]}"
+    return entry if k < after[2] else f"({entry}"
 
 
 def _fields(raw: Any) -> dict[str, Any]:
@@ -205,32 +235,81 @@ class Inspector:
 
     # -- dead records -------------------------------------------------------------------
 
-    async def dead(self, limit: int = 50, group: str | None = None) -> list[DeadRecord]:
-        """The newest ``limit`` dead records over every partition, newest first."""
-        pipe = self.rp.redis.pipeline(transaction=False)
-        for k in range(self.rp.keys.partitions):
-            pipe.xrevrange(self.rp.keys.dead(k), "+", "-", count=limit if group is None else None)
-        async with translate_errors():
-            replies = await pipe.execute()
-        records = [
-            _dead(k, entry, fields)
-            for k, reply in enumerate(replies)
-            for entry, fields in reply or []
-        ]
-        if group is not None:
-            records = [r for r in records if r.group == group]
+    async def dead(
+        self, limit: int = 50, group: str | None = None, cursor: str | None = None
+    ) -> DeadPage:
+        """Up to ``limit`` dead records over every partition, newest first, from after
+        ``cursor`` (a page's :attr:`DeadPage.cursor`; ``None``: from the newest).
 
-        def order(r: DeadRecord) -> tuple[int, int]:
-            ms, _, seq = r.entry.partition("-")
-            return int(ms), int(seq or 0)
+        Never reads a whole stream: each round reads at most ``limit + 1`` entries (at
+        least 100 with ``group``) per partition (``XREVRANGE`` with ``COUNT`` from an
+        exclusive start); with ``group``, a page that has read ``max(1000, 10 * limit)``
+        entries comes back short, with a cursor (so may the last page: empty, without one).
+        Raises ``ValueError`` on a bad cursor.
+        """
+        after = self._after(cursor)
+        # One more than a page: a page that ends a partition knows it is the last one.
+        chunk = limit + 1 if group is None else max(limit + 1, 100)
+        budget = max(1000, 10 * limit)
+        records: list[DeadRecord] = []
+        examined = 0
+        while True:
+            pipe = self.rp.redis.pipeline(transaction=False)
+            for k in range(self.rp.keys.partitions):
+                start = "+" if after is None else _start(after, k)
+                pipe.xrevrange(self.rp.keys.dead(k), start, "-", count=chunk)
+            async with translate_errors():
+                replies = await pipe.execute()
+            found = [
+                _dead(k, entry, fields)
+                for k, reply in enumerate(replies)
+                for entry, fields in reply or []
+            ]
+            # A partition that filled its chunk may hold more past its last entry read:
+            # only what is newer than the newest such last entry is known to be complete.
+            ends = [_order(_dead(k, *r[-1])) for k, r in enumerate(replies) if len(r) >= chunk]
+            bound = max(ends) if ends else None
+            found = sorted(
+                (r for r in found if bound is None or _order(r) >= bound), key=_order, reverse=True
+            )
+            for n, rec in enumerate(found):
+                examined += 1
+                after = _order(rec)
+                if group is not None and rec.group != group:
+                    continue
+                records.append(rec)
+                if len(records) == limit:
+                    end = bound is None and n == len(found) - 1
+                    return DeadPage(records, None if end else rec.key)
+            if bound is None:
+                return DeadPage(records, None)
+            if examined >= budget and after is not None:
+                return DeadPage(records, f"{after[2]}:{after[0]}-{after[1]}")
 
-        return sorted(records, key=order, reverse=True)[:limit]
+    def _after(self, cursor: str | None) -> tuple[int, int, int] | None:
+        if cursor is None:
+            return None
+        k_text, _, entry = cursor.partition(":")
+        ms, _, seq = entry.partition("-")
+        k = _int(k_text)
+        if (
+            k is None
+            or not 0 <= k < self.rp.keys.partitions
+            or not ms.isdigit()
+            or not seq.isdigit()
+        ):
+            raise ValueError(f"not a dead-record cursor: {cursor!r}")
+        return int(ms), int(seq), k
 
-    async def dead_listing(self, limit: int = 50, group: str | None = None) -> list[dict[str, Any]]:
-        """:meth:`dead` as JSON-ready dicts (:meth:`DeadRecord.to_dict`), each with
-        ``requeued_as``: the promise a requeue began for it, while that promise is stored
-        (else ``None``; a pending promise's record is re-dispatched in place, never this)."""
-        records = await self.dead(limit, group)
+    async def dead_listing(
+        self, limit: int = 50, group: str | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """:meth:`dead` as ``{"records": [...], "cursor": ...}``: each record a JSON-ready
+        dict (:meth:`DeadRecord.to_dict`) with ``requeued_as``: the promise a requeue began
+        for it, while that promise is stored (else ``None``; a pending promise's record is
+        re-dispatched in place, never this)."""
+        page = await self.dead(limit, group, cursor)
+        records = page.records
         derived = [requeue_id(r.id, r.entry) if r.id else None for r in records]
         found = iter(await self.exists([d for d in derived if d]))
         out = []
@@ -238,7 +317,7 @@ class Inspector:
             d = rec.to_dict()
             d["requeued_as"] = new_id if new_id is not None and next(found) else None
             out.append(d)
-        return out
+        return {"records": out, "cursor": page.cursor}
 
     async def purge_dead(self, before_ms: int | None = None) -> int:
         """Delete the dead records recorded before ``before_ms`` (ms on Redis' clock, which

@@ -252,6 +252,11 @@ def openapi(prefix: str = "", function: str = "foo", secured: bool = False) -> d
         "required": ["error"],
         "properties": {"error": {"type": "string"}},
     }
+    if secured:  # metrics are read with the token too; a Prometheus scrape can send it
+        metrics = paths["/metrics"]["get"]
+        metrics["security"] = [{"bearer": []}]
+        unauthorized = {"401": {"$ref": "#/components/responses/Unauthorized"}}
+        metrics["responses"] = dict(sorted({**metrics["responses"], **unauthorized}.items()))
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "redpromise gateway", "version": "1"},

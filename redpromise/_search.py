@@ -8,10 +8,12 @@ to the final state's index, in the same script as the write they describe, and a
 moves exactly when an entry is added or removed.
 
 A completed record expires by ``PEXPIRE`` (retention), which no script sees. Its entry is
-dropped by ``forget.lua`` when a search meets it, and by every worker's upkeep
-(:class:`IndexSweep`), which looks only at entries old enough to have expired: created
-more than ``retention`` ago. Both check the hash atomically in the script, so an entry
-whose promise is still there is never dropped.
+dropped by ``forget.lua``, called by every worker's upkeep (:class:`IndexSweep`), which
+looks only at entries old enough to have expired: created more than ``retention`` ago.
+The script checks the hash atomically, so an entry whose promise is still there is never
+dropped. A search never writes (it runs with read-only rights, and any number of readers
+cost Redis no writes): it steps over an entry whose promise is gone, and the counters
+keep counting that entry until the sweep drops it.
 """
 
 from __future__ import annotations
@@ -332,22 +334,17 @@ async def _examine(
     prefix: bytes | None,
     match: Callable[[Record], bool],
 ) -> list[tuple[Key, PromiseInfo | None]]:
-    """Each candidate's key and its record if it matches; entries of promises gone (or of
-    an earlier promise by the same id) are dropped from their index on the way."""
+    """Each candidate's key and its record if it matches. Entries of promises gone (or of
+    an earlier promise by the same id) are stepped over, and left to :class:`IndexSweep`."""
     wanted = [prefix is None or key[1].startswith(prefix) for _, key, _ in batch]
     ids = [key[1].partition(b"|")[2].decode("utf-8", "replace") for _, key, _ in batch]
     reads = iter(await store.read_many([i for i, w in zip(ids, wanted, strict=True) if w]))
     out: list[tuple[Key, PromiseInfo | None]] = []
-    stale: list[Call] = []
-    for (k, key, index_state), want in zip(batch, wanted, strict=True):
+    for (_, key, _), want in zip(batch, wanted, strict=True):
         rec = next(reads) if want else None
-        if want and (rec is None or (isinstance(rec, Record) and rec.created_at != key[0])):
-            stale.append(store.forget_call(k, index_state, as_text(key[1])))
         # A record redpromise did not write (an exception here) is not listed.
         ok = isinstance(rec, Record) and rec.created_at == key[0] and match(rec)
         out.append((key, PromiseInfo.of(rec) if ok and isinstance(rec, Record) else None))
-    if stale:
-        await store.pipelined(stale)
     return out
 
 

@@ -4,10 +4,15 @@ One static page (``redpromise/ui/``: HTML, one script, one stylesheet; no build 
 the JSON it reads under ``{prefix}/ui/api/``. Every Redis access goes through
 :class:`redpromise._inspect.Inspector` or the :class:`Redpromise` client.
 
-Reads are open; the page's actions (cancel, resolve, requeue a dead record) need the
-gateway's bearer token when it has one (401 without it), and so do the values a promise
-carries (arguments, result, error, step values): without the token the page shows states,
-times and names only, as ``/wait`` shows no result without it.
+When the gateway has a bearer token, every read and action under ``/ui/api/`` needs it
+(401 without it; :meth:`Gateway.authorized` is the one check). The page itself (HTML,
+script, stylesheet: no data) loads without it and asks for the token, which it keeps in
+the tab's ``sessionStorage`` and sends as ``Authorization: Bearer``. Without a token the
+page says, in a banner, that anyone who can reach the address can read and act.
+
+The overview is computed at most once per ``_SAMPLE_EVERY`` in this process whatever the
+number of viewers: concurrent requests share the computation in flight, later ones reuse
+its result until it is that old (a failed one is not reused).
 
 ``/ui/api/`` is left out of ``/openapi.json`` on purpose: it is the page's own interface,
 shaped for it and changed with it. The stable interfaces are the gateway routes, the
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import time
 from collections import deque
 from importlib import resources
@@ -47,24 +51,11 @@ class Dashboard:
         self.history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)
         self._asked = 0.0
         self._sampler: asyncio.Task[None] | None = None
+        self._overview: asyncio.Future[dict[str, Any]] | None = None
+        self._overview_at = 0.0  # time.monotonic() when it started
         self._page = resources.files("redpromise") / "ui"
 
     # -- plumbing -----------------------------------------------------------------------
-
-    def authorized(self, request: web.Request) -> bool:
-        token = self.gw.token
-        if token is None:
-            return True
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("utf-8", "replace"), token.encode("utf-8")
-        )
-
-    def _require_token(self, request: web.Request) -> None:
-        if not self.authorized(request):
-            raise _HTTPError(
-                401, "this action needs the gateway token", {"WWW-Authenticate": "Bearer"}
-            )
 
     def _known(self) -> list[str]:
         from ._options import parse_target
@@ -84,12 +75,39 @@ class Dashboard:
             self.history.append(sample)
         return {"groups": groups, "sample": sample}
 
+    async def _compute(self) -> dict[str, Any]:
+        fresh = await self._sample()
+        dead = await self.inspector.dead_count()
+        counts = await self.gw.rp.counts()
+        return {
+            "groups": fresh["groups"],
+            "history": list(self.history),
+            "sample_every": _SAMPLE_EVERY,
+            "dead": dead,
+            "counts": counts,
+        }
+
+    async def current(self) -> dict[str, Any]:
+        """The overview: the one computed in the last ``_SAMPLE_EVERY`` seconds, or the one
+        being computed, or a new one (see the module docstring)."""
+        held = self._overview
+        if (
+            held is None
+            or (held.done() and (held.cancelled() or held.exception() is not None))
+            or time.monotonic() - self._overview_at >= _SAMPLE_EVERY
+        ):
+            self._overview_at = time.monotonic()
+            held = self._overview = asyncio.ensure_future(self._compute())
+        # shield: a viewer who goes away does not cancel the others' computation
+        return await asyncio.shield(held)
+
     async def _sample_loop(self) -> None:
         while time.monotonic() - self._asked < _IDLE_STOP:
-            await asyncio.sleep(_SAMPLE_EVERY)
+            # The next sample when the last overview is due: shared with the viewers.
+            await asyncio.sleep(max(0.0, self._overview_at + _SAMPLE_EVERY - time.monotonic()))
             # An outage only leaves a gap in the history; the page shows the error.
             with contextlib.suppress(Exception):
-                await self._sample()
+                await self.current()
         self._sampler = None
 
     def _keep_sampling(self) -> None:
@@ -98,15 +116,18 @@ class Dashboard:
             self._sampler = asyncio.create_task(self._sample_loop(), name="redpromise:ui")
 
     async def close(self, app: web.Application) -> None:
-        if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
+        for task in (self._sampler, self._overview):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     # -- the page -----------------------------------------------------------------------
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         html = (self._page / "index.html").read_text("utf-8")
+        if self.gw.token is not None:  # the page asks for it before any read (no 401 first)
+            html = html.replace("<body>", '<body data-token-required="1">', 1)
         return web.Response(text=html, content_type="text/html", headers=_NO_STORE)
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
@@ -121,7 +142,6 @@ class Dashboard:
     async def session(self, request: web.Request) -> web.StreamResponse:
         return _json(
             {
-                "authorized": self.authorized(request),
                 "token_required": self.gw.token is not None,
                 "search": True,
                 "namespace": self.gw.rp.settings.namespace,
@@ -131,18 +151,7 @@ class Dashboard:
 
     async def overview(self, request: web.Request) -> web.StreamResponse:
         self._keep_sampling()
-        fresh = await self._sample()
-        dead = await self.inspector.dead_count()
-        counts = await self.gw.rp.counts()
-        return _json(
-            {
-                "groups": fresh["groups"],
-                "history": list(self.history),
-                "sample_every": _SAMPLE_EVERY,
-                "dead": dead,
-                "counts": counts,
-            }
-        )
+        return _json(await self.current())
 
     async def promises(self, request: web.Request) -> web.StreamResponse:
         q = request.query
@@ -168,42 +177,31 @@ class Dashboard:
             )
         except ValueError as exc:
             raise _HTTPError(400, str(exc)) from exc
-        full = self.authorized(request)
-        records = []
-        for info in page.records:
-            d = info.to_dict()
-            if not full:
-                d.pop("value", None)
-                d["error"] = {"type": d["error"]["type"]} if d.get("error") else None
-            records.append(d)
+        records = [info.to_dict() for info in page.records]
         return _json({"records": records, "cursor": page.cursor})
 
     async def promise(self, request: web.Request) -> web.StreamResponse:
         id = self.gw._id(request)
         assert id is not None
-        detail = await self.inspector.detail(id, values=self.authorized(request))
-        return _json(detail)
+        return _json(await self.inspector.detail(id))
 
     async def dead(self, request: web.Request) -> web.StreamResponse:
         try:
             limit = max(1, min(int(request.query.get("limit") or 50), 500))
         except ValueError as exc:
             raise _HTTPError(400, "limit must be an integer") from exc
-        out = await self.inspector.dead_listing(limit, request.query.get("group") or None)
-        return _json({"records": out})
+        q = request.query
+        try:
+            page = await self.inspector.dead_listing(
+                limit, q.get("group") or None, q.get("cursor") or None
+            )
+        except ValueError as exc:
+            raise _HTTPError(400, str(exc)) from exc
+        return _json(page)
 
-    # -- actions (token) ----------------------------------------------------------------
-
-    async def cancel(self, request: web.Request) -> web.StreamResponse:
-        self._require_token(request)
-        return await self.gw.cancel(request)
-
-    async def resolve(self, request: web.Request) -> web.StreamResponse:
-        self._require_token(request)
-        return await self.gw.resolve(request)
+    # -- actions ------------------------------------------------------------------------
 
     async def requeue(self, request: web.Request) -> web.StreamResponse:
-        self._require_token(request)
         key = request.query.get("key", "")
         try:
             return _json(await self.inspector.requeue(key))
@@ -218,16 +216,17 @@ def add_ui(app: web.Application, gw: Gateway) -> Dashboard:
     """Serve the dashboard at ``{prefix}/ui`` and its JSON at ``{prefix}/ui/api/``."""
     ui = Dashboard(gw)
     r = app.router
-    open_ = {"auth": False}  # the handlers check the token themselves (reads are open)
-    r.add_get(gw.path("/ui"), gw.guard(ui.page, **open_))
-    r.add_get(gw.path("/ui/{name:app\\.(?:js|css)}"), gw.guard(ui.asset, **open_))
-    r.add_get(gw.path("/ui/api/session"), gw.guard(ui.session, **open_))
-    r.add_get(gw.path("/ui/api/overview"), gw.guard(ui.overview, **open_))
-    r.add_get(gw.path("/ui/api/promises"), gw.guard(ui.promises, **open_))
-    r.add_get(gw.path("/ui/api/promise"), gw.guard(ui.promise, **open_))
-    r.add_get(gw.path("/ui/api/dead"), gw.guard(ui.dead, **open_))
-    r.add_post(gw.path("/ui/api/cancel"), gw.guard(ui.cancel, **open_))
-    r.add_post(gw.path("/ui/api/resolve"), gw.guard(ui.resolve, **open_))
-    r.add_post(gw.path("/ui/api/requeue"), gw.guard(ui.requeue, **open_))
+    # The page, script and stylesheet hold no data: open, and the page asks for the token.
+    r.add_get(gw.path("/ui"), gw.guard(ui.page, auth=False))
+    r.add_get(gw.path("/ui/{name:app\\.(?:js|css)}"), gw.guard(ui.asset, auth=False))
+    api = {"auth": True, "span": False}  # every read and action: the token when one is set
+    r.add_get(gw.path("/ui/api/session"), gw.guard(ui.session, **api))
+    r.add_get(gw.path("/ui/api/overview"), gw.guard(ui.overview, **api))
+    r.add_get(gw.path("/ui/api/promises"), gw.guard(ui.promises, **api))
+    r.add_get(gw.path("/ui/api/promise"), gw.guard(ui.promise, **api))
+    r.add_get(gw.path("/ui/api/dead"), gw.guard(ui.dead, **api))
+    r.add_post(gw.path("/ui/api/cancel"), gw.guard(gw.cancel, **api))
+    r.add_post(gw.path("/ui/api/resolve"), gw.guard(gw.resolve, **api))
+    r.add_post(gw.path("/ui/api/requeue"), gw.guard(ui.requeue, **api))
     app.on_cleanup.append(ui.close)
     return ui

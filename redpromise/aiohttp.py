@@ -36,7 +36,8 @@ Routes (under ``prefix``; every body is JSON, errors are ``{"error": "<message>"
     (``pip install redpromise[metrics]``; ``501`` without it).
 
 Status codes: 400 bad id / query / JSON, 401 missing or wrong bearer token (when ``token``
-is set; ``/healthz``, ``/openapi.json`` and ``/metrics`` stay open), 404 unknown id, 413 body over
+is set, on every route, the dashboard's included, but ``/healthz`` and ``/openapi.json``),
+404 unknown id, 413 body over
 ``max_body`` or a payload over ``Settings.max_payload_bytes``, 502 Redis answered an
 error redpromise does not expect or holds a corrupt record, 503 Redis unavailable or
 refusing for now (``MISCONF``, ``READONLY``, ``LOADING``, ``BUSY``, ``OOM``, …) or the
@@ -245,23 +246,30 @@ class Gateway:
     def path(self, route: str) -> str:
         return f"{self.prefix}{route}"
 
-    def _check_token(self, request: web.Request) -> None:
+    def authorized(self, request: web.Request) -> bool:
+        """Whether ``request`` may read and act: no ``token`` is set, or it carries it as
+        ``Authorization: Bearer <token>``. The one token check of the gateway's routes
+        and its dashboard's."""
         if self.token is None:
-            return
+            return True
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
+        return scheme.lower() == "bearer" and hmac.compare_digest(
             given.strip().encode("utf-8", "replace"), self.token.encode("utf-8")
-        ):
+        )
+
+    def _check_token(self, request: web.Request) -> None:
+        if not self.authorized(request):
             raise _HTTPError(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
 
-    def guard(self, handler: _Handler, *, auth: bool = True) -> _Handler:
-        """Wrap ``handler``: token check, and every error as a JSON answer; with ``auth``,
-        inside a server span while tracing records."""
+    def guard(self, handler: _Handler, *, auth: bool = True, span: bool | None = None) -> _Handler:
+        """Wrap ``handler``: with ``auth``, the token check; every error as a JSON answer;
+        with ``span`` (default: ``auth``), inside a server span while tracing records."""
+        traced = auth if span is None else span
 
         async def guarded(request: web.Request, in_span: bool = False) -> web.StreamResponse:
             # The span's wrapper only while tracing records: one coroutine less per request.
-            if auth and not in_span and _tracing.active():
+            if traced and not in_span and _tracing.active():
                 return await _in_span(request, guarded)
             try:
                 if auth:
@@ -528,16 +536,15 @@ def add_routes(
     """Add ``begin``/``wait``/``resolve``/``reject``/``cancel``/``healthz``/``openapi.json``
     and ``metrics``.
 
-    ``POST {prefix}/begin`` dispatches ``function(<JSON body>)`` to ``target`` (a group
-    name or ``poll://any@<group>``). ``token``, when set, is required as
-    ``Authorization: Bearer <token>`` on every route but ``healthz``,
-    ``openapi.json`` and ``metrics``. ``max_body`` bounds request bodies (413);
-    ``max_wait`` caps the long-poll ``timeout`` of ``wait``. With ``manage`` (the
-    default) the application's startup runs ``rp.start()`` and its cleanup
-    ``rp.stop()``; Redis being down at startup is only a warning (requests answer 503
-    until it is back), unless ``rp`` has registered functions to serve. On shutdown,
-    long-polls return at once. With ``ui`` (the default) the dashboard is served at
-    ``{prefix}/ui`` (redpromise/_ui.py).
+    ``POST {prefix}/begin`` dispatches ``function(<JSON body>)`` to ``target`` (a group name
+    or ``poll://any@<group>``). ``token``, when set, is required as ``Authorization: Bearer
+    <token>`` on every route but ``healthz`` and ``openapi.json`` (``metrics`` and the
+    dashboard's reads included). ``max_body`` bounds request bodies (413); ``max_wait`` caps
+    the long-poll ``timeout`` of ``wait``. With ``manage`` (the default) the application's
+    startup runs ``rp.start()`` and its cleanup ``rp.stop()``; Redis being down at startup
+    is only a warning (requests answer 503 until it is back), unless ``rp`` has registered
+    functions to serve. On shutdown, long-polls return at once. With ``ui`` (the default)
+    the dashboard is served at ``{prefix}/ui`` (redpromise/_ui.py).
 
     Returns the :class:`Gateway` (also listed under ``app[GATEWAYS]``).
     """
@@ -572,7 +579,7 @@ def add_routes(
     r.add_post(gw.path("/cancel"), gw.guard(gw.cancel))
     r.add_get(gw.path("/healthz"), gw.guard(gw.healthz, auth=False))
     r.add_get(gw.path("/openapi.json"), gw.guard(gw.openapi, auth=False))
-    r.add_get(gw.path("/metrics"), gw.guard(gw.metrics, auth=False))
+    r.add_get(gw.path("/metrics"), gw.guard(gw.metrics, span=False))
     _metrics.watch(rp, parse_target(target))
     if ui:
         from ._ui import add_ui  # imported here: the dashboard builds on this module

@@ -321,9 +321,14 @@ async def test_dead_list_requeue_and_purge(rp: Redpromise, cli: Cli) -> None:
     assert refused["results"][0]["error"] == "not_requeueable"
     header, rows = table_rows(cli("dead", "list"))
     assert header[:3] == ["KEY", "RECORDED", "ID"] and len(rows) == 2
+    # A page at a time: the cursor a page gives leads to the next, newest first.
+    newest = out_json(cli("dead", "list", "--limit", "1", "--json"))
+    assert newest["records"][0]["key"] == buried["key"] and newest["cursor"] is not None
+    older = out_json(cli("dead", "list", "--limit", "1", "--cursor", newest["cursor"], "--json"))
+    assert older == {"records": [{**rec, "requeued_as": new_id}], "cursor": None}
     assert out_json(cli("dead", "purge", "--older-than", "1h", "--json")) == {"purged": 0}
     assert out_json(cli("dead", "purge", "--all", "--json")) == {"purged": 2}
-    assert out_json(cli("dead", "list", "--json")) == {"records": []}
+    assert out_json(cli("dead", "list", "--json")) == {"records": [], "cursor": None}
     for bad in (
         ["requeue"],
         ["requeue", "0:1-1", "--all"],

@@ -4,8 +4,10 @@ Debian's chromium, driven by Playwright's Python package, against a real gateway
 (services/gateway.py, with a bearer token), real worker processes (tests.workers:make, at
 most one delivery per dispatch) and a real redis-server: the page loads without a console
 error, search finds a promise begun by the test, and a poison (dead) promise is requeued
-from the page and then resolves. Screenshots go to the test's tmp dir and to
-``$REDPROMISE_SCREENS`` (default /work/screens when that directory's parent exists).
+from the page and then resolves; with the token required the page shows nothing before
+it is given, and without one it says, visibly, that it is unprotected. Screenshots go to
+the test's tmp dir and to ``$REDPROMISE_SCREENS`` (default /work/screens when that
+directory's parent exists).
 """
 
 from __future__ import annotations
@@ -135,24 +137,23 @@ def test_dashboard_search_and_requeue_a_dead_promise_in_a_real_browser(
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
+            # With a token the page shows nothing before it is given: only the form.
             page.goto(f"{gateway.base}/ui")
+            page.wait_for_selector("#locked", state="visible")
+            assert page.is_visible("#token-form") and not page.is_visible("main")
+            assert page.query_selector("#groups tbody tr") is None
+            page.screenshot(path=str(screens / "1-locked.png"), full_page=True)
+            page.fill("#token", TOKEN)
+            page.click("#unlock")
             page.wait_for_selector("#groups tbody tr[data-group='worker']")
-            assert page.text_content("#mode") == "read-only"
-            assert page.is_disabled("#d-cancel")
-            page.screenshot(path=str(screens / "1-overview-read-only.png"), full_page=True)
+            assert page.is_visible("#mode") and not page.is_visible("#unprotected")
 
-            # Search by tag finds the promise begun above; its detail shows the result
-            # only once the token is given.
+            # Search by tag finds the promise begun above; its detail shows the result.
             page.fill("#f-tag", f"case={case}")
             page.click("#search-button")
             page.wait_for_selector(f"#promises tr[data-id='{found_id}']")
             page.click(f"#promises a[data-id='{found_id}']")
             page.wait_for_selector("#d-state.resolved")
-            assert "unlock with the gateway token" in page.text_content("#d-fields")
-            page.fill("#token", TOKEN)
-            page.click("#unlock")
-            page.wait_for_selector("#mode.on")
-            page.click(f"#promises a[data-id='{found_id}']")
             page.wait_for_function(
                 "document.querySelector('#d-fields').textContent.includes('hello')"
             )
@@ -192,3 +193,30 @@ def test_dashboard_search_and_requeue_a_dead_promise_in_a_real_browser(
         gateway.close()
         for w in workers:
             w.close()
+
+
+def test_without_a_token_the_page_says_it_is_unprotected_in_a_real_browser(
+    real_url: str, tmp_path: Path, screens: Path
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    gateway = GatewayProcess(real_url, f"ui{uuid.uuid4().hex[:10]}", tmp_path)
+    errors: list[str] = []
+    try:
+        gateway.start()
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 600})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{gateway.base}/ui")
+            page.wait_for_selector("#unprotected", state="visible")
+            assert "anyone who can reach this address" in (page.text_content("#unprotected") or "")
+            assert not page.is_visible("#token-form") and not page.is_visible("#locked")
+            page.wait_for_selector("#groups tbody tr[data-group='worker']")
+            page.screenshot(path=str(screens / "5-unprotected.png"), full_page=True)
+            browser.close()
+        assert errors == []
+    finally:
+        gateway.close()

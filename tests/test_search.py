@@ -17,6 +17,7 @@ from redpromise._search import IndexSweep
 from redpromise._store import Store
 from tests.helpers import assert_eventually
 from tests.redis_cluster import RedisCluster
+from tests.redis_server import RedisServer
 from tests.storeops import G, acquire, claim, running
 
 MakeRp = Callable[..., Awaitable[Redpromise]]
@@ -210,15 +211,18 @@ async def test_a_rare_filter_returns_short_pages_with_a_cursor_and_finds_all(
     make_rp: MakeRp,
 ) -> None:
     rp = await make_rp()
+    # ids ordered as created_at ties are broken: "a-rare" before every "o…", "z-rare" after
+    await rp.begin_rpc("a-rare", "work", tags={"rare": "yes"})
     await begin_many(rp, 1500)
-    rare = ["o00007", "o01400"]
-    for id in rare:
-        await rp.resolve(id, 1)
+    await rp.begin_rpc("z-rare", "work", tags={"rare": "yes"})
     pages = await walk(rp, 10, function="work", tags=None, state=None, group="worker")
-    assert sum(len(p) for p in pages) == 1500
-    found = await walk(rp, 1, tags={"none": "x"})
-    assert found == [[], []] or all(p == [] for p in found)  # budget-bounded empty pages
-    assert sorted(await ids_of(rp, state="resolved")) == rare
+    assert sum(len(p) for p in pages) == 1502
+    # 1502 candidates, a page reads at most max(1000, 10 * limit) of them: a filter that
+    # matches none gives one empty page with a cursor, then the empty end.
+    assert await walk(rp, 1, tags={"none": "x"}) == [[], []]
+    found = await walk(rp, 1, tags={"rare": "yes"})
+    assert found[:3] == [["a-rare"], [], ["z-rare"]]  # the middle page: short, with a cursor
+    assert found[3:] in ([], [[]])  # the last match may end the walk, or an empty page does
 
 
 # ---------------------------------------------------------------- counts
@@ -266,10 +270,13 @@ async def test_entries_leave_search_and_counts_when_retention_ends(make_rp: Make
         await rp.resolve(id, 1)
     assert (await rp.counts())["resolved"] == {"worker": 30}
     await assert_eventually(lambda: _gone(rp, ids[:30]))
-    # The hashes expired behind the indexes' back: counts lag until a sweep or a search.
+    # The hashes expired behind the indexes' back: searches skip their entries, and
+    # counts lag (a search writes nothing) until the upkeep's sweep drops them.
     assert (await rp.counts())["resolved"] == {"worker": 30}
     assert await ids_of(rp, state="resolved") == []
     assert sorted(await ids_of(rp)) == ids[30:]
+    assert (await rp.counts())["resolved"] == {"worker": 30}
+    assert await IndexSweep(rp.store).run() == 30
     assert await rp.counts() == {
         "pending": {"worker": 10},
         "resolved": {},
@@ -330,6 +337,37 @@ async def test_an_id_used_again_after_retention_is_indexed_once(make_rp: MakeRp)
     [r] = (await rp.search()).records
     assert r.state == "resolved" and r.value == 2
     assert (await rp.counts())["resolved"] == {"worker": 1}
+
+
+@pytest.mark.real
+async def test_a_search_sends_redis_no_write_command(own_redis_server: RedisServer) -> None:
+    from tests.conftest import fast_settings
+
+    # A private server: its command statistics count this test's commands only.
+    settings = fast_settings("nowrite", retention=timedelta(milliseconds=100))
+    rp = Redpromise(own_redis_server.url, settings=settings)
+    try:
+        ids = await begin_many(rp, 60)
+        for id in ids[:40]:
+            await rp.resolve(id, 1)
+        await assert_eventually(lambda: _gone(rp, ids[:40]))  # 40 stale index entries
+        await rp.begin_rpc(ids[0], "work")  # an id used again: its old entry is stale too
+        await rp.redis.config_resetstat()
+        assert sorted(await ids_of(rp)) == sorted(ids[40:] + ids[:1])
+        assert await ids_of(rp, state="resolved") == []
+        assert len(await ids_of(rp, tags={"none": "x"}, newest_first=True)) == 0
+        stats = await rp.redis.info("commandstats")
+        ran = [name.removeprefix("cmdstat_") for name in stats]
+        flags = await rp.redis.execute_command("COMMAND", "INFO", *ran)
+        writes = [n for n in ran if "write" in {as_str(f) for f in flags[n]["flags"]}]
+        assert "evalsha" in ran and writes == []
+        assert (await rp.counts())["resolved"] == {"worker": 40}  # left to the upkeep's sweep
+    finally:
+        await rp.stop()
+
+
+def as_str(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 # ---------------------------------------------------------------- memory

@@ -121,6 +121,7 @@ def _add_operations(sub: argparse._SubParsersAction[_Parser]) -> None:
     dl = dsub.add_parser("list", help="the newest dead records")
     dl.add_argument("--limit", type=_limit, default=50, help="1..1000 (default 50)")
     dl.add_argument("--group")
+    dl.add_argument("--cursor", help="the cursor a previous page printed (same --group)")
     dl.set_defaults(run=cmd.dead_list)
     dr = dsub.add_parser("requeue", help="requeue dead records (docs/operations.md)")
     dr.add_argument("entries", nargs="*", metavar="KEY", help="<partition>:<entry> from dead list")

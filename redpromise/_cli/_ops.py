@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any
 
 from .._client import Redpromise
@@ -67,9 +68,10 @@ async def stats(rp: Redpromise, args: argparse.Namespace) -> int:
 
 
 async def dead_list(rp: Redpromise, args: argparse.Namespace) -> int:
-    records = await Inspector(rp).dead_listing(args.limit, args.group)
+    page = await Inspector(rp).dead_listing(args.limit, args.group, args.cursor)
+    records = page["records"]
     if args.json:
-        emit_json({"records": records})
+        emit_json(page)
         return 0
     table(
         ["key", "recorded", "id", "group", "function", "deliveries", "reason", "requeued_as"],
@@ -87,6 +89,8 @@ async def dead_list(rp: Redpromise, args: argparse.Namespace) -> int:
             for r in records
         ],
     )
+    if page["cursor"] is not None:
+        print(f"more: add --cursor {page['cursor']}", file=sys.stderr)
     return 0
 
 
@@ -102,8 +106,14 @@ async def _requeue_one(inspector: Inspector, key: str) -> dict[str, Any]:
 async def dead_requeue(rp: Redpromise, args: argparse.Namespace) -> int:
     inspector = Inspector(rp)
     if args.all:
-        # Every record kept: the dead streams are bounded (dead_max_entries each).
-        keys = [r.key for r in await inspector.dead(limit=1 << 31)]
+        # Every record kept, a page at a time (each stream holds dead_max_entries at most).
+        keys = []
+        cursor: str | None = None
+        while True:
+            page = await inspector.dead(1000, cursor=cursor)
+            keys += [r.key for r in page.records]
+            if (cursor := page.cursor) is None:
+                break
     else:
         keys = list(dict.fromkeys(args.entries))
     progress = Progress(len(keys), "requeueing")

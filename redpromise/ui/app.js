@@ -27,6 +27,7 @@ async function api(path, options = {}) {
   const resp = await fetch(API + path, Object.assign({}, options, { headers }));
   let body = null;
   try { body = await resp.json(); } catch (_) { body = { error: resp.statusText }; }
+  if (resp.status === 401) showLocked(true);
   if (!resp.ok) {
     const err = new Error((body && body.error) || resp.statusText);
     err.status = resp.status;
@@ -49,15 +50,20 @@ const promiseLink = (id) => el("a", { onclick: () => openPromise(id), "data-id":
 
 // -- session and token ------------------------------------------------------------------
 
+// With a gateway token every /ui/api call needs it: until it is given, the page shows
+// nothing but the token form. Without one, a banner says the page is open to anyone.
+function showLocked(locked) {
+  $("locked").hidden = !locked;
+  $("token-form").hidden = !locked;
+  document.querySelector("main").hidden = locked;
+}
+
 async function loadSession() {
   state.session = await api("/session");
+  showLocked(false);
   $("namespace").textContent = "namespace " + state.session.namespace;
-  const on = state.session.authorized;
-  $("mode").textContent = on ? (state.session.token_required ? "actions unlocked" : "no token needed") : "read-only";
-  $("mode").classList.toggle("on", on);
-  $("token-form").hidden = !state.session.token_required;
-  for (const node of document.querySelectorAll(".needs-token")) node.disabled = !on;
-  for (const node of document.querySelectorAll("button.requeue")) node.disabled = !on;
+  $("unprotected").hidden = state.session.token_required;
+  $("mode").hidden = !state.session.token_required;
 }
 
 $("token-form").addEventListener("submit", async (ev) => {
@@ -179,21 +185,22 @@ async function loadPromises(more = false) {
   $("more").hidden = !page.cursor;
 }
 
-async function loadDead() {
-  const data = await api("/dead?limit=100");
+async function loadDead(more = false) {
   const table = $("dead").tBodies[0];
-  table.replaceChildren();
+  if (!more) { table.replaceChildren(); state.deadCursor = null; }
+  const data = await api("/dead?limit=100" + (more && state.deadCursor ? "&cursor=" + encodeURIComponent(state.deadCursor) : ""));
   for (const r of data.records) {
     let action;
     if (r.requeued_as) action = el("span", {}, "requeued as ", promiseLink(r.requeued_as));
     else if (r.requeueable) {
       action = el("button", { class: "requeue", "data-key": r.key, onclick: () => requeue(r.key) }, "Requeue");
-      action.disabled = !state.session.authorized;
     } else action = el("span", { class: "muted" }, "cannot requeue");
     table.append(el("tr", { "data-key": r.key }, el("td", {}, fmtTime(r.recorded_at)), el("td", {}, r.id ? promiseLink(r.id) : el("span", { class: "muted" }, "none")),
       el("td", {}, r.group), el("td", { title: r.reason }, r.reason), el("td", {}, action)));
   }
   if (!table.rows.length) table.append(el("tr", {}, el("td", { colspan: 5, class: "muted" }, "no dead records")));
+  state.deadCursor = data.cursor;
+  $("dead-more").hidden = !data.cursor;
 }
 
 async function requeue(key) {
@@ -209,6 +216,7 @@ async function loadList() {
   $("search").hidden = state.tab === "dead";
   $("dead").hidden = state.tab !== "dead";
   $("more").hidden = true;
+  $("dead-more").hidden = true;
   if (state.tab === "dead") await loadDead();
   else await loadPromises();
 }
@@ -231,6 +239,7 @@ $("search").addEventListener("submit", async (ev) => {
   } catch (err) { showError(err); }
 });
 $("more").addEventListener("click", () => loadPromises(true).catch(showError));
+$("dead-more").addEventListener("click", () => loadDead(true).catch(showError));
 
 // -- one promise ------------------------------------------------------------------------
 
@@ -254,11 +263,9 @@ async function openPromise(id) {
   row("version", d.version);
   if (d.owner) row("owner", d.owner);
   if (Object.keys(d.tags || {}).length) row("tags", show(d.tags));
-  if ("args" in d) {
-    if (d.args !== null) row("arguments", show(d.args));
-    if (d.result !== null) row("result", show(d.result));
-    if (d.error) row("error", (d.error.type ? d.error.type + ": " : "") + d.error.message);
-  } else row("values", el("span", { class: "muted" }, "hidden: unlock with the gateway token"));
+  if (d.args !== null) row("arguments", show(d.args));
+  if (d.result !== null) row("result", show(d.result));
+  if (d.error) row("error", (d.error.type ? d.error.type + ": " : "") + d.error.message);
   const tl = $("d-timeline");
   tl.replaceChildren();
   tl.append(el("li", {}, "created " + fmtTime(d.created_at)));
@@ -273,7 +280,7 @@ async function openPromise(id) {
   for (const c of d.children) kids.append(el("li", {}, promiseLink(c.id), " ", stateBadge(c.state)));
   if (!d.children.length) kids.append(el("li", { class: "muted" }, "none"));
   const pending = d.state === "pending";
-  for (const node of document.querySelectorAll(".needs-token")) node.disabled = !state.session.authorized || !pending;
+  for (const node of document.querySelectorAll(".needs-pending")) node.disabled = !pending;
   showError(null);
 }
 
@@ -291,6 +298,7 @@ $("d-resolve").addEventListener("click", () => act("/resolve", $("d-value").valu
 // -- refresh ----------------------------------------------------------------------------
 
 async function refreshAll() {
+  if (document.body.dataset.tokenRequired && !token()) { showLocked(true); return; }
   try {
     await loadSession();
     await loadOverview();
@@ -300,4 +308,4 @@ async function refreshAll() {
 }
 
 refreshAll();
-setInterval(() => loadOverview().then(() => showError(null), showError), 5000);
+setInterval(() => { if (state.session) loadOverview().then(() => showError(null), showError); }, 5000);
