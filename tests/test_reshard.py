@@ -37,9 +37,14 @@ def two_masters(tmp_path: Path) -> Iterator[RedisCluster]:
         cluster.stop()
 
 
+@pytest.mark.parametrize("moved_first", ["half the promises", "the partition's keys"])
 async def test_no_entry_of_a_migrating_slot_is_buried_and_all_resolve_once_it_moved(
-    two_masters: RedisCluster, namespace: str, tmp_path: Path
+    two_masters: RedisCluster, namespace: str, tmp_path: Path, moved_first: str
 ) -> None:
+    """Keys move one by one: a take on the source finds half the promises gone (main:
+    buried as "acquire failed"); one redirected to the target, which holds the
+    partition's keys already, finds the promises not there yet (main: dropped as
+    missing, the promises left pending with no dispatch)."""
     cluster = two_masters
     # One partition: every promise, its stream and the partition's keys share one slot.
     settings = fast_settings(namespace, partitions=1)
@@ -63,11 +68,18 @@ async def test_no_entry_of_a_migrating_slot_is_buried_and_all_resolve_once_it_mo
         await redis.set(keys.promise_in(0, "corrupt"), "not a hash")
         corrupt = (await redis.xadd(keys.stream(0, "worker"), {"id": "corrupt"})).decode()
         dead_before = await redis.xlen(keys.dead(0))
+        stream = keys.stream(0, "worker")
+        entries = await redis.xlen(stream)  # the refused promise's entry is gone already
 
-        # The reshard begins: half the promise hashes have moved to the target already,
-        # the stream and the other half are still on the source.
+        # The reshard begins, and some keys have moved to the target already.
         cluster.migrate(slot, source, target)
-        cluster.move_keys([keys.promise(f"p{i}") for i in range(0, N, 2)], source, target)
+        if moved_first == "half the promises":
+            moving = [keys.promise(f"p{i}") for i in range(0, N, 2)]
+        else:
+            moving = [keys.stream(0, "worker")]
+            moving += [keys.dead(0), keys.timeouts(0), keys.delayed(0), keys.counts(0)]
+            moving += [keys.index(0, "pending"), keys.index(0, "rejected")]
+        cluster.move_keys(moving, source, target)
 
         # Concurrency 2: after the first read (2 entries), the worker takes (take.lua).
         worker = WorkerProcess(
@@ -79,12 +91,14 @@ async def test_no_entry_of_a_migrating_slot_is_buried_and_all_resolve_once_it_mo
         ).start()
 
         async def every_entry_read() -> bool:
-            groups = await redis.xinfo_groups(keys.stream(0, "worker"))
+            groups = await redis.xinfo_groups(stream)
             return bool(groups) and groups[0]["entries-read"] >= N + 2
 
         # Every entry was delivered while the slot was still migrating.
         await assert_eventually(every_entry_read, timeout=30)
         assert await redis.xlen(keys.dead(0)) == dead_before  # nothing buried meanwhile
+        # Nor dropped: no acquire can run while the slot migrates, so all are still there.
+        assert await redis.xlen(stream) == entries
 
         cluster.finish_migration(slot, source, target)
         assert [await h.result(timeout=30) for h in handles] == list(range(N))
