@@ -208,6 +208,13 @@ class Keys:
         """What :meth:`steps` puts before the id of a promise of partition ``k``."""
         return f"{self._tags[k]}:s:"
 
+    def absent(self, k: int) -> str:
+        """A key of partition ``k`` that is never written: a script that declares it is
+        refused by Redis Cluster (ASK, TRYAGAIN) while the partition's slot migrates,
+        since a migrating slot's node serves only calls whose keys it all holds
+        (``take.lua``)."""
+        return f"{self._tags[k]}:absent"
+
     def stream(self, k: int, group: str) -> str:
         return f"{self._tags[k]}:q:{group}"
 

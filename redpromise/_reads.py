@@ -18,7 +18,9 @@ nothing goes back to blocking reads. A pass reads at most the worker's free slot
 Reads and takes are never resent after a lost connection (a second one would deliver
 other entries; those of a lost reply wait in the consumer's pending list until
 reclaimed). An error reply is raised (after the entries other partitions delivered, at
-the next call); the caller decides (``NOGROUP``: create the groups again).
+the next call); the caller decides (``NOGROUP``: create the groups again). A ``take`` a
+cluster refuses while its partition's slot migrates (``ASK``/``TRYAGAIN``, see take.lua)
+read nothing; its partition is no longer hot, so it is read with a plain ``XREADGROUP``.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ __all__ = ["Batch", "Delivery", "PartitionReads", "StreamReads", "Taken", "parse
 
 Delivery = tuple[int, str, Any]  # (partition, entry id, fields)
 Taken = tuple[int, str, str | None, Any]
-"""(partition, entry id, promise id or None, acquire.lua's reply or the error reading the
-promise's record), one per entry a ``take`` read: see take.lua."""
+"""(partition, entry id, promise id or None, acquire.lua's reply), one per entry a
+``take`` read: see take.lua."""
 TakeCall = Callable[[int, int], Call]
 """The ``take`` call of a partition for at most ``count`` entries: ``(k, count) -> Call``."""
 
@@ -76,14 +78,11 @@ def parse_read(resp: Any, index: dict[str, int]) -> list[Delivery]:
 
 
 def parse_take(k: int, resp: Any) -> list[Taken]:
-    """The entries of partition ``k``'s take reply; a failed read of a promise's record
-    (reply ``{0, error}``) becomes that error, as a failed acquire's reply would be."""
-    out: list[Taken] = []
-    for entry, id, reply in resp or []:
-        if reply and int(reply[0]) == 0 and len(reply) > 1:
-            reply = rex.ResponseError(as_text(reply[1]))
-        out.append((k, as_text(entry), as_text(id) if id is not None else None, reply))
-    return out
+    """The entries of partition ``k``'s take reply, each with acquire.lua's reply."""
+    return [
+        (k, as_text(entry), as_text(id) if id is not None else None, reply)
+        for entry, id, reply in resp or []
+    ]
 
 
 _XREADGROUP = Command("XREADGROUP")

@@ -286,7 +286,8 @@ class Store:
         return self.scripts["acquire"], keys, args
 
     def _acquire_keys(self, k: int, group: str) -> list[str]:
-        """The partition's keys acquiring uses (acquire.lua's KEYS[3..9], take.lua's KEYS)."""
+        """The partition's keys acquiring uses (acquire.lua's KEYS[3..9], take.lua's
+        KEYS[1..7])."""
         return [
             self.keys.stream(k, group),
             self.keys.dead(k),
@@ -315,7 +316,8 @@ class Store:
         """Read up to ``count`` new entries of partition ``k`` and acquire each (take.lua).
 
         Not replay-safe, like the XREADGROUP it runs: send it with :meth:`take`, never
-        through a batch that resends after a lost connection.
+        through a batch that resends after a lost connection. Refused by a cluster while
+        the partition's slot migrates (take.lua's guard key): nothing is read then.
         """
         args = [
             group,
@@ -325,7 +327,7 @@ class Store:
             self.keys.promise_prefix(k),
             self.keys.steps_prefix(k),
         ]
-        return self.scripts["take"], self._acquire_keys(k, group), args
+        return self.scripts["take"], [*self._acquire_keys(k, group), self.keys.absent(k)], args
 
     async def take(self, calls: Sequence[Call]) -> list[Any]:
         """Send ``take`` calls in one round trip, never resent (see take.lua's Replay)."""

@@ -42,6 +42,8 @@ _MEANS = {
     "NOGROUP": "the consumer groups are gone (a wiped dataset?): creating them again",
     "UNBLOCKED": "Redis ended a blocked read (this server turned replica: a failover?)",
     "NOSCRIPT": "the script cache was emptied: loading the scripts again",
+    "TRYAGAIN": "a cluster slot is migrating (a reshard): its entries wait until it moved",
+    "ASK": "a cluster slot is migrating (a reshard): its entries wait until it moved",
     "WRONGTYPE": "a key holds a value redpromise did not write: skipping that key",
     "ConnectionError": "Redis is unreachable",
     "TimeoutError": "Redis does not answer in time",

@@ -53,6 +53,7 @@ __all__ = ["Worker"]
 log = logging.getLogger("redpromise.worker")
 
 _TRANSIENT = (rex.ConnectionError, rex.TimeoutError, OSError)
+_NO_ID = "entry without a promise id"  # the dead record's reason
 
 
 class Worker:
@@ -229,10 +230,12 @@ class Worker:
     async def acquire(self, deliveries: Sequence[tuple[int, str, Any]]) -> None:
         """Acquire delivered entries (pipelined) and start an execution for each.
 
-        An entry whose acquire Redis refused for now (``MISCONF``, ``OOM``, …) stays in
-        this consumer's pending list and is reclaimed after the lease; the first such
-        error is raised once the others are handled. Only an entry that can never be
-        acquired (no promise id, a corrupt record) goes to the dead stream.
+        An entry whose acquire call failed (Redis refusing for now: ``MISCONF``, ``OOM``;
+        a slot migrating: ``TRYAGAIN``; any other error reply) stays in this consumer's
+        pending list and is reclaimed after the lease; the first such error is raised
+        once the others are handled. Only an entry that can never be acquired (no
+        promise id, a promise key of another type) goes to the dead stream, after the
+        acquired ones have started.
         """
         calls, valid = [], []
         garbage: list[tuple[int, str]] = []
@@ -246,10 +249,11 @@ class Worker:
                 self.store.acquire_call(k, self.group, entry, id, self.consumer, self._poison)
             )
             valid.append((k, entry, id))
-        if garbage:
-            await self._bury(garbage, "entry without a promise id")
-        if calls:
-            await self._acquire_calls(calls, valid)
+        try:
+            if calls:
+                await self._acquire_calls(calls, valid)
+        finally:
+            await self._bury([(k, entry, _NO_ID) for k, entry in garbage])
 
     async def _took(self, taken: Sequence[Taken], sent: float) -> None:
         """Start an execution for each entry ``take`` acquired (sent at ``sent``), as
@@ -258,8 +262,7 @@ class Worker:
         try:
             await self._acquired(valid, [r for _, _, id, r in taken if id is not None], sent)
         finally:
-            if garbage := [(k, entry) for k, entry, id, _ in taken if id is None]:
-                await self._bury(garbage, "entry without a promise id")
+            await self._bury([(k, entry, _NO_ID) for k, entry, id, _ in taken if id is None])
 
     async def _acquire_calls(self, calls: list[Any], valid: list[tuple[int, str, str]]) -> None:
         # The lease is counted from when acquire was *sent*: a process frozen while the
@@ -272,63 +275,79 @@ class Worker:
         self, valid: Sequence[tuple[int, str, str]], results: Sequence[Any], sent: float
     ) -> None:
         """Handle acquire's replies (from ``acquire`` or ``take``, sent at ``sent``): start
-        an execution per acquisition, bury entries whose acquire failed for good, count
-        poison; the first error Redis may lift (``MISCONF``, ``OOM``) is raised last."""
+        an execution per acquisition, count poison; bury, once every acquisition has
+        started, the entries whose promise key holds another type (reply ``{0, error}``).
+        A failed call (an exception in a reply's place) says nothing about its entry,
+        which stays pending to be acquired again; the first such error is raised last."""
         deferred: BaseException | None = None
-        for (k, entry, id), res in zip(valid, results, strict=True):
-            if isinstance(res, BaseException) and waitable(res):
-                deferred = deferred or res
-                continue
-            if isinstance(res, rex.ResponseError):
-                log.error("acquire of %r failed: %s; moving its entry to dead", id, res)
-                await self._bury([(k, entry)], f"acquire failed: {res}")
-                continue
-            if isinstance(res, BaseException):
-                raise res
-            code = int(res[0])
-            if code != 1:
-                if code == -7:
-                    log.error("promise %r rejected as poison", id)
-                    if len(res) >= 4:
-                        metrics.completed(self.group, res[1], "rejected", res[2], res[3])
-                else:
-                    log.debug("skipped entry %s of %r: %s", entry, id, CODES.get(code, code))
-                continue
-            steps = res[8]
-            ex = Execution(
-                worker=self,
-                id=id,
-                k=k,
-                entry=entry,
-                version=int(res[1]),
-                func=as_text(res[2] or b""),
-                args=res[3] or b"",
-                attempt=int(res[4] or 0),
-                timeout_at=int(res[5] or 0),
-                retry=res[6] or b"",
-                deliveries=int(res[7] or 0),
-                steps={int(steps[i]): steps[i + 1] for i in range(0, len(steps), 2)}
-                if steps
-                else {},
-                last_hb=sent,
-            )
-            if ex.deliveries > 1:
-                metrics.redelivered(self.group, ex.func)
-            old = self._inflight.get((k, entry))
-            if old is not None and old.lost is None:
-                # We reclaimed our own entry (this process stalled past its lease): the
-                # newer acquisition fences the older execution out.
-                old.lost = "reacquired by a newer delivery"
-                if old.task is not None:
-                    old.task.cancel()
-            self._inflight[(k, entry)] = ex
-            ex.task = asyncio.create_task(self._execute(ex), name=f"redpromise:{id}")
+        corrupt: list[tuple[int, str, str]] = []
+        try:
+            for (k, entry, id), res in zip(valid, results, strict=True):
+                if isinstance(res, BaseException):
+                    deferred = deferred or res
+                    continue
+                if int(res[0]) == 0 and len(res) > 1:
+                    error = rex.ResponseError(as_text(res[1]))
+                    if cause_of(error) == "WRONGTYPE":
+                        log.error("promise %r: record of the wrong type; entry to dead", id)
+                        corrupt.append((k, entry, f"acquire failed: {error}"))
+                    else:  # not expected from acquire_entry.lua: left to be reclaimed
+                        deferred = deferred or error
+                    continue
+                self._start_acquired(k, entry, id, res, sent)
+        finally:
+            await self._bury(corrupt)
         if deferred is not None:
             raise deferred
 
-    async def _bury(self, entries: Sequence[tuple[int, str]], reason: str) -> None:
-        """Move entries redpromise cannot read to the dead stream, out of the group."""
-        calls = [self.store.bury_call(k, self.group, entry, reason) for k, entry in entries]
+    def _start_acquired(self, k: int, entry: str, id: str, res: Any, sent: float) -> None:
+        """Start the execution of one acquire reply that is not an error: an acquisition
+        runs; a refusal (the entry was dropped) or a poison rejection is only counted."""
+        code = int(res[0])
+        if code != 1:
+            if code == -7:
+                log.error("promise %r rejected as poison", id)
+                if len(res) >= 4:
+                    metrics.completed(self.group, res[1], "rejected", res[2], res[3])
+            else:
+                log.debug("skipped entry %s of %r: %s", entry, id, CODES.get(code, code))
+            return
+        steps = res[8]
+        ex = Execution(
+            worker=self,
+            id=id,
+            k=k,
+            entry=entry,
+            version=int(res[1]),
+            func=as_text(res[2] or b""),
+            args=res[3] or b"",
+            attempt=int(res[4] or 0),
+            timeout_at=int(res[5] or 0),
+            retry=res[6] or b"",
+            deliveries=int(res[7] or 0),
+            steps={int(steps[i]): steps[i + 1] for i in range(0, len(steps), 2)}
+            if steps
+            else {},
+            last_hb=sent,
+        )
+        if ex.deliveries > 1:
+            metrics.redelivered(self.group, ex.func)
+        old = self._inflight.get((k, entry))
+        if old is not None and old.lost is None:
+            # We reclaimed our own entry (this process stalled past its lease): the
+            # newer acquisition fences the older execution out.
+            old.lost = "reacquired by a newer delivery"
+            if old.task is not None:
+                old.task.cancel()
+        self._inflight[(k, entry)] = ex
+        ex.task = asyncio.create_task(self._execute(ex), name=f"redpromise:{id}")
+
+    async def _bury(self, entries: Sequence[tuple[int, str, str]]) -> None:
+        """Move entries redpromise can never acquire to the dead stream, out of the group:
+        ``(partition, entry id, reason)`` each."""
+        if not entries:
+            return
+        calls = [self.store.bury_call(k, self.group, entry, why) for k, entry, why in entries]
         for res in await self.store.pipelined(calls):
             if isinstance(res, BaseException):
                 raise res

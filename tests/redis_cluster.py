@@ -3,7 +3,9 @@
 No pytest import here: usable from scripts and fixtures alike. Each node is a
 :class:`tests.redis_server.RedisServer` in its own directory, AOF on, bound to 127.0.0.1
 on a free port (never 6379) whose cluster-bus port (``port + 10000``, the only choice on
-Redis 6.2) is free too. The cluster is built with ``redis-cli --cluster create`` and is
+Redis 6.2) is free too. The cluster is built with ``redis-cli --cluster create`` (fewer
+than 3 masters, which it refuses, by hand with no replicas), and a slot can be moved
+between masters step by step as a reshard moves it. It is
 ready only when every node reports ``cluster_state:ok``, all nodes agree on the slot map,
 and every replica's link to its master is up (so a failover has a synced replica to promote).
 """
@@ -149,8 +151,8 @@ class RedisCluster:
         node_timeout_ms: int = 1000,
         appendfsync: str = "always",
     ) -> None:
-        if masters < 3:
-            raise ValueError("redis-cli --cluster create needs at least 3 masters")
+        if masters < 1 or (masters < 3 and replicas):
+            raise ValueError("fewer than 3 masters: only without replicas (built by hand)")
         self._dir = Path(dir).resolve()
         self._masters = masters
         self._replicas = replicas
@@ -186,6 +188,11 @@ class RedisCluster:
                 node.server.spawn()
             for node in self.nodes:
                 node.server.wait_started()
+            if self._masters < 3:
+                self._join()
+                self.wait_ready(replicas=False)
+                self.startup_seconds = time.monotonic() - t0
+                return
             addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
             replicas = ["--cluster-replicas", str(self._replicas)]
             done = subprocess.run(
@@ -206,6 +213,43 @@ class RedisCluster:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - t0
+
+    def _join(self) -> None:
+        """What ``redis-cli --cluster create`` does, which refuses fewer than 3 masters:
+        an even share of the slots and a distinct config epoch each, then one MEET each."""
+        n = len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            first, last = SLOTS * i // n, SLOTS * (i + 1) // n - 1
+            node.command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
+            node.command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+        for node in self.nodes[1:]:
+            node.command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+
+    def migrate(self, slot: int, source: ClusterNode, target: ClusterNode) -> None:
+        """Begin moving ``slot`` from ``source`` to ``target`` as a reshard does: the
+        target IMPORTING, the source MIGRATING; no key moves yet (:meth:`move_keys`)."""
+        target.command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id())
+        source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id())
+
+    def move_keys(self, keys: list[str], source: ClusterNode, target: ClusterNode) -> None:
+        """``MIGRATE`` these keys of a migrating slot from ``source`` to ``target``."""
+        if keys:
+            source.command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+
+    def finish_migration(self, slot: int, source: ClusterNode, target: ClusterNode) -> None:
+        """Move the slot's remaining keys, then hand it to ``target`` on both nodes (the
+        end of a reshard); waits until every node agrees on the new owner."""
+        while keys := source.command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            self.move_keys(list(keys), source, target)
+        for node in (target, source):
+            node.command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id())
+
+        def handed() -> str | None:
+            if self.master_of(slot) is not target:
+                return f"slot {slot} still served by {self.master_of(slot)}"
+            return self._problem(expect_replicas=False)
+
+        self._wait(handed, _READY_TIMEOUT, f"slot {slot} handed to {target}")
 
     def stop(self) -> None:
         """SIGKILL every node still running."""

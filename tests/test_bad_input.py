@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import Context, CorruptRecord, PayloadTooLarge, PromiseRejected, Redpromise
+from redpromise.testing import FaultyRedis
 from tests.helpers import assert_eventually
 
 MakeRp = Callable[..., Awaitable[Redpromise]]
@@ -119,4 +120,52 @@ async def test_oversized_result_rejects_the_promise(make_rp: MakeRp) -> None:
     with pytest.raises(PromiseRejected) as info:
         await rp.rpc("big-result", "big", 10_000)
     assert info.value.type == "PayloadTooLarge"
+    await still_serving(rp)
+
+
+async def test_a_failed_bury_holds_back_none_of_the_promises_acquired_with_it(
+    make_rp: MakeRp, faulty: FaultyRedis
+) -> None:
+    """One read delivers a corrupt entry (its promise key a string) and, after it, two
+    healthy ones, acquired in the same batch; the bury of the corrupt one fails (its
+    reply lost). The healthy ones still run on that acquisition (version 1), not only
+    after their lease lapsed and a reclaim acquired them again."""
+    redis = faulty.redis
+    rp = await make_rp(redis=redis, partitions=1, lease=timedelta(seconds=3))
+
+    @rp.register
+    async def echo(ctx: Context, x: object) -> object:
+        return x
+
+    keys = rp.keys
+    await redis.set(keys.promise("corrupt"), "a string, not a hash")
+    await redis.xadd(keys.stream(0, "worker"), {"id": "corrupt"})
+    handles = [await rp.begin_rpc(f"ok{i}", "echo", i) for i in range(2)]
+    faulty.lose_reply("bury")
+    await rp.start()
+    assert [await h.result(timeout=15) for h in handles] == [0, 1]
+    assert faulty.lost == ["bury"]
+    versions = [await redis.hget(keys.promise(f"ok{i}"), "version") for i in range(2)]
+    assert versions == [b"1", b"1"]
+    await assert_eventually(lambda: redis.xlen(keys.dead(0)))  # the bury ran, all the same
+
+
+async def test_an_acquire_call_that_fails_never_buries_its_entry_the_poison_bound_ends_it(
+    make_rp: MakeRp, redis: Redis
+) -> None:
+    """Its steps key holds a string, so every acquire of this once-acquired promise fails
+    as a whole (Redis' error reply, not the { 0, error } that blames the promise key).
+    Burying the entry would leave the promise pending with no dispatch; instead it stays
+    pending, each reclaim counts a delivery, and past max_deliveries it is rejected as
+    poison: settled, with its dead record."""
+    gateway = await make_rp(group="gateway")
+    handle = await gateway.begin_rpc("bad-steps", "echo", 1)
+    await redis.hset(gateway.keys.promise("bad-steps"), "version", 1)  # acquired before
+    await redis.set(gateway.keys.steps("bad-steps"), "a string, not a hash")
+    rp = await started_worker(make_rp, max_deliveries=2, lease=timedelta(milliseconds=300))
+    with pytest.raises(PromiseRejected) as info:
+        await handle.result(timeout=15)
+    assert info.value.type == "PoisonError"
+    dead = await redis.xrange(rp.keys.dead(rp.keys.partition("bad-steps")))
+    assert [f[b"id"] for _, f in dead] == [b"bad-steps"]  # the poison record, no bury
     await still_serving(rp)

@@ -39,6 +39,11 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
                  delivered more than ARGV[5] times: promise rejected as poison, entry
                  moved to the dead stream (with the function and arguments); the
                  record's function and Redis timestamps are returned for metrics
+    { 0, error } the promise hash could not be read (a key of another type: the text
+                 is Redis' WRONGTYPE error); nothing written, the entry left pending.
+                 The only reply that blames the entry: the worker buries it (bury.lua)
+  An error reply of the call (TRYAGAIN or ASK while the slot migrates, OOM, ...) says
+  nothing about the entry: the worker leaves it pending, to be acquired again.
   Fence rule: this is where the fence advances, once per acquire call: every delivery
   (XREADGROUP, or XAUTOCLAIM by any consumer after the lease lapsed) is a new call with a
   new token, so it counts toward ARGV[5] and bumps the version, fencing out the previous

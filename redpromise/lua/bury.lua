@@ -1,6 +1,6 @@
 --[[
-bury: move one stream entry redpromise cannot process (no promise id, an acquire that
-  failed) out of its group into the partition's dead stream, kept bounded.
+bury: move one stream entry redpromise can never acquire (no promise id, a promise key
+  of another type) out of its group into the partition's dead stream, kept bounded.
 
   KEYS[1] target stream     {ns:k}:q:<group>
   KEYS[2] dead stream       {ns:k}:dead

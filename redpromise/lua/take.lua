@@ -12,11 +12,22 @@ take: read one partition's new entries for a consumer and acquire each, in one c
   KEYS[5] pending index     {ns:k}:i:pending
   KEYS[6] rejected index    {ns:k}:i:rejected
   KEYS[7] counters hash     {ns:k}:n
+  KEYS[8] guard             {ns:k}:absent   never written: see below
   The promise and steps hash of each entry ({ns:k}:p:<id>, {ns:k}:s:<id>) are known only
   once the entry is read, so they are built from ARGV[12] and ARGV[13] and not declared.
   They carry the partition's hash tag, so they are in the declared keys' slot: Redis 6.2
   and 7.0 (cluster too) check each command's keys against the script's slot and allow an
-  undeclared key of the same slot.
+  undeclared key of the same slot, as long as the slot is stable. While it migrates
+  (a reshard: MIGRATING on the source, IMPORTING on the target) its keys move one by one,
+  and an undeclared key may already be gone: on the source, reading it fails ("non local
+  key"); on the target (reached by ASK) it reads as missing, and the entry would be
+  dropped as if its promise were gone. So take runs only while the slot is stable: the
+  guard key, declared and never present, makes Redis refuse the whole call before it
+  runs whenever the slot migrates (the source answers ASK, the target TRYAGAIN, as to
+  any call naming a key they lack). Nothing is read then; the worker reads the
+  partition with a plain XREADGROUP and acquires each entry with acquire.lua, which
+  declares every key it touches, so Redis answers it ASK or TRYAGAIN too, and the entry
+  waits in the pending list until the slot has moved (reclaimed after the lease).
 
   ARGV[1] group
   ARGV[2] consumer name
@@ -41,12 +52,12 @@ take: read one partition's new entries for a consumer and acquire each, in one c
     { -5 }       the promise targets another group: acked and deleted
     { -7, func, created_at, completed_at }
                  delivered more than ARGV[4] times: rejected as poison, dead record kept
-  Two more are left in the consumer's pending list, for the caller to move to the dead
-  stream (bury.lua) as it does when acquire fails: an entry without a promise id (promise
-  id nil, reply 0 alone), and one whose promise hash could not be read (a key of another
-  type: reply 0 and the error text).
+    { 0, error } the promise hash could not be read (a key of another type): left in
+                 the consumer's pending list, for the caller to bury (bury.lua)
+  An entry without a promise id is left in the pending list too, for the caller to bury:
+  promise id nil, reply { 0 } alone.
   An error reply of XREADGROUP (NOGROUP, WRONGTYPE, OOM, ...) is the script's reply, with
-  nothing read.
+  nothing read; so is Redis' refusal of the call while the slot migrates (see KEYS[8]).
   Fence rule: as acquire.lua, per entry: every entry taken is a new delivery, so its
   version is bumped (fencing out any previous holder) and it counts toward ARGV[4].
   Replay: never resent (like XREADGROUP ... >, it would deliver other entries). A lost
@@ -90,11 +101,7 @@ for i = 1, #rows do
   end
   if id then
     K[1], K[2], A[1], A[2] = ARGV[12] .. id, ARGV[13] .. id, id, entry
-    local reply = acquire_entry(K, A)
-    if reply.err then
-      reply = { 0, reply.err }  -- see Returns
-    end
-    out[i] = { entry, id, reply }
+    out[i] = { entry, id, acquire_entry(K, A) }
   else
     out[i] = { entry, false, { 0 } }
   end

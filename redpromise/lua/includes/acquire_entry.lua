@@ -5,7 +5,8 @@
 --      its own, take.lua a pair of tables it fills in per entry (no table built per call
 --      here: acquire is the hot path, and each table costs it instructions)
 -- Returns acquire.lua's reply (see its header). An error reading the promise's hash (a
--- key of another type) comes back as the error table redis.pcall made, nothing written.
+-- key of another type) comes back as { 0, error text }, nothing written: the one reply
+-- that says the entry itself is unreadable (a failed script call says nothing about it).
 local function drop_entry(K, A)
   redis.call('XACK', K[3], A[3], A[2])
   redis.call('XDEL', K[3], A[2])
@@ -14,7 +15,7 @@ local function acquire_entry(K, A)
   local h = redis.pcall('HMGET', K[1], 'state', 'group', 'entry', 'deliveries', 'version',
     'func', 'args', 'attempt', 'timeout_at', 'retry', 'token')
   if h.err then
-    return h
+    return { 0, h.err }
   end
   if not h[1] then
     drop_entry(K, A)
