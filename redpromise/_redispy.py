@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import SlotNotCoveredError
 
 try:  # what redis-py's hiredis parser has its reader return for "no whole reply yet"
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
@@ -212,8 +213,11 @@ def _nodes(rc: RedisCluster) -> Any:
 def node_for_slot(rc: RedisCluster, slot: int) -> ClusterNode:
     """The primary serving ``slot`` in ``rc``'s slot map
     (``rc.nodes_manager.get_node_from_slot``); raises redis-py's ``SlotNotCoveredError``
-    for a slot no node serves."""
-    node: ClusterNode = _nodes(rc).get_node_from_slot(slot)
+    for a slot no node serves (redis-py 6.0 raised a ``KeyError``: turned into that)."""
+    try:
+        node: ClusterNode = _nodes(rc).get_node_from_slot(slot)
+    except KeyError as exc:
+        raise SlotNotCoveredError(f"slot {slot} is not covered by the cluster") from exc
     return node
 
 
@@ -242,5 +246,16 @@ def acquire(node: ClusterNode) -> Any:
 
 
 def release(node: ClusterNode, conn: Any) -> None:
-    """Give a connection from :func:`acquire` back to ``node`` (``ClusterNode.release``)."""
-    node.release(conn)
+    """Give a connection from :func:`acquire` back to ``node`` (``ClusterNode.release``;
+    where redis-py has none, 6.0 to 6.x, what its own commands did: put it back on the
+    node's ``_free`` queue)."""
+    give = getattr(node, "release", None)
+    if give is not None:
+        give(conn)
+        return
+    free = getattr(node, "_free", None)
+    if free is None:
+        raise RedisInternalsChanged(
+            "redis-py's ClusterNode has neither release() nor _free (redpromise._redispy.release)"
+        )
+    free.append(conn)

@@ -271,8 +271,9 @@ async def test_node_for_slot_is_the_primary_serving_it(
     slot = key_slot(b"{redispy}")
     node = _redispy.node_for_slot(rc, slot)
     assert node.port == redis_cluster.master_of(slot).port, CHANGED + "node_for_slot"
+    rc.nodes_manager.slots_cache.pop(slot)  # what an uncovered slot looks like
     with pytest.raises(SlotNotCoveredError):
-        _redispy.node_for_slot(rc, 16384)
+        _redispy.node_for_slot(rc, slot)
 
 
 @pytest.mark.real
@@ -308,6 +309,23 @@ async def test_acquire_and_release_a_nodes_connection(rc: ClusterClient) -> None
     finally:
         _redispy.release(node, c)
     assert _redispy.acquire(node) is c, CHANGED + "release (the node's free connections)"
+    _redispy.release(node, c)
+
+
+@pytest.mark.real
+@pytest.mark.cluster
+async def test_release_without_cluster_node_release_puts_it_back_on_the_free_queue(
+    rc: ClusterClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fallback of release (redis-py before ClusterNode.release)."""
+    from redis.asyncio.cluster import ClusterNode
+
+    if hasattr(ClusterNode, "release"):
+        monkeypatch.delattr(ClusterNode, "release")
+    node = _redispy.node_for_slot(rc, 0)
+    c = _redispy.acquire(node)
+    _redispy.release(node, c)
+    assert _redispy.acquire(node) is c, CHANGED + "release (ClusterNode._free)"
     _redispy.release(node, c)
 
 

@@ -196,8 +196,9 @@ async def test_replies_whole_in_the_buffer_are_taken_in_order_and_errors_raised(
             return reply
 
         assert await next_reply() == "é".encode()
-        with pytest.raises(ResponseError, match="unknown command"):
+        with pytest.raises(ResponseError) as refused:  # NOSUCHCOMMAND's error reply
             await next_reply()
+        assert type(refused.value) is ResponseError  # redis-py's type for a plain error
         assert await next_reply() == b"b"
         assert take() is NOTHING_BUFFERED
     finally:
