@@ -140,8 +140,9 @@ class _Exchange:
         cmds, check = with_wait(commands, durable, self.ack)
         return check(await _send_node(node, cmds))
 
-    def _route(self) -> dict[ClusterNode, list[int]]:
-        by_node: dict[ClusterNode, list[int]] = {}
+    def _route(self) -> list[tuple[ClusterNode, list[int]]]:
+        # By name: redis-py < 6.1's ClusterNode has __eq__ and no __hash__.
+        by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
         for i in self.todo:
             node = self.asking.get(i) or self.moved.get(i)
             if node is None:
@@ -150,12 +151,12 @@ class _Exchange:
                 except rex.SlotNotCoveredError as exc:
                     self.results[i] = rex.ClusterDownError(str(exc))
                     continue
-            by_node.setdefault(node, []).append(i)
-        return by_node
+            by_node.setdefault(node.name, (node, []))[1].append(i)
+        return list(by_node.values())
 
     async def round(self, *, last: bool) -> bool:
         """Send what is left once; whether anything is left to send again."""
-        groups = list(self._route().items())
+        groups = self._route()
         packed = [
             _with_asking([self.commands[i] for i in idx], idx, self.asking) for _, idx in groups
         ]
@@ -210,13 +211,13 @@ def _with_asking(
     return out, where
 
 
-def channels_by_node(rc: RedisCluster, channels: list[str]) -> dict[ClusterNode, list[str]]:
+def channels_by_node(rc: RedisCluster, channels: list[str]) -> list[tuple[ClusterNode, list[str]]]:
     """Shard channels grouped by the node serving their slot."""
-    out: dict[ClusterNode, list[str]] = {}
+    out: dict[str, tuple[ClusterNode, list[str]]] = {}  # by name: see _Exchange._route
     for ch in channels:
         node = _redispy.node_for_slot(rc, key_slot(ch.encode("utf-8")))
-        out.setdefault(node, []).append(ch)
-    return out
+        out.setdefault(node.name, (node, []))[1].append(ch)
+    return list(out.values())
 
 
 async def refresh_slots(rc: RedisCluster) -> None:

@@ -289,7 +289,7 @@ class Waiter:
             conns.append(await _subscribed(cls, base, "SUBSCRIBE", channels))
             return
         assert isinstance(redis, RedisCluster)
-        for node, chans in channels_by_node(redis, channels).items():
+        for node, chans in channels_by_node(redis, channels):
             conns.append(await _subscribed(*_redispy.connection_recipe(node), "SSUBSCRIBE", chans))
 
     async def _serve(self, conns: list[Any]) -> None:
