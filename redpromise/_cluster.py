@@ -21,6 +21,7 @@ from redis import exceptions as rex
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
+from . import _redispy
 from ._backoff import Backoff
 from ._wire import Ack, AnyRedis, _roundtrip, pack, with_wait
 
@@ -68,7 +69,7 @@ def _slot(command: Sequence[Any]) -> int:
 
 
 async def _send_node(node: ClusterNode, commands: Sequence[Sequence[Any]]) -> list[Any]:
-    conn = node.acquire_connection()
+    conn = _redispy.acquire(node)
     try:
         return await _roundtrip(conn, pack(commands), len(commands))
     except BaseException:
@@ -76,7 +77,7 @@ async def _send_node(node: ClusterNode, commands: Sequence[Sequence[Any]]) -> li
             await conn.disconnect()
         raise
     finally:
-        node.release(conn)
+        _redispy.release(node, conn)
 
 
 async def cluster_exchange(
@@ -139,22 +140,23 @@ class _Exchange:
         cmds, check = with_wait(commands, durable, self.ack)
         return check(await _send_node(node, cmds))
 
-    def _route(self) -> dict[ClusterNode, list[int]]:
-        by_node: dict[ClusterNode, list[int]] = {}
+    def _route(self) -> list[tuple[ClusterNode, list[int]]]:
+        # By name: redis-py < 6.1's ClusterNode has __eq__ and no __hash__.
+        by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
         for i in self.todo:
             node = self.asking.get(i) or self.moved.get(i)
             if node is None:
                 try:
-                    node = self.rc.nodes_manager.get_node_from_slot(self.slots[i])
+                    node = _redispy.node_for_slot(self.rc, self.slots[i])
                 except rex.SlotNotCoveredError as exc:
                     self.results[i] = rex.ClusterDownError(str(exc))
                     continue
-            by_node.setdefault(node, []).append(i)
-        return by_node
+            by_node.setdefault(node.name, (node, []))[1].append(i)
+        return list(by_node.values())
 
     async def round(self, *, last: bool) -> bool:
         """Send what is left once; whether anything is left to send again."""
-        groups = list(self._route().items())
+        groups = self._route()
         packed = [
             _with_asking([self.commands[i] for i in idx], idx, self.asking) for _, idx in groups
         ]
@@ -182,13 +184,13 @@ class _Exchange:
                 if isinstance(reply, _REROUTE) and not last:
                     self.todo.append(i)
                     if type(reply) is rex.AskError:
-                        self.asking[i] = _node_at(self.rc, reply.host, reply.port)
+                        self.asking[i] = _redispy.node_at(self.rc, reply.host, reply.port)
                     else:
                         refresh = True
                         if isinstance(reply, rex.MovedError):
                             # Straight to the node that says it owns the slot: the map
                             # read from the other nodes may lag during a failover.
-                            self.moved[i] = _node_at(self.rc, reply.host, reply.port)
+                            self.moved[i] = _redispy.node_at(self.rc, reply.host, reply.port)
         if refresh:
             await refresh_slots(self.rc)
         return bool(self.todo)
@@ -209,21 +211,13 @@ def _with_asking(
     return out, where
 
 
-def _node_at(rc: RedisCluster, host: str, port: int) -> ClusterNode:
-    node = rc.get_node(host=host, port=port)
-    if node is None:
-        node = ClusterNode(host, port, **rc.nodes_manager.connection_kwargs)
-        rc.nodes_manager.nodes_cache[node.name] = node
-    return node
-
-
-def channels_by_node(rc: RedisCluster, channels: list[str]) -> dict[ClusterNode, list[str]]:
+def channels_by_node(rc: RedisCluster, channels: list[str]) -> list[tuple[ClusterNode, list[str]]]:
     """Shard channels grouped by the node serving their slot."""
-    out: dict[ClusterNode, list[str]] = {}
+    out: dict[str, tuple[ClusterNode, list[str]]] = {}  # by name: see _Exchange._route
     for ch in channels:
-        node = rc.nodes_manager.get_node_from_slot(key_slot(ch.encode("utf-8")))
-        out.setdefault(node, []).append(ch)
-    return out
+        node = _redispy.node_for_slot(rc, key_slot(ch.encode("utf-8")))
+        out.setdefault(node.name, (node, []))[1].append(ch)
+    return list(out.values())
 
 
 async def refresh_slots(rc: RedisCluster) -> None:
@@ -231,6 +225,6 @@ async def refresh_slots(rc: RedisCluster) -> None:
     try:
         # Bounded: it holds redis-py's lock on the slot map, which every other refresh
         # (and redis-py's own commands) wait for.
-        await asyncio.wait_for(rc.nodes_manager.initialize(), _REFRESH_TIMEOUT)
+        await asyncio.wait_for(_redispy.reread_slots(rc), _REFRESH_TIMEOUT)
     except (rex.RedisError, OSError, TimeoutError) as exc:
         log.debug("refreshing the cluster's slot map failed: %r", exc)

@@ -38,6 +38,7 @@ from typing import Any
 
 from redis.asyncio import RedisCluster
 
+from . import _redispy
 from ._backoff import Backoff
 from ._cluster import channels_by_node, refresh_slots
 from ._errors import PromiseNotFound
@@ -282,20 +283,14 @@ class Waiter:
         if not self._store.sharded:  # SSUBSCRIBE per node on a Redis >= 7 cluster
             cls: Any
             if isinstance(redis, RedisCluster):
-                node = redis.get_default_node()
-                cls, base = node.connection_class, node.connection_kwargs
+                cls, base = _redispy.connection_recipe(redis.get_default_node())
             else:
-                pool = redis.connection_pool
-                cls, base = pool.connection_class, pool.connection_kwargs
+                cls, base = _redispy.connection_recipe(redis.connection_pool)
             conns.append(await _subscribed(cls, base, "SUBSCRIBE", channels))
             return
         assert isinstance(redis, RedisCluster)
-        for node, chans in channels_by_node(redis, channels).items():
-            conns.append(
-                await _subscribed(
-                    node.connection_class, node.connection_kwargs, "SSUBSCRIBE", chans
-                )
-            )
+        for node, chans in channels_by_node(redis, channels):
+            conns.append(await _subscribed(*_redispy.connection_recipe(node), "SSUBSCRIBE", chans))
 
     async def _serve(self, conns: list[Any]) -> None:
         """Read notifications until a connection fails or falls silent.

@@ -26,12 +26,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from . import _redispy
 from ._errors import StoreUnavailable
-
-try:  # the marker redis-py's hiredis parser gives its reader for "not enough data"
-    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
-except ImportError:  # pragma: no cover - another redis-py layout: read_response only
-    _NOT_ENOUGH_DATA = None
 
 __all__ = [
     "NOTHING_BUFFERED",
@@ -168,16 +164,16 @@ class _Kept:
     condition, a timeout, a readiness check and metrics each way: more than a small
     batch itself. A connection that served a batch in full is kept for the next one,
     and given back once no batch came for :data:`_KEEP_IDLE` seconds. One the pool has
-    forgotten meanwhile (a reset) is dropped; one it disconnected (``aclose``, a
-    failover) reconnects on its next write, as a pooled one would. Pools with fewer
-    than :data:`_KEEP_FROM` connections allowed keep none: other callers may need them.
+    forgotten meanwhile (``ConnectionPool.reset()``) is closed, never used again; one
+    that is stale (disconnected by ``pool.disconnect()`` or a failover, closed by the
+    server) is given back, and the pool's checkout reconnects it. Pools with fewer than
+    :data:`_KEEP_FROM` connections allowed keep none: other callers may need them.
     """
 
-    __slots__ = ("busy", "conns", "in_use", "pool", "timer")
+    __slots__ = ("busy", "conns", "pool", "timer")
 
-    def __init__(self, pool: Any, in_use: Any) -> None:
+    def __init__(self, pool: Any) -> None:
         self.pool = pool
-        self.in_use = in_use  # the pool's set of checked-out connections
         self.conns: list[Any] = []
         self.busy = False
         self.timer: asyncio.TimerHandle | None = None
@@ -185,20 +181,16 @@ class _Kept:
     def take(self) -> Any:
         while self.conns:
             conn = self.conns.pop()
-            if conn not in self.in_use:
-                continue  # the pool was reset: no longer its connection
-            reader = getattr(conn, "_reader", None)
-            if reader is None or reader.at_eof():
-                # Closed by the server while kept: the pool's readiness check reconnects
-                # it when it hands it out again, as for any idle pooled connection.
-                _background(self.pool.release(conn))
+            if _redispy.stale(conn) or not _ours(self.pool, conn):
+                # The pool's checkout checks, and reconnects, what is given back to it.
+                _background(_give_back(self.pool, conn))
                 continue
             self.busy = True
             return conn
         return None
 
     def keep(self, conn: Any) -> bool:
-        if len(self.conns) >= _KEEP or not conn.is_connected or conn not in self.in_use:
+        if len(self.conns) >= _KEEP or not conn.is_connected or not _ours(self.pool, conn):
             return False
         self.conns.append(conn)
         if self.timer is None:
@@ -213,8 +205,22 @@ class _Kept:
         self.timer = None
         conns, self.conns = self.conns, []
         for conn in conns:
-            if conn in self.in_use:
-                _background(self.pool.release(conn))
+            _background(_give_back(self.pool, conn))
+
+
+def _ours(pool: Any, conn: Any) -> bool:
+    # Looked up each time: reset() gives the pool a new set of connections in use.
+    in_use = _redispy.in_use(pool)
+    return in_use is not None and conn in in_use
+
+
+async def _give_back(pool: Any, conn: Any) -> None:
+    """Release ``conn`` to ``pool``; or, when the pool was reset since it handed ``conn``
+    out (its release would fail: the pool no longer knows it), close it."""
+    if _ours(pool, conn):
+        await pool.release(conn)
+    else:
+        await conn.disconnect()
 
 
 _releasing: set[asyncio.Task[Any]] = set()
@@ -229,10 +235,12 @@ def _background(coro: Any) -> None:
 def _kept(pool: Any) -> _Kept | None:
     kept: _Kept | None = getattr(pool, "_redpromise_kept", None)
     if kept is None:
-        in_use = getattr(pool, "_in_use_connections", None)
-        if in_use is None or (getattr(pool, "max_connections", 0) or 0) < _KEEP_FROM:
+        if (
+            _redispy.in_use(pool) is None
+            or (getattr(pool, "max_connections", 0) or 0) < _KEEP_FROM
+        ):
             return None  # another pool layout, or a small pool: nothing kept
-        kept = _Kept(pool, in_use)
+        kept = _Kept(pool)
         pool._redpromise_kept = kept
     return kept
 
@@ -244,7 +252,7 @@ async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
     kept = _kept(pool) if resend else None
     conn = kept.take() if kept is not None else None
     if conn is None:
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = await _redispy.checkout(pool)
     answered = False
     try:
 
@@ -267,7 +275,7 @@ async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
     finally:
         # Kept only after every reply was read: nothing of this batch is left unread.
         if not answered or kept is None or not kept.keep(conn):
-            await pool.release(conn)
+            await _give_back(pool, conn)
 
 
 async def _roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
@@ -279,18 +287,17 @@ async def _roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
     try:
         async with asyncio.timeout(limit):
             await conn.send_packed_command(packed)
-            parser = conn._parser
-            reader = _buffered_reader(conn, parser)
-            push = getattr(parser, "_hiredis_PushNotificationType", None) or _NEVER
+            take = _redispy.buffered_replies(conn)
+            push = _redispy.push_type(conn) or _NEVER
             for _ in range(n):
                 # Most replies of a batch arrive together: each one already whole in the
                 # parser's buffer is taken straight from it; read_response does the rest.
-                if reader is not None and parser._connected:
+                if take is not None:
                     try:
-                        reply = reader.gets()
-                        if reply is not _NOT_ENOUGH_DATA:
+                        reply = take()
+                        if reply is not NOTHING_BUFFERED:
                             if _unusual(reply, push):
-                                reply = await _settle(conn, parser, reply)
+                                reply = await _settle(conn, reply)
                             out.append(reply)
                             continue
                     except BaseException:
@@ -310,33 +317,29 @@ async def _roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
         if conn.is_connected:
             raise
         raise RedisConnectionError(f"connection closed while in use: {exc}") from exc
-    if reader is not None and conn.health_check_interval:
-        # What read_response does after each reply: the connection was just used.
-        conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
+    if take is not None:
+        _redispy.mark_used(conn)  # what read_response does after each reply
     return out
 
 
-NOTHING_BUFFERED: Any = object() if _NOT_ENOUGH_DATA is None else _NOT_ENOUGH_DATA
+NOTHING_BUFFERED: Any = _redispy.NOT_ENOUGH_DATA
 """What :func:`buffered`'s function returns when no whole reply is buffered."""
 
 
 def buffered(conn: Any) -> Callable[[], Any] | None:
     """A function giving the next reply of ``conn`` already whole in its parser's buffer
     (:data:`NOTHING_BUFFERED` when there is none), or raising it as ``read_response``
-    would (an error reply, a lost connection); ``None`` where :func:`_buffered_reader`
-    finds no reader to take replies from. For RESP2 connections that only read (a
-    subscription): ``read_response`` costs several µs per reply around the parser."""
-    parser = conn._parser
-    reader = _buffered_reader(conn, parser)
-    if reader is None:
+    would (an error reply, a lost connection); ``None`` where
+    :func:`redpromise._redispy.buffered_replies` finds no reader to take replies from.
+    For RESP2 connections that only read (a subscription): ``read_response`` costs
+    several µs per reply around the parser."""
+    gets = _redispy.buffered_replies(conn)
+    if gets is None:
         return None
-    gets = reader.gets
 
     def take() -> Any:
-        if not parser._connected:
-            return NOTHING_BUFFERED
         reply = gets()
-        if reply is _NOT_ENOUGH_DATA:
+        if reply is NOTHING_BUFFERED:
             return NOTHING_BUFFERED
         if isinstance(reply, BaseException):
             raise reply
@@ -351,26 +354,6 @@ class _NEVER:
     """No reply is of this type (the parser has no RESP3 push type)."""
 
 
-def _buffered_reader(conn: Any, parser: Any) -> Any:
-    """The hiredis reader of redis-py's hiredis parser, to take buffered replies from
-    directly (``read_response`` costs several µs per reply around the parser); ``None``
-    for any other parser, for a redis-py whose parser is not laid out as expected, and
-    on RESP3 with a hiredis that does not mark pushes (< 3.2): they would look like
-    replies."""
-    if (
-        _NOT_ENOUGH_DATA is None
-        or type(parser).__name__ != "_AsyncHiredisParser"
-        or not hasattr(parser, "_connected")
-    ):
-        return None
-    if getattr(parser, "_hiredis_PushNotificationType", None) is None and str(
-        getattr(conn, "protocol", 2)
-    ) not in ("2", "None"):
-        return None
-    reader = getattr(parser, "_reader", None)
-    return reader if hasattr(reader, "gets") else None
-
-
 def _unusual(reply: Any, push: type) -> bool:
     """Not a plain reply: what the hiredis parser's ``read_response`` acts on."""
     t = type(reply)
@@ -381,14 +364,14 @@ def _unusual(reply: Any, push: type) -> bool:
     return isinstance(reply, (RedisConnectionError, push))
 
 
-async def _settle(conn: Any, parser: Any, reply: Any) -> Any:
+async def _settle(conn: Any, reply: Any) -> Any:
     """What the hiredis parser's ``read_response`` does with an unusual reply: raise a
     connection error; hand a RESP3 push to the connection's handler and read on."""
     if isinstance(reply, RedisConnectionError):
         raise reply
     if isinstance(reply, list):
         raise reply[0]
-    await parser.handle_push_response(reply)
+    await _redispy.handle_push(conn, reply)
     try:
         return await conn.read_response(timeout=math.inf)
     except ResponseError as exc:
