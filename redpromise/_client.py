@@ -134,11 +134,15 @@ class Redpromise:
         self._default_timeout_ms = int(self.settings.timeout.total_seconds() * 1000)
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> Redpromise:
-        """Configure from ``REDPROMISE_URL``, ``REDPROMISE_GROUP`` and ``Settings.from_env``."""
+    def from_env(cls, *, group: str | None = None, **overrides: Any) -> Redpromise:
+        """Configure from ``REDPROMISE_URL``, ``REDPROMISE_GROUP`` and ``Settings.from_env``
+        (``overrides`` are settings). ``group`` names this process's group and wins over
+        ``REDPROMISE_GROUP``: a gateway passes ``group="gateway"`` so that it is never
+        counted as a worker of the group it dispatches to. Without either: ``"worker"``.
+        """
         return cls(
             os.environ.get("REDPROMISE_URL") or DEFAULT_URL,
-            group=os.environ.get("REDPROMISE_GROUP") or "worker",
+            group=group or os.environ.get("REDPROMISE_GROUP") or "worker",
             settings=Settings.from_env(**overrides),
         )
 

@@ -3,7 +3,7 @@
 Two lines give a service Resonate's gateway routes, backed by durable promises::
 
     app = web.Application()
-    add_routes(app, Redpromise.from_env(), "foo", target="poll://any@worker")
+    add_routes(app, Redpromise.from_env(group="gateway"), "foo", target="poll://any@worker")
 
 Routes (under ``prefix``; every body is JSON, errors are ``{"error": "<message>"}``):
 
