@@ -63,7 +63,7 @@ CLIENT_RULES = (
     "smembers", "pexpire", "subscribe",
     # inside the scripts
     "time", "hset", "hdel", "hgetall", "hincrby", "del", "publish", "xadd", "xack",
-    "xdel", "xclaim", "xpending", "xrange", "zadd", "zrem", "zscore",
+    "xdel", "xclaim", "xpending", "xrange", "zadd", "zrem", "zscore", "pttl",
     # search (scan.lua and reads of the state indexes)
     "zrangebyscore", "zrevrangebyscore",
 )  # fmt: skip
@@ -286,6 +286,7 @@ class _Uses:
             ("hdel", p, ["HDEL", p, "f"]),
             ("hincrby", p, ["HINCRBY", p, "f", 1]),
             ("pexpire", p, ["PEXPIRE", p, 1]),
+            ("pttl", p, ["PTTL", p]),
             ("hsetnx", s, ["HSETNX", s, "1", "v"]),
             ("hgetall", s, ["HGETALL", s]),
             ("del", s, ["DEL", s]),
@@ -333,6 +334,7 @@ try('hget', p, 'HGET', p, 'probe')
 try('hmget', p, 'HMGET', p, 'probe')
 try('hdel', p, 'HDEL', p, 'probe')
 try('pexpire', p, 'PEXPIRE', p, 1000)
+try('pttl', p, 'PTTL', p)
 try('hsetnx', s, 'HSETNX', s, '1', '1')
 try('hgetall', s, 'HGETALL', s)
 local id = try('xadd', q, 'XADD', q, '*', 'id', m)
