@@ -41,6 +41,8 @@ from ._keys import Keys
 from ._wire import exchange, pack
 
 __all__ = [
+    "CLUSTER_RULES",
+    "OPERATOR_RULES",
     "check_acl",
     "describe_noperm",
     "setuser_line",
@@ -61,7 +63,7 @@ CLIENT_RULES = (
     "smembers", "pexpire", "subscribe",
     # inside the scripts
     "time", "hset", "hdel", "hgetall", "hincrby", "del", "publish", "xadd", "xack",
-    "xdel", "xclaim", "xpending", "xrange", "zadd", "zrem", "zscore",
+    "xdel", "xclaim", "xpending", "xrange", "zadd", "zrem", "zscore", "pttl",
     # search (scan.lua and reads of the state indexes)
     "zrangebyscore", "zrevrangebyscore",
 )  # fmt: skip
@@ -73,9 +75,24 @@ WORKER_RULES = (
 )  # fmt: skip
 
 
-def rules(worker: bool) -> tuple[str, ...]:
-    """The command rules a client (``worker=False``) or a worker needs."""
-    return CLIENT_RULES + WORKER_RULES if worker else CLIENT_RULES
+# On a Redis >= 7 cluster (added on every node: ACLs are per node): the cluster client's
+# own reads of the slot map and command table, and sharded pub/sub (the scripts' SPUBLISH,
+# the waiters' SSUBSCRIBE). Not in the single-server line: Redis 6.2 knows no SPUBLISH.
+CLUSTER_RULES = ("cluster|slots", "command", "spublish", "ssubscribe")
+# The operator's reads (the CLI, the dashboard, the queue gauges of /metrics): stream
+# lengths and info, the dead streams newest first, and whether a requeued id is taken.
+OPERATOR_RULES = ("xlen", "xinfo|stream", "xrevrange", "exists")
+# Commands a Lua script names by a variable, and every value the variable can hold
+# (tests/test_acl.py fails on a variable missing here): settle.lua's `publish` is
+# Store.publish.
+SCRIPT_VARIABLES = {"publish": ("publish", "spublish")}
+
+
+def rules(worker: bool, cluster: bool = False) -> tuple[str, ...]:
+    """The command rules a client (``worker=False``) or a worker needs; ``cluster``: on a
+    Redis >= 7 cluster."""
+    both = CLIENT_RULES + WORKER_RULES if worker else CLIENT_RULES
+    return both + CLUSTER_RULES if cluster else both
 
 
 def _glob(text: str) -> str:
@@ -106,16 +123,19 @@ def setuser_line(
     commands: Sequence[str] | None = None,
     key_access: bool = True,
     channel_access: bool = True,
+    cluster: bool = False,
 ) -> str:
     """The ``ACL SETUSER`` line granting ``user`` what redpromise needs, and nothing else.
 
     By default every right (for a new user put ``on >password resetchannels`` after the
-    name); ``commands``, ``key_access`` and ``channel_access`` narrow it to the rights a
-    user lacks. It only adds rights: the user keeps its password and its other rights.
+    name); ``cluster`` adds what a Redis >= 7 cluster needs. ``commands``, ``key_access``
+    and ``channel_access`` narrow it to the rights a user lacks (or the operator's,
+    :data:`OPERATOR_RULES`). It only adds rights: the user keeps its password and its
+    other rights.
     """
     key_patterns, channel = patterns(keys)
     if commands is None:
-        commands = [*rules(worker), *(["select"] if db else [])]
+        commands = [*rules(worker, cluster), *(["select"] if db else [])]
     parts = [f"+{r}" for r in commands]
     parts += [f"~{p}" for p in key_patterns] if key_access else []
     parts += [f"&{channel}"] if channel_access else []
@@ -214,7 +234,9 @@ class _Uses:
         self.d = keys.delayed(k)
         self.t = keys.timeouts(k)
         self.x = keys.dead(k)
-        self.ch = keys.channel(k)
+        # Matches the completion channels' pattern but is no partition's channel: a
+        # probe's PUBLISH reaches no process listening for completions.
+        self.ch = f"{{{keys.namespace}:{PROBE_ID}}}:c"
         self.worker = worker
 
     def client(self) -> list[tuple[str, str | None, list[Any]]]:
@@ -223,7 +245,9 @@ class _Uses:
             ("info", None, ["INFO", "cluster"]),  # is it a cluster? asked at every start
             ("ping", None, ["PING"]),
             ("hget", m, ["HGET", m, "partitions"]),
-            ("hsetnx", m, ["HSETNX", m, "partitions", self.keys.partitions]),
+            # Not on the meta hash: the probe runs before the namespace's key layout is
+            # pinned, and a meta with `partitions` but no `layout` reads as a legacy one.
+            ("hsetnx", p, ["HSETNX", p, "probe", 1]),
             ("hmget", p, ["HMGET", p, "state"]),
             ("sadd", c, ["SADD", c, _G]),
             ("pexpire", c, ["PEXPIRE", c, 1000]),
@@ -262,6 +286,7 @@ class _Uses:
             ("hdel", p, ["HDEL", p, "f"]),
             ("hincrby", p, ["HINCRBY", p, "f", 1]),
             ("pexpire", p, ["PEXPIRE", p, 1]),
+            ("pttl", p, ["PTTL", p]),
             ("hsetnx", s, ["HSETNX", s, "1", "v"]),
             ("hgetall", s, ["HGETALL", s]),
             ("del", s, ["DEL", s]),
@@ -309,6 +334,7 @@ try('hget', p, 'HGET', p, 'probe')
 try('hmget', p, 'HMGET', p, 'probe')
 try('hdel', p, 'HDEL', p, 'probe')
 try('pexpire', p, 'PEXPIRE', p, 1000)
+try('pttl', p, 'PTTL', p)
 try('hsetnx', s, 'HSETNX', s, '1', '1')
 try('hgetall', s, 'HGETALL', s)
 local id = try('xadd', q, 'XADD', q, '*', 'id', m)

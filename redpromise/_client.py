@@ -134,11 +134,15 @@ class Redpromise:
         self._default_timeout_ms = int(self.settings.timeout.total_seconds() * 1000)
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> Redpromise:
-        """Configure from ``REDPROMISE_URL``, ``REDPROMISE_GROUP`` and ``Settings.from_env``."""
+    def from_env(cls, *, group: str | None = None, **overrides: Any) -> Redpromise:
+        """Configure from ``REDPROMISE_URL``, ``REDPROMISE_GROUP`` and ``Settings.from_env``
+        (``overrides`` are settings). ``group`` names this process's group and wins over
+        ``REDPROMISE_GROUP``: a gateway passes ``group="gateway"`` so that it is never
+        counted as a worker of the group it dispatches to. Without either: ``"worker"``.
+        """
         return cls(
             os.environ.get("REDPROMISE_URL") or DEFAULT_URL,
-            group=os.environ.get("REDPROMISE_GROUP") or "worker",
+            group=group or os.environ.get("REDPROMISE_GROUP") or "worker",
             settings=Settings.from_env(**overrides),
         )
 
@@ -428,7 +432,9 @@ class Redpromise:
 
     async def cancel(self, id: str) -> Handle:
         """Cancel a pending promise (``rejected_canceled``); a running function stops at
-        its next step or heartbeat, and its result is never recorded."""
+        its next step or heartbeat, and its result is never recorded. Its children (and
+        theirs) are canceled too: they stay known while it is pending, then for its
+        record's retention."""
         blob = encode_error("PromiseCanceled", "Promise canceled", self.settings.max_payload_bytes)
         return await self._settle(id, "rejected_canceled", blob)
 
@@ -499,9 +505,10 @@ class Redpromise:
         """Promises per state and group: ``{state: {group: n}}``, every state present.
         O(partitions): one small hash per partition, kept by the transition scripts.
         ``pending`` is exact. A completed state counts the promises completed and still
-        retained; one whose retention ended leaves the count when a worker's upkeep
-        sweeps it (within about one reclaim interval while any worker runs); a search
-        writes nothing. Latent promises count under group ``""``.
+        retained; one whose own retention ended (the completing process's, not the
+        worker's) leaves the count when a worker's upkeep sweeps it (within about one
+        reclaim interval while any worker runs); a search writes nothing. Latent
+        promises count under group ``""``.
         """
         await self._ready()
         async with translate_errors():
@@ -510,14 +517,20 @@ class Redpromise:
     # -- for Context (worker side) ------------------------------------------------------
 
     async def _adopt(self, parent: str, child: str) -> None:
-        """Remember ``child`` as created by ``parent`` (for cancellation), before creating it."""
-        ttl = self.settings.timeout + (self.settings.retention or timedelta(0))
+        """Remember ``child`` as created by ``parent`` (for cancellation), before creating it.
+
+        The set lives as long as the parent's record: no expiry while the parent is
+        pending (it can be canceled until it completes, however long that takes), then
+        the record's own retention, which ``settle.lua`` gives the set too.
+        """
         key = self.keys.children(parent)
         async with translate_errors():
             pipe = self.redis.pipeline(transaction=False)
             pipe.sadd(key, child)
-            pipe.pexpire(key, int(ttl.total_seconds() * 1000))
-            await pipe.execute()
+            pipe.pttl(self.keys.promise(parent))
+            _, ttl = await pipe.execute()
+            if ttl == -2 or ttl > 0:  # completed before our SADD (a late execution)
+                await self.redis.pexpire(key, max(int(ttl), 1))
 
     async def _create_latent(self, id: str, timeout: timedelta) -> None:
         """Create a promise with no function: something outside completes it."""

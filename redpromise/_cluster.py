@@ -137,7 +137,7 @@ class _Exchange:
     async def _send(
         self, node: ClusterNode, commands: list[Sequence[Any]], durable: list[bool] | None
     ) -> list[Any]:
-        cmds, check = with_wait(commands, durable, self.ack)
+        cmds, check = with_wait(commands, durable, self.ack, node.name)
         return check(await _send_node(node, cmds))
 
     def _route(self) -> list[tuple[ClusterNode, list[int]]]:

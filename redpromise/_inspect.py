@@ -28,10 +28,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio import RedisCluster
+
 from ._codec import as_text, decode, decode_error
 from ._errors import PayloadError, PromiseNotFound
 from ._keys import MAX_ID_BYTES, validate_id
 from ._store import PENDING, translate_errors
+from ._wire import server_name, short_of_replicas
 
 if TYPE_CHECKING:
     from ._client import Redpromise
@@ -470,3 +473,32 @@ class Inspector:
             pipe.exists(self.rp.keys.promise(id))
         async with translate_errors():
             return [bool(n) for n in await pipe.execute()]
+
+    async def replicas_short(self) -> list[dict[str, Any]]:
+        """With ``Settings.replicas_ack``, the shards (masters) with fewer connected
+        replicas than it needs, which refuse durable writes (``NOREPLICAS``) until one
+        returns: ``{"shard", "replicas", "needed", "since"}``. ``since`` (ms since the
+        epoch) is when this process's writes were first refused there, ``None`` when it
+        made none (a CLI): the choice and its record are in docs/operations.md."""
+        needed = self.rp.settings.replicas_ack
+        if needed <= 0:
+            return []
+        redis: Any = self.rp.redis
+        if isinstance(redis, RedisCluster):
+            nodes = redis.get_primaries()
+            async with translate_errors():
+                infos = [
+                    await redis.execute_command("INFO", "replication", target_nodes=n)
+                    for n in nodes
+                ]
+            names = [n.name for n in nodes]
+        else:
+            async with translate_errors():
+                infos = [await redis.info("replication")]
+            names = [server_name(redis)]
+        seen = short_of_replicas()
+        return [
+            {"shard": name, "replicas": n, "needed": needed, "since": seen.get(name)}
+            for name, info in zip(names, infos, strict=True)
+            if (n := int(info.get("connected_slaves", 0))) < needed
+        ]

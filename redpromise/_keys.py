@@ -236,6 +236,11 @@ class Keys:
         """Partition ``k``'s counters hash: ``<state>|<group>`` -> index entries."""
         return f"{self._tags[k]}:n"
 
+    def expiries(self, k: int) -> str:
+        """Partition ``k``'s zset of completed records with a retention:
+        ``<state>|<group>|<id>`` scored by when the record expires (``settle.lua``)."""
+        return f"{self._tags[k]}:e"
+
     def channel(self, k: int) -> str:
         return f"{self._tags[k]}:c"
 

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._codec import as_text
+from ._wire import short_of_replicas
 
 if TYPE_CHECKING:
     from ._client import Redpromise
@@ -377,13 +378,21 @@ class _QueueCollector:
                 "Functions this worker process runs right now",
                 labels=["group"],
             ),
+            GaugeMetricFamily(
+                "redpromise_shard_without_replicas_since_seconds",
+                "Since when (Unix time) a shard refuses this process's writes for want of "
+                "replicas (Settings.replicas_ack, NOREPLICAS); absent once one is acknowledged",
+                labels=["shard"],
+            ),
         ]
 
     def describe(self) -> Iterator[Any]:
         return iter(self._families())
 
     def collect(self) -> Iterator[Any]:
-        depth, in_flight, age, slots, used = self._families()
+        depth, in_flight, age, slots, used, short = self._families()
+        for shard, since_ms in sorted(short_of_replicas().items()):
+            short.add_metric([shard], since_ms / 1000)
         for group, w in sorted(self.watches.items()):
             if w.rp() is not None and w.snapshot is not None:
                 d, f, a = w.snapshot
@@ -394,7 +403,7 @@ class _QueueCollector:
             if not worker.stopping:
                 slots.add_metric([worker.group], worker.settings.concurrency)
                 used.add_metric([worker.group], worker.inflight)
-        return iter([depth, in_flight, age, slots, used])
+        return iter([depth, in_flight, age, slots, used, short])
 
 
 _collector: _QueueCollector | None = None

@@ -135,11 +135,14 @@ def _op(
     return op
 
 
-def openapi(prefix: str = "", function: str = "foo", secured: bool = False) -> dict[str, Any]:
+def openapi(
+    prefix: str = "", function: str = "foo", secured: bool = False, metrics: bool = True
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document served at ``{prefix}/openapi.json``.
 
     ``secured``: the routes other than ``healthz`` and ``openapi.json`` require a bearer
-    token (and may answer 401).
+    token (and may answer 401). ``metrics``: ``/metrics`` is served (prometheus-client is
+    installed); without it the route does not exist and is not described.
     """
     id_required = {
         "name": "id",
@@ -226,7 +229,6 @@ def openapi(prefix: str = "", function: str = "foo", secured: bool = False) -> d
                         "description": "the Prometheus text exposition format",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     },
-                    "501": {"$ref": "#/components/responses/Error"},
                 },
             }
         },
@@ -252,11 +254,13 @@ def openapi(prefix: str = "", function: str = "foo", secured: bool = False) -> d
         "required": ["error"],
         "properties": {"error": {"type": "string"}},
     }
-    if secured:  # metrics are read with the token too; a Prometheus scrape can send it
-        metrics = paths["/metrics"]["get"]
-        metrics["security"] = [{"bearer": []}]
+    if not metrics:
+        del paths["/metrics"]
+    elif secured:  # metrics are read with the token too; a Prometheus scrape can send it
+        get = paths["/metrics"]["get"]
+        get["security"] = [{"bearer": []}]
         unauthorized = {"401": {"$ref": "#/components/responses/Unauthorized"}}
-        metrics["responses"] = dict(sorted({**metrics["responses"], **unauthorized}.items()))
+        get["responses"] = dict(sorted({**get["responses"], **unauthorized}.items()))
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "redpromise gateway", "version": "1"},

@@ -7,13 +7,17 @@ adds the pending entry, ``settle`` (in ``complete`` and ``acquire``'s poison pat
 to the final state's index, in the same script as the write they describe, and a counter
 moves exactly when an entry is added or removed.
 
-A completed record expires by ``PEXPIRE`` (retention), which no script sees. Its entry is
-dropped by ``forget.lua``, called by every worker's upkeep (:class:`IndexSweep`), which
-looks only at entries old enough to have expired: created more than ``retention`` ago.
-The script checks the hash atomically, so an entry whose promise is still there is never
-dropped. A search never writes (it runs with read-only rights, and any number of readers
-cost Redis no writes): it steps over an entry whose promise is gone, and the counters
-keep counting that entry until the sweep drops it.
+A completed record expires by ``PEXPIRE`` (its own retention, given by whoever completed
+it), which no script sees. ``settle`` also records when: a member of the partition's
+expiries zset (``Keys.expiries``) scored by the expiry time. Its entry is dropped by
+``forget.lua``, called by every worker's upkeep (:class:`IndexSweep`), which reads the
+expiries that are due, so each count follows its record's own retention whatever the
+worker's. Entries of records completed before the expiries zset existed are found by age
+instead: created more than the worker's ``retention`` ago. The script checks the hash
+atomically, so an entry whose promise is still there is never dropped. A search never
+writes (it runs with read-only rights, and any number of readers cost Redis no writes):
+it steps over an entry whose promise is gone, and the counters keep counting that entry
+until the sweep drops it.
 """
 
 from __future__ import annotations
@@ -368,9 +372,11 @@ async def counts(store: Store) -> dict[str, dict[str, int]]:
 class IndexSweep:
     """Drops index entries of completed promises whose record expired (retention).
 
-    Looks only at entries created more than ``retention`` ago (no record can expire
-    sooner), ``budget`` per index per run. Entries whose promise is still retained (it ran
-    long) are stepped over, so they cannot stall the sweep of the ones behind them.
+    Reads, per partition, up to ``budget`` expiries that are due (each record's own
+    retention); then, for entries with no expiry (completed by an earlier version), those
+    created more than this worker's ``retention`` ago, ``budget`` per index per run.
+    Entries whose promise is still retained (it ran long) are stepped over, so they cannot
+    stall the sweep of the ones behind them.
     """
 
     def __init__(self, store: Store) -> None:
@@ -389,8 +395,9 @@ class IndexSweep:
         without ``report`` the first is raised.
         """
         store = self.store
+        dropped = await self._due(budget, report)
         if store.retention_ms <= 0:
-            return 0
+            return dropped
         cutoff = store.clock.now_ms() - store.retention_ms  # scores are on Redis' clock
         targets = [(k, s) for k in range(store.keys.partitions) for s in COMPLETED]
         zkeys = [store.keys.index(k, s) for k, s in targets]
@@ -420,7 +427,29 @@ class IndexSweep:
             # Dropped entries leave the range, kept ones stay ahead of the next read; after
             # a short read the index's end was reached: start over next time.
             self._offsets[z] = self._offsets.get(z, 0) + kept[z] if z in full else 0
-        return len(results) - sum(kept.values())
+        return dropped + len(results) - sum(kept.values())
+
+    async def _due(
+        self, budget: int, report: Callable[[Sequence[Any], Sequence[str]], None] | None
+    ) -> int:
+        """Forget the entries whose record's expiry (``Keys.expiries``) has passed."""
+        store = self.store
+        now = store.clock.now_ms()  # scores are on Redis' clock
+        ekeys = [store.keys.expiries(k) for k in range(store.keys.partitions)]
+        found = await store.pipelined(
+            [(_ZRANGE, [e], ["-inf", now, "LIMIT", 0, budget]) for e in ekeys]
+        )
+        _report(report, found, ekeys)
+        calls: list[Call] = []
+        for k, members in enumerate(found):
+            if isinstance(members, BaseException):
+                continue
+            for m in members:
+                state, _, member = as_text(m).partition("|")
+                calls.append(store.forget_call(k, state, member))
+        results = await store.pipelined(calls) if calls else []
+        _report(report, results, [str(keys[0]) for _, keys, _ in calls])
+        return sum(1 for r in results if not isinstance(r, BaseException) and int(r[0]) == 1)
 
 
 def _report(

@@ -417,7 +417,12 @@ class Store:
         id = member.partition("|")[2]
         return (
             self.scripts["forget"],
-            [self.keys.promise(id), self.keys.index(k, state), self.keys.counts(k)],
+            [
+                self.keys.promise(id),
+                self.keys.index(k, state),
+                self.keys.counts(k),
+                self.keys.expiries(k),
+            ],
             [member, state],
         )
 

@@ -85,6 +85,9 @@ class Dashboard:
             "sample_every": _SAMPLE_EVERY,
             "dead": dead,
             "counts": counts,
+            # Shards refusing writes for want of replicas (NOREPLICAS), since when this
+            # gateway's writes were first refused there.
+            "replicas_short": await self.inspector.replicas_short(),
         }
 
     async def current(self) -> dict[str, Any]:

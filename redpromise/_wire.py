@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ __all__ = [
     "bulk",
     "exchange",
     "pack",
+    "server_name",
+    "short_of_replicas",
     "with_wait",
 ]
 
@@ -83,12 +86,35 @@ class Ack:
     timeout_ms: int
 
 
+# Shards ("host:port" of their master) whose last durable write in this process had too
+# few replicas for Settings.replicas_ack -> when this process first saw it so (ms since
+# the epoch). A write acknowledged in full removes the shard. Kept in the process that
+# saw the refusals (no Redis write): its dashboard, /metrics and health() show it.
+_SHORT_OF_REPLICAS: dict[str, int] = {}
+
+
+def short_of_replicas() -> dict[str, int]:
+    """``{shard: since_ms}``: the shards refusing this process's writes for want of
+    replicas (``NOREPLICAS``), since when (ms since the epoch), until one is acknowledged."""
+    return dict(_SHORT_OF_REPLICAS)
+
+
+def server_name(redis: Any) -> str:
+    """``host:port`` (or the socket path) of a single-server client's Redis."""
+    kw = getattr(getattr(redis, "connection_pool", None), "connection_kwargs", {})
+    return str(kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}")
+
+
 def with_wait(
-    commands: Sequence[Sequence[Any]], durable: Sequence[bool] | None, ack: Ack | None
+    commands: Sequence[Sequence[Any]],
+    durable: Sequence[bool] | None,
+    ack: Ack | None,
+    shard: str = "",
 ) -> tuple[list[Sequence[Any]], Callable[[list[Any]], list[Any]]]:
     """``commands`` with a ``WAIT`` after them when one is durable, and the function that
     takes the replies back: the WAIT's own reply dropped, and each durable write's reply
-    replaced by :class:`StoreUnavailable` when too few replicas acknowledged it."""
+    replaced by :class:`StoreUnavailable` when too few replicas acknowledged it (``shard``,
+    the master they went to, is then in :func:`short_of_replicas` until a write is)."""
     if ack is None or not durable or not any(durable):
         return list(commands), _same
     wait = ["WAIT", ack.replicas, ack.timeout_ms]
@@ -96,7 +122,10 @@ def with_wait(
     def check(replies: list[Any]) -> list[Any]:
         got, out = replies[-1], replies[:-1]
         if isinstance(got, int) and got >= ack.replicas:
+            _SHORT_OF_REPLICAS.pop(shard, None)
             return out
+        if isinstance(got, int):  # not an error reply about the WAIT itself
+            _SHORT_OF_REPLICAS.setdefault(shard, int(time.time() * 1000))
         err = StoreUnavailable(
             f"the write was not acknowledged by {ack.replicas} replica(s) within "
             f"{ack.timeout_ms} ms (WAIT answered {got!r}); it may or may not survive a "
@@ -139,7 +168,7 @@ async def exchange(
 
         return await cluster_exchange(redis, commands, resend=resend, durable=durable, ack=ack)
     n = len(commands)
-    commands, check = with_wait(commands, durable, ack)
+    commands, check = with_wait(commands, durable, ack, server_name(redis) if ack else "")
     if packed is not None and len(commands) > n:
         packed = [*packed, None]  # the WAIT
     data = pack(commands, packed)

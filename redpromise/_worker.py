@@ -468,9 +468,9 @@ class Worker:
             delay_ms = int(delay.total_seconds() * 1000)
             if self.store.clock.now_ms() + delay_ms < ex.timeout_at:
                 log.info(
-                    "%r attempt %d failed (%s: %s); retry in %s",
+                    "%r failed at attempt=%d (%s: %s); retry in %s",
                     ex.id,
-                    ex.attempt + 1,
+                    ex.attempt,
                     info["type"],
                     info["message"],
                     delay,
@@ -487,7 +487,7 @@ class Worker:
                     metrics.refused(self.group, "retry", CODES.get(code, str(code)))
                     log.warning("retry of %r refused: %s", ex.id, CODES.get(code, code))
                 return
-        log.info("%r rejected after %d attempts: %s", ex.id, ex.attempt + 1, info["type"])
+        log.info("%r rejected at attempt=%d: %s", ex.id, ex.attempt, info["type"])
         await self._complete(ex, "rejected", error)
 
     async def _suspend(self, ex: Execution, wake_at: int) -> None:

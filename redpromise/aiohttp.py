@@ -3,7 +3,7 @@
 Two lines give a service Resonate's gateway routes, backed by durable promises::
 
     app = web.Application()
-    add_routes(app, Redpromise.from_env(), "foo", target="poll://any@worker")
+    add_routes(app, Redpromise.from_env(group="gateway"), "foo", target="poll://any@worker")
 
 Routes (under ``prefix``; every body is JSON, errors are ``{"error": "<message>"}``):
 
@@ -33,7 +33,7 @@ Routes (under ``prefix``; every body is JSON, errors are ``{"error": "<message>"
     document: it is the page's own interface).
 ``GET /metrics``
     Prometheus metrics of this process, with the queue gauges of the target group
-    (``pip install redpromise[metrics]``; ``501`` without it).
+    (``pip install redpromise[metrics]``; without it the route does not exist: 404).
 
 Status codes: 400 bad id / query / JSON, 401 missing or wrong bearer token (when ``token``
 is set, on every route, the dashboard's included, but ``/healthz`` and ``/openapi.json``),
@@ -487,11 +487,10 @@ class Gateway:
         return _json({"status": "ok"})
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
-        return _json(openapi(self.prefix, self.function, self.token is not None))
+        doc = openapi(self.prefix, self.function, self.token is not None, _metrics.AVAILABLE)
+        return _json(doc)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        if not _metrics.AVAILABLE:
-            raise _HTTPError(501, "metrics need prometheus-client: pip install redpromise[metrics]")
         body = await _metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": _metrics.CONTENT_TYPE})
 
@@ -579,7 +578,8 @@ def add_routes(
     r.add_post(gw.path("/cancel"), gw.guard(gw.cancel))
     r.add_get(gw.path("/healthz"), gw.guard(gw.healthz, auth=False))
     r.add_get(gw.path("/openapi.json"), gw.guard(gw.openapi, auth=False))
-    r.add_get(gw.path("/metrics"), gw.guard(gw.metrics, span=False))
+    if _metrics.AVAILABLE:  # no route rather than a 5xx one: /openapi.json agrees
+        r.add_get(gw.path("/metrics"), gw.guard(gw.metrics, span=False))
     _metrics.watch(rp, parse_target(target))
     if ui:
         from ._ui import add_ui  # imported here: the dashboard builds on this module

@@ -28,7 +28,7 @@ from yarl import URL
 if __package__ in (None, ""):  # run as a script: make `redpromise` importable from the repo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from redpromise import ConfigurationError, Redpromise, Settings
+from redpromise import ConfigurationError, Redpromise
 from redpromise._runner import event_loop_factory
 from redpromise.aiohttp import add_routes
 
@@ -120,9 +120,7 @@ def _float_env(name: str, default: float) -> float:
 def init(rp: Redpromise | None = None) -> web.Application:
     """The gateway application (configured from the environment; ``rp`` for tests)."""
     if rp is None:
-        rp = Redpromise(
-            os.environ.get("REDPROMISE_URL") or None, group="gateway", settings=Settings.from_env()
-        )
+        rp = Redpromise.from_env(group="gateway")
     app = web.Application()
     add_routes(
         app,

@@ -22,10 +22,18 @@ from redis import exceptions as rex
 from redis.asyncio import Redis
 
 from redpromise import ConfigurationError, PromiseRejected, Redpromise, _acl, _client, _wire
-from redpromise._acl import CLIENT_RULES, WORKER_RULES, describe_noperm, setuser_line
+from redpromise._acl import (
+    CLIENT_RULES,
+    CLUSTER_RULES,
+    OPERATOR_RULES,
+    SCRIPT_VARIABLES,
+    WORKER_RULES,
+    describe_noperm,
+    setuser_line,
+)
 from redpromise._codec import encode
 from redpromise._faults import typed
-from redpromise._keys import Keys
+from redpromise._keys import LAYOUT_SPREAD, Keys
 from redpromise._options import Settings
 from redpromise._store import Store
 from tests.conftest import Backend, fast_settings
@@ -190,6 +198,23 @@ async def test_minimal_acl_user_from_the_readme_runs_the_seed_flow(
     assert "permission" not in out.lower() and "Traceback" not in out, out
 
 
+@pytest.mark.real
+async def test_a_namespace_first_opened_by_a_probed_user_gets_the_current_key_layout(
+    acl_server: RedisServer, admin: Redis, namespace: str
+) -> None:
+    """The README's user has no ``acl`` rights, so its start is checked by the probe,
+    which runs before the key layout is pinned: it must not write the namespace's meta
+    (a meta with ``partitions`` and no ``layout`` reads as a legacy namespace)."""
+    line = setuser_line("app", Keys(namespace)).replace(
+        "ACL SETUSER app", "ACL SETUSER app on >pw resetchannels"
+    )
+    await run_line(admin, line)
+    async with Redpromise(user_url(acl_server), settings=fast_settings(namespace)) as rp:
+        assert rp.keys.layout == LAYOUT_SPREAD
+    assert await admin.hget(f"{namespace}:meta", "layout") == str(LAYOUT_SPREAD).encode()
+    assert await admin.keys("*acl-probe*") == []  # the probe left nothing behind
+
+
 def readme_operator_line() -> str:
     section = (ROOT / "README.md").read_text(encoding="utf-8").split(
         "## Running as an ACL user", 1
@@ -197,6 +222,19 @@ def readme_operator_line() -> str:
     match = re.search(r"^ACL SETUSER app \+.*$", section, re.MULTILINE)
     assert match, "README's ACL section has no operator line"
     return match.group(0)
+
+
+def test_readme_operator_and_cluster_lines_are_the_ones_redpromise_suggests() -> None:
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split(
+        "## Running as an ACL user", 1
+    )[1]
+    lines = re.findall(r"^ACL SETUSER app \+.*$", section, re.MULTILINE)
+    keys = Keys("rp")
+    only = {"key_access": False, "channel_access": False}
+    assert lines == [
+        setuser_line("app", keys, commands=OPERATOR_RULES, **only),
+        setuser_line("app", keys, commands=CLUSTER_RULES, **only),
+    ]
 
 
 @pytest.mark.real
@@ -391,13 +429,25 @@ def test_key_patterns_cover_the_hash_tagged_keys_and_escape_glob_characters() ->
 
 
 def test_acl_rules_cover_every_command_the_lua_scripts_run() -> None:
+    """Commands named by a string and by a variable (whose values SCRIPT_VARIABLES lists):
+    every one is granted, the sharded ones by the cluster rules."""
     root = resources.files("redpromise") / "lua"
     files = [*root.iterdir(), *(root / "includes").iterdir()]
-    used = {
-        name.lower()
-        for f in files
-        if f.name.endswith(".lua")
-        for name in re.findall(r"redis\.p?call\('(\w+)'", f.read_text(encoding="utf-8"))
-    }
-    granted = set(CLIENT_RULES + WORKER_RULES)
-    assert used and used <= granted, used - granted
+    texts = [f.read_text(encoding="utf-8") for f in files if f.name.endswith(".lua")]
+    calls = [c for t in texts for c in re.findall(r"redis\.p?call\(\s*([^,)]+)", t)]
+    named = {c.strip("'\"").lower() for c in calls if c[0] in "'\""}
+    variables = {c.strip() for c in calls if c[0] not in "'\""}
+    assert variables and variables <= set(SCRIPT_VARIABLES), variables - set(SCRIPT_VARIABLES)
+    used = named | {v for name in variables for v in SCRIPT_VARIABLES[name]}
+    granted = set(CLIENT_RULES + WORKER_RULES + CLUSTER_RULES)
+    assert named and used <= granted, used - granted
+
+
+def test_the_publish_variable_holds_only_commands_the_rules_name() -> None:
+    """settle.lua's `publish` comes from Store.publish: both of its values are listed."""
+    store = Store(Redis(), Keys("rp"), Settings())
+    seen = set()
+    for sharded in (False, True):
+        store.sharded = sharded
+        seen.add(store.publish.lower())
+    assert seen == set(SCRIPT_VARIABLES["publish"])

@@ -24,6 +24,7 @@ from redpromise import (
     PromiseRejected,
     Redpromise,
 )
+from tests.conftest import Backend
 from tests.helpers import assert_eventually
 
 MakeRp = Callable[..., Awaitable[Redpromise]]
@@ -287,6 +288,44 @@ async def test_cancel_of_a_parent_cancels_its_children(make_rp: MakeRp) -> None:
     await asyncio.wait_for(child_started.wait(), 10)
     await gateway.cancel("par")
     assert await (await gateway.get("par.1")).state() == "rejected_canceled"
+
+
+async def test_cancel_reaches_children_for_as_long_as_the_parent_is_pending(
+    make_rp: MakeRp, backend: Backend
+) -> None:
+    """The adopting worker's own timeout and retention (here 0.3 s each) do not bound how
+    long a parent's children are known: the parent (60 s timeout) is canceled after
+    both have passed, and its child is canceled too. Then the set follows the parent's
+    record: it expires with the canceling client's retention."""
+    rp = await make_rp(timeout=timedelta(milliseconds=300), retention=timedelta(milliseconds=300))
+    gateway = await make_rp(group="gateway", retention=timedelta(seconds=30))
+    raw = backend.client()
+    child_started = asyncio.Event()
+
+    @rp.register
+    async def forever(ctx: Context) -> None:
+        child_started.set()
+        await asyncio.sleep(3600)
+
+    @rp.register
+    async def parent(ctx: Context) -> Any:
+        return await ctx.rpc("forever", timeout=60)
+
+    await rp.start()
+    await gateway.begin_rpc("par", "parent", timeout=60)
+    await asyncio.wait_for(child_started.wait(), 10)
+    adopted = await raw.time()
+
+    async def passed() -> bool:  # on Redis' clock, which expires keys
+        now = await raw.time()
+        return (now[0] - adopted[0]) * 1000 + (now[1] - adopted[1]) // 1000 > 700
+
+    await assert_eventually(passed)
+    await gateway.cancel("par")
+    assert await (await gateway.get("par.1")).state() == "rejected_canceled"
+    ttl = await raw.pttl(gateway.keys.children("par"))
+    assert 0 < ttl <= 30_000
+    await raw.aclose()
 
 
 async def test_changed_code_on_replay_rejects_with_nondeterminism_error(

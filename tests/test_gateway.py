@@ -18,7 +18,7 @@ import fakeredis
 import pytest
 from aiohttp import test_utils, web
 
-from redpromise import Context, Redpromise
+from redpromise import Context, Redpromise, _metrics
 from redpromise.aiohttp import GATEWAYS, REDPROMISE, Gateway, add_routes, openapi
 from services import gateway as gateway_service
 from services import worker as worker_service
@@ -395,6 +395,19 @@ async def test_openapi_document_lists_every_route_under_the_prefix(env: Env) -> 
     }
     assert doc["paths"]["/jobs/wait"]["get"]["security"] == [{"bearer": []}]
     assert doc == json.loads(json.dumps(openapi("/jobs", "foo", True)))
+
+
+async def test_without_prometheus_client_metrics_is_neither_routed_nor_documented(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No 5xx route for a fuzzer to find: /metrics is absent from the app and the document."""
+    monkeypatch.setattr(_metrics, "AVAILABLE", False)
+    rp = await env.make_rp(group="gateway")
+    client, _ = await env.client(gateway_service.init(rp))
+    doc = await body(await client.get("/openapi.json"))
+    assert "/metrics" not in doc["paths"] and "/begin" in doc["paths"]
+    resp = await client.get("/metrics")
+    assert resp.status == 404 and "error" in await body(resp)
 
 
 async def test_prefix_mounts_the_routes_and_the_wait_link(env: Env) -> None:

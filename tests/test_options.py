@@ -284,6 +284,24 @@ def test_zero_shutdown_grace_from_env_means_no_grace(env: pytest.MonkeyPatch) ->
     assert Settings.from_env().shutdown_grace == timedelta(0)
 
 
+async def test_from_env_for_a_gateway_keeps_its_group_and_reads_the_settings(
+    env: pytest.MonkeyPatch,
+) -> None:
+    """A gateway sharing the workers' environment (REDPROMISE_GROUP=payments) is not
+    silently a member of their group: its own group wins, settings still come from env."""
+    env.setenv("REDPROMISE_GROUP", "payments")
+    env.setenv("REDPROMISE_NAMESPACE", "shop")
+    rp = Redpromise.from_env(group="gateway", concurrency=3)
+    try:
+        assert (rp.group, rp.settings.namespace, rp.settings.concurrency) == (
+            "gateway",
+            "shop",
+            3,
+        )
+    finally:
+        await rp.redis.aclose()
+
+
 async def test_redpromise_from_env_uses_url_group_and_settings(env: pytest.MonkeyPatch) -> None:
     env.setenv("REDPROMISE_URL", "redis://127.0.0.1:1/3")
     env.setenv("REDPROMISE_GROUP", "payments")

@@ -322,6 +322,33 @@ async def test_a_workers_upkeep_sweeps_expired_entries(make_rp: MakeRp) -> None:
     )
 
 
+async def test_a_count_follows_each_records_own_retention_not_the_sweepers(
+    make_rp: MakeRp,
+) -> None:
+    """Records canceled by a client whose retention is 200 ms leave the counts at their
+    own expiry, swept by a worker that keeps its own records for a day, and by one that
+    keeps them forever; a record kept forever stays counted."""
+    day = await make_rp(retention=timedelta(days=1))
+    forever = await make_rp(retention=None)
+    for w in (day, forever):
+        w.register(lambda ctx: 1, name="work")
+        await w.start()
+    client = await make_rp(group="gateway", retention=timedelta(milliseconds=200))
+    keeper = await make_rp(group="gateway", retention=None)
+    for i in range(5):
+        await client.begin_rpc(f"c{i}", "work", target="elsewhere")
+        await client.cancel(f"c{i}")
+    await keeper.begin_rpc("kept", "work", target="elsewhere")
+    await keeper.cancel("kept")
+    assert (await client.counts())["rejected_canceled"] == {"elsewhere": 6}
+    await assert_eventually(
+        lambda: _counted(client, "rejected_canceled", {"elsewhere": 1}),
+        timeout=20,
+        message="the workers' upkeep never swept the expired records",
+    )
+    assert await ids_of(client, state="rejected_canceled") == ["kept"]
+
+
 async def _counted(rp: Redpromise, state: str, expected: dict[str, int]) -> bool:
     return (await rp.counts())[state] == expected
 

@@ -50,9 +50,15 @@ async def groups(rp: Redpromise, args: argparse.Namespace) -> int:
 async def stats(rp: Redpromise, args: argparse.Namespace) -> int:
     counts = await rp.counts()
     totals = {s: sum(per_group.values()) for s, per_group in counts.items()}
+    short = await Inspector(rp).replicas_short()
     if args.json:
-        emit_json({"counts": counts, "totals": totals})
+        emit_json({"counts": counts, "totals": totals, "replicas_short": short})
         return 0
+    for r in short:
+        print(
+            f"shard {r['shard']}: {r['replicas']} of {r['needed']} replicas "
+            "(REDPROMISE_REPLICAS_ACK): writes refused (NOREPLICAS) until one returns"
+        )
     names = sorted({g for per_group in counts.values() for g in per_group})
     rows: list[tuple[Any, ...]] = [
         (

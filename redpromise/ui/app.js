@@ -151,6 +151,9 @@ async function loadOverview() {
   }
   if (!workers.rows.length) workers.append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "no consumers")));
   $("dead-count").textContent = data.dead;
+  const short = data.replicas_short || [];
+  $("replicas").hidden = !short.length;
+  $("replicas").textContent = short.map((r) => `shard ${r.shard} refuses writes (NOREPLICAS: too few replicas for replicas_ack) since ${new Date(r.since).toISOString()}`).join("; ");
   drawChart(data.history, data.groups.map((g) => g.name));
 }
 

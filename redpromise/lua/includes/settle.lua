@@ -15,6 +15,12 @@
 --       search entry moves from the pending index to its final state's, and the counters
 --       follow (a counter moves only when its entry does, so a replay counts nothing)
 --   now: the caller's now_ms(), stored as completed_at (one TIME per script call)
+-- With a retention, two keys of the promise's hash tag (so of its slot), built from pkey
+-- rather than passed by every caller, follow the record: its children set (canceling
+-- the promise reaches its children for as long as the record exists, and no longer) and
+-- the partition's expiries zset ({ns:k}:e, '<state>|<group>|<id>' scored by the time the
+-- record expires), from which every worker's upkeep drops the count of the state at
+-- that record's own expiry (redpromise/_search.py, IndexSweep).
 -- Returns completed_at as the text stored. Needs text.lua.
 local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, value,
                       retention_ms, channel, by, entry, publish, index, now)
@@ -47,8 +53,12 @@ local function settle(pkey, skey, stream, timeouts, delayed, id, group, state, v
   if redis.call('ZADD', index[2], score, member) == 1 then
     redis.call('HINCRBY', index[3], state .. '|' .. group, '1')
   end
-  if tonumber(retention_ms) > 0 then
+  local keep = tonumber(retention_ms)
+  if keep > 0 then
     redis.call('PEXPIRE', pkey, retention_ms)
+    local tag = string.sub(pkey, 1, #pkey - #id - 3)  -- pkey is <tag>:p:<id>
+    redis.call('PEXPIRE', tag .. ':k:' .. id, retention_ms)
+    redis.call('ZADD', tag .. ':e', int_text(now + keep), state .. '|' .. member)
   end
   -- pcall: the promise is already stored and Redis never rolls back a script's writes, so
   -- a refused PUBLISH (an ACL user without channel rights) must not turn a stored
