@@ -50,11 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # redpromise: from PYT
 
 import run as bench
 
-from redpromise._codec import encode
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._scripts import Command
-from redpromise._store import _FIELDS, _HMGET, Call, Store
+from redpromise.core.codec import encode
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.scripts import Command
+from redpromise.store.store import _FIELDS, _HMGET, Call, Store
 
 GROUP = "g"
 PHASES = ("create", "xreadgroup", "acquire", "take", "complete", "read")

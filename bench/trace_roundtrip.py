@@ -45,7 +45,9 @@ def settings() -> Any:
 
 
 async def worker(url: str, out: Path) -> None:
-    from redpromise import Redpromise, _reads, _store
+    from redpromise import Redpromise
+    from redpromise.store import store as _store
+    from redpromise.worker import reads as _reads
 
     marks: dict[str, dict[str, float]] = {}
 
@@ -94,7 +96,7 @@ async def worker(url: str, out: Path) -> None:
 
 
 async def produce(url: str, n: int, snap: Any) -> dict[str, dict[str, float]]:
-    from redpromise import _waiter
+    from redpromise.client import waiter as _waiter
 
     marks: dict[str, dict[str, float]] = {}
     if not hasattr(_waiter.Waiter, "_heard_outcome"):  # before messages carried outcomes
@@ -131,7 +133,8 @@ async def produce(url: str, n: int, snap: Any) -> dict[str, dict[str, float]]:
 
 async def _sequential(url: str, n: int, marks: dict[str, dict[str, float]], snap: Any
                       ) -> dict[str, dict[str, float]]:
-    from redpromise import Redpromise, _wire
+    from redpromise import Redpromise
+    from redpromise.redis import wire as _wire
 
     roundtrip = _wire._roundtrip
     current: list[str] = [""]

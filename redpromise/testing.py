@@ -14,7 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, NoScriptError
 
-from ._scripts import SCRIPT_NAMES, Script
+from redpromise.store.scripts import SCRIPT_NAMES, Script
 
 __all__ = ["FaultyRedis"]
 

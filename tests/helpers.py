@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from redpromise._scripts import SCRIPT_NAMES, Script
+from redpromise.store.scripts import SCRIPT_NAMES, Script
 
 __all__ = ["Counted", "CuttingProxy", "assert_eventually"]
 

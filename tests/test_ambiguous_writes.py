@@ -14,10 +14,10 @@ import pytest
 from redis.exceptions import ConnectionError
 
 from redpromise import Context, Redpromise, StoreUnavailable
-from redpromise._codec import encode
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._store import Store
+from redpromise.core.codec import encode
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.store import Store
 from redpromise.testing import FaultyRedis
 from tests.helpers import assert_eventually
 from tests.storeops import (

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from redpromise import Context, Redpromise
-from redpromise._inspect import requeue_id
-from redpromise._keys import Keys
+from redpromise.client.inspect import requeue_id
+from redpromise.core.keys import Keys
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.redis_server import RedisServer

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from redpromise._scripts import CODES, SCRIPT_NAMES, _source
+from redpromise.store.scripts import CODES, SCRIPT_NAMES, _source
 
 _HEADER = re.compile(r"\A--\[\[(.*?)\]\]", re.DOTALL)
 _DOCUMENTED = re.compile(r"^\s*\{\s*(-?\d+)\b", re.MULTILINE)
@@ -16,7 +16,7 @@ _RETURNED = re.compile(r"\breturn\s*\{\s*(-?\d+)\b")
 
 def _script(name: str) -> tuple[str, str]:
     """(header, body) of ``lua/<name>.lua``."""
-    text = (resources.files("redpromise") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+    text = (resources.files("redpromise.store") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
     match = _HEADER.match(text)
     assert match, f"{name}.lua must open with a --[[ … ]] header"
     return match.group(1), text[match.end() :]
@@ -36,7 +36,7 @@ def returned(name: str) -> set[int]:
 def test_every_lua_file_is_a_loaded_script() -> None:
     files = {
         p.name.removesuffix(".lua")
-        for p in (resources.files("redpromise") / "lua").iterdir()
+        for p in (resources.files("redpromise.store") / "lua").iterdir()
         if p.name.endswith(".lua")
     }
     assert files == set(SCRIPT_NAMES)

@@ -10,9 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import ConfigurationError
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._store import Store
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.store import Store
 from redpromise.testing import FaultyRedis
 from tests.helpers import assert_eventually
 from tests.storeops import G, acquire, claim, create, deliver, text

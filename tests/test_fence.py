@@ -19,8 +19,8 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import Context, Redpromise
-from redpromise._codec import decode
-from redpromise._store import Call
+from redpromise.core.codec import decode
+from redpromise.store.store import Call
 from tests.helpers import assert_eventually
 from tests.proctools import MakeClient, StartWorker, client, fx_equals, keys_of, owner_pid, raw
 

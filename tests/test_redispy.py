@@ -1,4 +1,4 @@
-"""The redis-py internals redpromise relies on (redpromise/_redispy.py), one test each.
+"""The redis-py internals redpromise relies on (redpromise/redis/redispy.py), one test each.
 
 Each test checks, on the installed redis-py, that the internal its accessor reads still
 exists and behaves as the accessor says; a redis-py release that changed it fails here,
@@ -21,13 +21,14 @@ from redis.asyncio import RedisCluster as ClusterClient
 from redis.crc import key_slot
 from redis.exceptions import ResponseError, SlotNotCoveredError
 
-from redpromise import _redispy, _wire
-from redpromise._connect import connect
-from redpromise._wire import exchange, pack
+from redpromise.redis import redispy as _redispy
+from redpromise.redis import wire as _wire
+from redpromise.redis.connect import connect
+from redpromise.redis.wire import exchange, pack
 from tests.helpers import assert_eventually
 from tests.redis_cluster import RedisCluster
 
-CHANGED = "redis-py changed an internal redpromise relies on: redpromise._redispy."
+CHANGED = "redis-py changed an internal redpromise relies on: redpromise.redis.redispy."
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from redpromise import Context, Redpromise
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._store import Store
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.store import Store
 from redpromise.testing import FaultyRedis
 from tests.storeops import (
     POISON,

@@ -14,10 +14,10 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import Redpromise
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._store import Store
-from redpromise._worker import Worker
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.store import Store
+from redpromise.worker.worker import Worker
 from tests.helpers import assert_eventually
 from tests.storeops import G, create, dkey, fields, promote, running, stream, tkey
 

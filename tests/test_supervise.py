@@ -12,8 +12,8 @@ from redis import exceptions as rex
 from redis._parsers.base import BaseParser
 
 from redpromise import ConfigurationError, CorruptRecord, StoreError, StoreUnavailable
-from redpromise._faults import cause_of, retryable, typed
-from redpromise._supervise import Supervisor
+from redpromise.redis.classify import cause_of, retryable, typed
+from redpromise.worker.supervise import Supervisor
 from tests.helpers import assert_eventually
 
 

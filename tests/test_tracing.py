@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util._once import Once
 
 from redpromise import Redpromise
-from redpromise.aiohttp import add_routes
+from redpromise.http.gateway import add_routes
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.procs import WorkerProcess
@@ -112,7 +112,7 @@ async def test_worker_spans_join_the_gateway_requests_trace(
 
 
 def test_without_a_configured_provider_no_span_and_no_context_is_added() -> None:
-    from redpromise import _tracing
+    from redpromise.observe import tracing as _tracing
 
     assert _tracing.AVAILABLE and not _tracing.active()
     assert _tracing.with_context({"a": [], "k": {}}) == {"a": [], "k": {}}
@@ -124,8 +124,10 @@ sys.modules["prometheus_client"] = None
 sys.modules["opentelemetry"] = None
 import fakeredis
 from aiohttp import test_utils, web
-from redpromise import Context, Redpromise, _metrics, _tracing
-from redpromise.aiohttp import add_routes
+from redpromise import Context, Redpromise
+from redpromise.observe import metrics as _metrics
+from redpromise.observe import tracing as _tracing
+from redpromise.http.gateway import add_routes
 from tests.conftest import fast_settings
 
 async def main() -> None:

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from redis.asyncio import Redis
 
-from redpromise._codec import decode, decode_error
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._store import Store
+from redpromise.core.codec import decode, decode_error
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.store import Store
 from tests.helpers import assert_eventually
 from tests.storeops import (
     HOUR_MS,

@@ -11,7 +11,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
-from redpromise import Redpromise, _waiter
+from redpromise import Redpromise
+from redpromise.client import waiter as _waiter
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.redis_server import RedisServer

@@ -9,9 +9,9 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import DataError, NoScriptError, ResponseError
 
-from redpromise import _redispy
-from redpromise._connect import connect
-from redpromise._wire import exchange, pack
+from redpromise.redis import redispy as _redispy
+from redpromise.redis.connect import connect
+from redpromise.redis.wire import exchange, pack
 from tests.helpers import CuttingProxy, assert_eventually
 from tests.redis_server import RedisServer
 
@@ -151,7 +151,7 @@ async def test_a_connection_closed_under_a_batch_is_a_connection_error(real_url:
     AttributeError that stopped a worker in a failover."""
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from redpromise._wire import _roundtrip
+    from redpromise.redis.wire import _roundtrip
 
     client = Redis.from_url(real_url)
     conn = client.connection_pool.make_connection()
@@ -177,7 +177,7 @@ async def test_replies_whole_in_the_buffer_are_taken_in_order_and_errors_raised(
 ) -> None:
     """What the completion listener reads a burst of messages with: after one
     read_response, the rest of the burst straight from the parser's buffer."""
-    from redpromise._wire import NOTHING_BUFFERED, buffered
+    from redpromise.redis.wire import NOTHING_BUFFERED, buffered
 
     client = Redis.from_url(real_url, protocol=2)
     conn = client.connection_pool.make_connection()
@@ -225,7 +225,7 @@ async def test_batches_in_a_row_reuse_one_kept_connection_given_back_when_idle(
 ) -> None:
     """Checking a connection out of redis-py's pool and back costs more than a small
     batch: one that served a batch in full serves the next, until batches stop."""
-    from redpromise import _wire
+    from redpromise.redis import wire as _wire
 
     monkeypatch.setattr(_wire, "_KEEP_IDLE", 0.1)
     client = connect(real_url)
@@ -280,7 +280,7 @@ async def test_kept_connections_survive_pool_reset_and_disconnect_unshared_and_u
     in use) and ``disconnect()`` closes them, kept ones included, between batches or
     under one: batches go on answered each with its own replies, no connection serves
     two batches at once, and none stays open once the client is closed."""
-    from redpromise import _wire
+    from redpromise.redis import wire as _wire
 
     monkeypatch.setattr(_wire, "_KEEP_IDLE", 0.05)
     client = connect(own_redis_server.url)

@@ -1,0 +1,177 @@
+"""One acquired delivery of a promise (:class:`Execution`), and how its writes wait out
+a Redis outage (:func:`persist`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redpromise.core.backoff import Backoff
+from redpromise.core.errors import LeaseLost
+from redpromise.observe import metrics as metrics
+from redpromise.redis.classify import cause_of, retryable
+from redpromise.store.scripts import CODES
+
+if TYPE_CHECKING:
+    from redpromise.worker.worker import Worker
+
+__all__ = ["Execution", "Slots", "id_field", "persist", "waitable"]
+
+log = logging.getLogger("redpromise.worker")
+
+
+async def persist(op: Callable[[], Awaitable[Any]], lease: float) -> Any:
+    """Run a fenced write, retrying through a Redis outage for up to one ``lease``.
+
+    Every transition is safe to replay, so an ambiguous failure is simply repeated.
+    Returns ``None`` when Redis stayed unavailable: the execution's entry is then
+    reclaimed after its lease and the promise runs again (nothing is lost).
+    """
+    started = time.monotonic()
+    try:
+        return await op()  # the usual case: no deadline or backoff to set up
+    except Exception as exc:
+        if not waitable(exc):
+            raise
+        failure = exc
+    deadline = started + max(lease, 1.0)
+    backoff = Backoff(0.05, 1.0)
+    while time.monotonic() <= deadline:
+        await asyncio.sleep(backoff.next())
+        try:
+            return await op()
+        except Exception as exc:
+            if not waitable(exc):
+                raise
+            failure = exc
+    log.error(
+        "gave up writing after Redis stayed unavailable for a lease (%s: %s); "
+        "the promise will be redelivered",
+        cause_of(failure),
+        failure,
+    )
+    return None
+
+
+def waitable(exc: BaseException) -> bool:
+    """A failure a write should wait out: Redis down or refusing for now, or a right
+    an operator is expected to grant back."""
+    return retryable(exc) or cause_of(exc) == "NOPERM"
+
+
+@dataclass(eq=False, slots=True)
+class Execution:
+    """One acquired delivery of a promise, owned by this worker until it completes."""
+
+    worker: Worker
+    id: str
+    k: int
+    entry: str
+    version: int
+    func: str
+    args: bytes
+    attempt: int
+    timeout_at: int
+    retry: bytes
+    deliveries: int
+    steps: dict[int, bytes]
+    last_hb: float = field(default_factory=time.monotonic)
+    lost: str | None = None
+    finishing: bool = False
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def limit(self) -> int:
+        return self.worker.settings.max_payload_bytes
+
+    def ensure_alive(self) -> None:
+        """Raise :class:`LeaseLost` unless this execution may still start a step."""
+        if self.lost is not None:
+            raise LeaseLost(f"execution of {self.id!r} lost its lease: {self.lost}")
+        if time.monotonic() - self.last_hb > self.worker.lease:
+            raise LeaseLost(f"execution of {self.id!r} has not renewed its lease in time")
+
+    async def checkpoint(self, seq: int, blob: bytes) -> int:
+        """Record step ``seq``; the fence's reply code. Waits out a Redis outage for up
+        to one lease, then gives the execution up (:class:`LeaseLost`): it is redelivered
+        and replays to the last recorded step."""
+        code = await self.worker.persist(
+            lambda: self.worker.store.checkpoint(self.id, self.version, seq, blob)
+        )
+        if code is None:
+            self.lost = "Redis unavailable for a whole lease"
+            raise LeaseLost(f"execution of {self.id!r} could not checkpoint: {self.lost}")
+        if code == 1:
+            metrics.step(self.worker.group, self.func)
+        else:
+            metrics.refused(self.worker.group, "checkpoint", CODES.get(code, str(code)))
+        return int(code)
+
+    def stop_reason(self, code: int) -> None:
+        """Record why the fence refused this execution (it must stop)."""
+        if self.lost is None:
+            self.lost = CODES.get(code, str(code))
+
+
+class Slots:
+    """At most ``n`` functions run at once, first come first served: what an
+    ``asyncio.Semaphore`` guarantees, without the coroutines and the generator its
+    ``async with`` costs per execution when a slot is free (the usual case).
+
+    ``if not slots.take(): await slots.wait()`` gets a slot; ``give()`` returns it.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def take(self) -> bool:
+        """Take a free slot now, unless none is free or others wait for one first."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def wait(self) -> None:
+        """Wait for a slot (after :meth:`take` failed); the slot is ours on return."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.give()  # handed a slot as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+
+    def give(self) -> None:
+        """Return a slot: straight to the first live waiter, else to the free count."""
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
+
+
+def id_field(fields: Any) -> Any:
+    """The ``id`` field of a stream entry: a dict (parsed by redis-py) or a flat list."""
+    if isinstance(fields, dict):
+        return fields.get(b"id", fields.get("id"))
+    if isinstance(fields, list):
+        for i in range(0, len(fields) - 1, 2):
+            if fields[i] in (b"id", "id"):
+                return fields[i + 1]
+    return None
+
+
