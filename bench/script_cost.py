@@ -189,7 +189,7 @@ async def one_run(
         results: list[Any] = []
         for i in range(0, len(calls), batch):
             part = calls[i : i + batch]
-            results += await (store.take(part) if take else store.pipelined(part))
+            results += await (store.take(part) if take else store.run_calls(part))
         after_cpu = bench.redis_cpu(sync)
         if meter is not None:
             after_cpu = before_cpu + meter.stop() / 1e6  # so "us" below is instructions

@@ -136,7 +136,7 @@ async def _sequential(url: str, n: int, marks: dict[str, dict[str, float]], snap
     from redpromise import Redpromise
     from redpromise.redis import wire as _wire
 
-    roundtrip = _wire._roundtrip
+    roundtrip = _wire.roundtrip
     current: list[str] = [""]
 
     async def traced_roundtrip(conn: Any, packed: bytes, n: int) -> Any:
@@ -149,7 +149,7 @@ async def _sequential(url: str, n: int, marks: dict[str, dict[str, float]], snap
             m["replied"] = now()  # type: ignore[index]
         return out
 
-    _wire._roundtrip = traced_roundtrip  # type: ignore[assignment]
+    _wire.roundtrip = traced_roundtrip  # type: ignore[assignment]
 
     rp = Redpromise(url, settings=settings())
     run = os.urandom(4).hex()

@@ -27,7 +27,7 @@ from redpromise.core.codec import encode
 from redpromise.core.keys import LAYOUT_SPREAD, Keys
 from redpromise.core.options import Settings
 from redpromise.redis import acl as _acl
-from redpromise.redis import wire as _wire
+from redpromise.redis import batch as _batch
 from redpromise.redis.acl import (
     CLIENT_RULES,
     CLUSTER_RULES,
@@ -37,7 +37,7 @@ from redpromise.redis.acl import (
     describe_noperm,
     setuser_line,
 )
-from redpromise.redis.classify import typed
+from redpromise.redis.classify import as_redpromise_error
 from redpromise.store.store import Store
 from tests.conftest import Backend, fast_settings
 from tests.helpers import assert_eventually
@@ -343,7 +343,7 @@ async def test_a_user_with_every_right_costs_one_round_trip(
     backend: Backend, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent: list[list[Any]] = []
-    real_exchange = _wire.exchange
+    real_exchange = _batch.send_batch
 
     async def counting(redis: Redis, commands: Any) -> list[Any]:
         sent.append([c[:2] for c in commands])
@@ -352,7 +352,7 @@ async def test_a_user_with_every_right_costs_one_round_trip(
     async def no_probe(*_: Any) -> None:
         raise AssertionError("a user with every right must not be probed")
 
-    monkeypatch.setattr(_acl, "exchange", counting)
+    monkeypatch.setattr(_acl, "send_batch", counting)
     monkeypatch.setattr(_acl, "_probe", no_probe)
     rp = Redpromise(settings=fast_settings(namespace), redis=backend.client())
     rp.register(lambda ctx: None, name="noop")  # checked as a worker: the most it needs
@@ -420,7 +420,7 @@ def test_other_errors_are_not_acl_refusals() -> None:
 
 def test_a_noperm_reply_is_typed_as_configuration_error_naming_the_right() -> None:
     exc = rex.NoPermissionError("this user has no permissions to run the 'hmget' command")
-    err = typed(exc)
+    err = as_redpromise_error(exc)
     assert isinstance(err, ConfigurationError) and "lacks the 'HMGET' command" in str(err)
 
 

@@ -315,7 +315,7 @@ async def test_dead_list_requeue_and_purge(rp: Redpromise, cli: Cli) -> None:
     k = 0
     stream = rp.keys.stream(k, "g")
     entry = await rp.redis.xadd(stream, {"junk": "1"})
-    await rp.store.pipelined([rp.store.bury_call(k, "g", entry.decode(), "no id")])
+    await rp.store.run_calls([rp.store.bury_call(k, "g", entry.decode(), "no id")])
     buried = next(r for r in out_json(cli("dead", "list", "--json"))["records"] if r["id"] is None)
     refused = out_json(cli("dead", "requeue", buried["key"], "--json"), 4)
     assert refused["results"][0]["error"] == "not_requeueable"

@@ -11,8 +11,8 @@ from redpromise.cli.output import UsageError, ago, compact, emit_json, iso, tabl
 from redpromise.client.client import Redpromise
 from redpromise.client.inspect import Inspector
 from redpromise.core.errors import PromiseNotFound
+from redpromise.redis.classify import translate_errors
 from redpromise.store.search import PromiseInfo
-from redpromise.store.store import translate_errors
 
 __all__ = ["cancel", "get", "reject", "resolve", "search", "tree"]
 

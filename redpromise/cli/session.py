@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redpromise.client.client import DEFAULT_URL, Redpromise
 from redpromise.core.options import Settings
-from redpromise.store.store import translate_errors
+from redpromise.redis.classify import translate_errors
 
 __all__ = ["NamespaceNotFound", "open_namespace", "redact", "resolve_url"]
 

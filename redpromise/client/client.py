@@ -41,12 +41,12 @@ from redpromise.core.options import (
 from redpromise.observe import metrics as metrics
 from redpromise.observe import tracing as tracing
 from redpromise.redis.acl import check_acl
-from redpromise.redis.classify import typed
+from redpromise.redis.classify import as_redpromise_error, translate_errors
 from redpromise.redis.cluster import cluster_enabled
 from redpromise.redis.connect import connect, connect_cluster_client, decodes, warn_eviction
 from redpromise.redis.wire import AnyRedis
 from redpromise.store.search import PromiseInfo, SearchPage, counts, search
-from redpromise.store.store import Completion, Record, Store, translate_errors
+from redpromise.store.store import Completion, Record, Store
 from redpromise.worker.registry import Registry
 from redpromise.worker.worker import Worker
 
@@ -409,7 +409,7 @@ class Redpromise:
                 )
             except BaseException as exc:
                 # translate_errors, inline: one begin is too short for two more coroutines.
-                if (err := typed(exc)) is not exc:
+                if (err := as_redpromise_error(exc)) is not exc:
                     raise err from exc
                 raise
             finally:
@@ -591,7 +591,7 @@ class Redpromise:
                 if isinstance(rec, Record):
                     rec = await self._expire_if_due(rec)
             except BaseException as exc:  # translate_errors, inline (as in begin_rpc)
-                if (err := typed(exc)) is not exc:
+                if (err := as_redpromise_error(exc)) is not exc:
                     raise err from exc
                 raise
             if rec is not None and not rec.pending:

@@ -33,8 +33,9 @@ from redis.asyncio import RedisCluster
 from redpromise.core.codec import as_text, decode, decode_error
 from redpromise.core.errors import PayloadError, PromiseNotFound
 from redpromise.core.keys import MAX_ID_BYTES, validate_id
+from redpromise.redis.classify import translate_errors
 from redpromise.redis.wire import server_name, short_of_replicas
-from redpromise.store.store import PENDING, translate_errors
+from redpromise.store.store import PENDING
 
 if TYPE_CHECKING:
     from redpromise.client.client import Redpromise
@@ -369,7 +370,7 @@ class Inspector:
         if current is not None and current.state == PENDING:
             script, keys, args = rp.store.reconcile_call(k, current.group, rec.id, "")
             async with translate_errors():
-                res = await rp.store.pipelined([(script, keys, args)])
+                res = await rp.store.run_calls([(script, keys, args)])
             if isinstance(res[0], BaseException):
                 raise res[0]
             code = int(res[0][0])

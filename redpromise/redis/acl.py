@@ -17,7 +17,8 @@ How it checks, cheapest first:
    command the transitions run (``redis.pcall``, so each refusal is caught and named)
    and leaves nothing behind, and a SUBSCRIBE to a completion channel.
 
-A NOPERM met later (an ACL changed while running) is typed by ``_faults.typed``, which
+A NOPERM met later (an ACL changed while running) is turned into a typed error by
+``classify.as_redpromise_error``, which
 names the refused right with :func:`describe_noperm`.
 """
 
@@ -38,7 +39,8 @@ from redis.exceptions import ResponseError
 
 from redpromise.core.errors import ConfigurationError
 from redpromise.core.keys import Keys
-from redpromise.redis.wire import exchange, pack
+from redpromise.redis.batch import send_batch
+from redpromise.redis.wire import pack
 
 __all__ = [
     "CLUSTER_RULES",
@@ -370,13 +372,13 @@ async def check_acl(redis: Redis | RedisCluster, keys: Keys, *, worker: bool) ->
         return  # the probe's keys and connection are per node: not built for it yet
     kwargs = redis.connection_pool.connection_kwargs
     guess = str(kwargs.get("username") or "default")
-    whoami, user = await exchange(redis, [["ACL", "WHOAMI"], ["ACL", "GETUSER", guess]])
+    whoami, user = await send_batch(redis, [["ACL", "WHOAMI"], ["ACL", "GETUSER", guess]])
     if isinstance(whoami, ResponseError) and describe_noperm(whoami) is None:
         log.debug("no ACL check: ACL WHOAMI answered %s", whoami)
         return  # a server without ACLs: every user has every right
     name = guess if isinstance(whoami, ResponseError) else _text(whoami)
     if name != guess:
-        (user,) = await exchange(redis, [["ACL", "GETUSER", name]])
+        (user,) = await send_batch(redis, [["ACL", "GETUSER", name]])
     if not isinstance(whoami, ResponseError) and _all_rights(user):
         return
     uses = _Uses(keys, worker)
@@ -437,7 +439,7 @@ def _all_rights(user: Any) -> bool:
 async def _dryrun(redis: Redis, user: str, uses: _Uses) -> _Missing | None:
     """The missing rights per ``ACL DRYRUN``, or ``None`` when it is not available."""
     todo = uses.dryrun()
-    replies = await exchange(redis, [["ACL", "DRYRUN", user, *argv] for _, _, argv in todo])
+    replies = await send_batch(redis, [["ACL", "DRYRUN", user, *argv] for _, _, argv in todo])
     missing = _Missing()
     for (rule, key, _), reply in zip(todo, replies, strict=True):
         if isinstance(reply, ResponseError):

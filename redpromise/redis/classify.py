@@ -8,7 +8,7 @@ recognised the same way in the read loop, in a completion and at the gateway:
   class for connection loss and timeouts;
 - :func:`retryable` tells the conditions that end by themselves or by an operator's fix
   while the process waits (an outage, a failover, a full or busy or loading server);
-- :func:`typed` turns a redis-py exception into redpromise's: ``StoreUnavailable``,
+- :func:`as_redpromise_error` turns a redis-py exception into redpromise's: ``StoreUnavailable``,
   ``ConfigurationError`` (missing rights), ``CorruptRecord`` (``WRONGTYPE``) or
   ``StoreError`` (anything else Redis answers).
 """
@@ -16,13 +16,21 @@ recognised the same way in the read loop, in a completion and at the gateway:
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from redis import exceptions as rex
 
 from redpromise.core.errors import ConfigurationError, CorruptRecord, StoreError, StoreUnavailable
 from redpromise.redis.acl import describe_noperm
 
-__all__ = ["RETRYABLE", "cause_of", "is_redis_failure", "retryable", "typed"]
+__all__ = [
+    "RETRYABLE",
+    "as_redpromise_error",
+    "cause_of",
+    "is_redis_failure",
+    "retryable",
+    "translate_errors",
+]
 
 # Error replies that end by waiting (or by an operator's fix that needs no restart).
 RETRYABLE = frozenset(
@@ -122,7 +130,7 @@ def retryable(exc: BaseException) -> bool:
     return False
 
 
-def typed(exc: BaseException) -> BaseException:
+def as_redpromise_error(exc: BaseException) -> BaseException:
     """The redpromise error a redis-py error stands for (``exc`` itself otherwise)."""
     if not isinstance(exc, rex.RedisError | OSError):
         return exc
@@ -139,3 +147,20 @@ def typed(exc: BaseException) -> BaseException:
     if cause == "WRONGTYPE":
         return CorruptRecord(f"a key of the wrong type in Redis: {exc}")
     return StoreError(f"Redis refused the operation: {exc}", cause)
+
+
+class translate_errors:
+    """Turn redis-py's errors into redpromise's (see :func:`as_redpromise_error`).
+
+    A class rather than an ``asynccontextmanager``: it wraps every client call, and a
+    generator-based context manager costs several times more per use.
+    """
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, typ: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        if exc is not None and (err := as_redpromise_error(exc)) is not exc:
+            raise err from exc

@@ -1,7 +1,7 @@
 """Redis Cluster: detecting it, and sending redpromise's batches node by node.
 
 Every redpromise key and script touches one slot (the partition's hash tag), so a batch
-of commands splits cleanly by node: :func:`cluster_exchange` packs one buffer per node,
+of commands splits cleanly by node: :func:`send_to_cluster` packs one buffer per node,
 sends them concurrently, and puts the replies back in order. A reply that says the
 command did not run where it was sent (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``)
 and, for replay-safe batches, a lost connection, refresh the slot map and send those
@@ -23,15 +23,15 @@ from redis.crc import key_slot
 
 from redpromise.core.backoff import Backoff
 from redpromise.redis import redispy as _redispy
-from redpromise.redis.wire import Ack, AnyRedis, _roundtrip, pack, with_wait
+from redpromise.redis.wire import Ack, AnyRedis, pack, roundtrip, with_wait
 
 __all__ = [
     "channels_by_node",
     "cluster_enabled",
-    "cluster_exchange",
     "command_key",
     "connect_cluster",
     "refresh_slots",
+    "send_to_cluster",
 ]
 
 log = logging.getLogger("redpromise")
@@ -71,7 +71,7 @@ def _slot(command: Sequence[Any]) -> int:
 async def _send_node(node: ClusterNode, commands: Sequence[Sequence[Any]]) -> list[Any]:
     conn = _redispy.acquire(node)
     try:
-        return await _roundtrip(conn, pack(commands), len(commands))
+        return await roundtrip(conn, pack(commands), len(commands))
     except BaseException:
         with contextlib.suppress(Exception):
             await conn.disconnect()
@@ -80,7 +80,7 @@ async def _send_node(node: ClusterNode, commands: Sequence[Sequence[Any]]) -> li
         _redispy.release(node, conn)
 
 
-async def cluster_exchange(
+async def send_to_cluster(
     rc: RedisCluster,
     commands: Sequence[Sequence[Any]],
     *,

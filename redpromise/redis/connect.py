@@ -11,9 +11,9 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from redpromise.core.codec import as_text
 from redpromise.core.errors import ConfigurationError, StoreError
+from redpromise.redis.classify import translate_errors
 from redpromise.redis.cluster import connect_cluster
 from redpromise.redis.wire import AnyRedis
-from redpromise.store.store import translate_errors
 
 __all__ = ["connect", "connect_cluster_client", "decodes", "warn_eviction"]
 

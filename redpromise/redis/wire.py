@@ -36,8 +36,9 @@ __all__ = [
     "AnyRedis",
     "buffered",
     "bulk",
-    "exchange",
     "pack",
+    "roundtrip",
+    "send_to_server",
     "server_name",
     "short_of_replicas",
     "with_wait",
@@ -144,8 +145,8 @@ def _same(replies: list[Any]) -> list[Any]:
     return replies
 
 
-async def exchange(
-    redis: AnyRedis,
+async def send_to_server(
+    redis: Redis,
     commands: Sequence[Sequence[Any]],
     *,
     resend: bool = True,
@@ -153,20 +154,7 @@ async def exchange(
     ack: Ack | None = None,
     packed: Sequence[bytes | None] | None = None,
 ) -> list[Any]:
-    """Send ``commands`` in one write; their replies in order.
-
-    An error reply comes back in its slot as the exception redis-py maps it to (e.g.
-    ``NoScriptError``); a connection failure is retried per the client's ``Retry`` by
-    resending the whole batch, then raised. ``resend=False`` is for commands that are not
-    replay-safe (``XREADGROUP ... >`` delivers new entries each time): a failure is
-    raised at once, and the caller decides. With ``ack``, the ``durable`` commands are
-    followed by a ``WAIT`` (see :func:`with_wait`). ``packed``: see :func:`pack` (a
-    cluster client packs per node from ``commands``).
-    """
-    if isinstance(redis, RedisCluster):
-        from redpromise.redis.cluster import cluster_exchange
-
-        return await cluster_exchange(redis, commands, resend=resend, durable=durable, ack=ack)
+    """:func:`redpromise.redis.batch.send_batch` to one server (see there)."""
     n = len(commands)
     commands, check = with_wait(commands, durable, ack, server_name(redis) if ack else "")
     if packed is not None and len(commands) > n:
@@ -286,7 +274,7 @@ async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
     try:
 
         async def once() -> list[Any]:
-            return await _roundtrip(conn, packed, n)
+            return await roundtrip(conn, packed, n)
 
         async def failed(_error: Exception) -> None:
             await conn.disconnect()
@@ -307,7 +295,7 @@ async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
             await _give_back(pool, conn)
 
 
-async def _roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
+async def roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
     # One timeout for the whole batch instead of one per reply; cancelling a read
     # disconnects the connection (redis-py does so on any BaseException), so a
     # half-read batch never goes back to the pool.

@@ -17,7 +17,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from redpromise.redis.wire import Ack, AnyRedis, bulk, exchange
+from redpromise.redis.batch import send_batch
+from redpromise.redis.wire import Ack, AnyRedis, bulk
 
 __all__ = [
     "CODES",
@@ -26,7 +27,7 @@ __all__ = [
     "Command",
     "Script",
     "load_scripts",
-    "run_pipelined",
+    "run_calls",
 ]
 
 _INCLUDE = re.compile(r"^--- @include (\w+)\s*$", re.MULTILINE)
@@ -103,7 +104,7 @@ class Script:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
 
     def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
-        """The EVALSHA command of a call, for :func:`run_pipelined` (a tuple: what
+        """The EVALSHA command of a call, for :func:`run_calls` (a tuple: what
         hiredis' ``pack_command`` takes, without a copy)."""
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
@@ -137,7 +138,7 @@ def load_scripts() -> dict[str, Script]:
     return {name: Script(name) for name in SCRIPT_NAMES}
 
 
-async def run_pipelined(
+async def run_calls(
     redis: AnyRedis,
     calls: Sequence[tuple[Script | Command, Sequence[str], Sequence[Any]]],
     ack: Ack | None = None,
@@ -150,13 +151,13 @@ async def run_pipelined(
     Calls refused with NOSCRIPT never ran, so after loading their scripts exactly those
     are sent again. With ``ack``, durable writes wait for replicas (see ``_wire.Ack``).
     ``resend=False`` for calls that are not replay-safe (``take``): a lost connection is
-    raised at once instead of the batch being sent again (see ``_wire.exchange``).
+    raised at once instead of the batch being sent again (see ``_batch.send_batch``).
     ``packed[i]``: call i's RESP bytes when its caller built them (``_wire.pack``).
     """
     if not calls:
         return []
     durable = [s.durable for s, _, _ in calls] if ack is not None else None
-    results = await exchange(
+    results = await send_batch(
         redis,
         [s.command(k, a) for s, k, a in calls],
         resend=resend,
@@ -169,7 +170,7 @@ async def run_pipelined(
         for script in {calls[i][0].name: calls[i][0] for i in missing}.values():
             if isinstance(script, Script):
                 await redis.script_load(script.source)
-        again = await exchange(
+        again = await send_batch(
             redis,
             [calls[i][0].command(*calls[i][1:]) for i in missing],
             resend=resend,
@@ -238,7 +239,7 @@ class Coalescer:
 
     async def _send(self, batch: list[_Pending], packed: bool) -> None:
         try:
-            results = await run_pipelined(
+            results = await run_calls(
                 self._redis,
                 [call for call, _, _ in batch],
                 self._ack,

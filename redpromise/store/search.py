@@ -221,7 +221,7 @@ class _Walk:
         dry = [p for p in self.parts if not p.buf and not p.done]
         if not dry:
             return
-        results = await self.store.pipelined([self._scan(p) for p in dry])
+        results = await self.store.run_calls([self._scan(p) for p in dry])
         for p, res in zip(dry, results, strict=True):
             if isinstance(res, BaseException):
                 raise res
@@ -358,7 +358,7 @@ async def counts(store: Store) -> dict[str, dict[str, int]]:
         (_HGETALL, [store.keys.counts(k)], []) for k in range(store.keys.partitions)
     ]
     out: dict[str, dict[str, int]] = {s: {} for s in _ORDER}
-    for res in await store.pipelined(calls):
+    for res in await store.run_calls(calls):
         if isinstance(res, BaseException):
             raise res
         pairs = res.items() if isinstance(res, dict) else zip(res[::2], res[1::2], strict=True)
@@ -404,7 +404,7 @@ class IndexSweep:
         reads: list[Call] = [
             (_ZRANGE, [z], [0, cutoff, "LIMIT", self._offsets.get(z, 0), budget]) for z in zkeys
         ]
-        found = await store.pipelined(reads)
+        found = await store.run_calls(reads)
         _report(report, found, zkeys)
         calls: list[Call] = []
         owners: list[str] = []
@@ -417,7 +417,7 @@ class IndexSweep:
             for m in members:
                 calls.append(store.forget_call(k, s, as_text(m)))
                 owners.append(z)
-        results = await store.pipelined(calls) if calls else []
+        results = await store.run_calls(calls) if calls else []
         _report(report, results, [str(keys[0]) for _, keys, _ in calls])
         kept = dict.fromkeys(zkeys, 0)
         for z, res in zip(owners, results, strict=True):
@@ -436,7 +436,7 @@ class IndexSweep:
         store = self.store
         now = store.clock.now_ms()  # scores are on Redis' clock
         ekeys = [store.keys.expiries(k) for k in range(store.keys.partitions)]
-        found = await store.pipelined(
+        found = await store.run_calls(
             [(_ZRANGE, [e], ["-inf", now, "LIMIT", 0, budget]) for e in ekeys]
         )
         _report(report, found, ekeys)
@@ -447,7 +447,7 @@ class IndexSweep:
             for m in members:
                 state, _, member = as_text(m).partition("|")
                 calls.append(store.forget_call(k, state, member))
-        results = await store.pipelined(calls) if calls else []
+        results = await store.run_calls(calls) if calls else []
         _report(report, results, [str(keys[0]) for _, keys, _ in calls])
         return sum(1 for r in results if not isinstance(r, BaseException) and int(r[0]) == 1)
 

@@ -13,13 +13,13 @@ from redpromise.core.errors import CorruptRecord
 from redpromise.core.keys import Keys
 from redpromise.core.options import Settings
 from redpromise.observe import metrics as metrics
-from redpromise.redis.classify import typed
+from redpromise.redis.classify import as_redpromise_error
 from redpromise.redis.clock import RedisClock
 from redpromise.redis.wire import Ack, AnyRedis
 from redpromise.store.prepack import CreatePacker
-from redpromise.store.scripts import Coalescer, Command, Script, load_scripts, run_pipelined
+from redpromise.store.scripts import Coalescer, Command, Script, load_scripts, run_calls
 
-__all__ = ["PENDING", "STATES", "Call", "Completion", "Record", "Store", "translate_errors"]
+__all__ = ["PENDING", "STATES", "Call", "Completion", "Record", "Store"]
 
 PENDING = "pending"
 STATES = frozenset({PENDING, "resolved", "rejected", "rejected_canceled", "rejected_timedout"})
@@ -43,23 +43,6 @@ _FIELDS = (
     "version",
     "tags",
 )
-
-
-class translate_errors:
-    """Turn redis-py's errors into redpromise's (see :func:`redpromise.redis.classify.typed`).
-
-    A class rather than an ``asynccontextmanager``: it wraps every client call, and a
-    generator-based context manager costs several times more per use.
-    """
-
-    __slots__ = ()
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, typ: type[BaseException] | None, exc: Any, tb: Any) -> None:
-        if exc is not None and (err := typed(exc)) is not exc:
-            raise err from exc
 
 
 def _int(v: Any, default: int = 0) -> int:
@@ -174,9 +157,9 @@ class Store:
         """Read several promises in one round trip; a corrupt one comes back as its error."""
         calls: list[Call] = [(_HMGET, [self.keys.promise(id)], _FIELDS) for id in ids]
         out: list[Record | BaseException | None] = []
-        for id, raw in zip(ids, await run_pipelined(self.redis, calls), strict=True):
+        for id, raw in zip(ids, await run_calls(self.redis, calls), strict=True):
             if isinstance(raw, BaseException):
-                out.append(typed(raw))
+                out.append(as_redpromise_error(raw))
                 continue
             try:
                 out.append(Record.parse(id, raw))
@@ -331,7 +314,7 @@ class Store:
 
     async def take(self, calls: Sequence[Call]) -> list[Any]:
         """Send ``take`` calls in one round trip, never resent (see take.lua's Replay)."""
-        return await run_pipelined(self.redis, calls, resend=False)
+        return await run_calls(self.redis, calls, resend=False)
 
     def bury_call(self, k: int, group: str, entry: str, reason: str) -> Call:
         """Move one unprocessable entry of ``group``'s stream to the dead stream."""
@@ -426,5 +409,5 @@ class Store:
             [member, state],
         )
 
-    async def pipelined(self, calls: Sequence[Call]) -> list[Any]:
-        return await run_pipelined(self.redis, calls, self.ack)
+    async def run_calls(self, calls: Sequence[Call]) -> list[Any]:
+        return await run_calls(self.redis, calls, self.ack)

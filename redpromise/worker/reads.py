@@ -35,8 +35,9 @@ from typing import Any
 from redis import exceptions as rex
 
 from redpromise.core.codec import as_text
-from redpromise.redis.wire import AnyRedis, exchange
-from redpromise.store.scripts import Command, run_pipelined
+from redpromise.redis.batch import send_batch
+from redpromise.redis.wire import AnyRedis
+from redpromise.store.scripts import Command, run_calls
 from redpromise.store.store import Call
 
 __all__ = ["Batch", "Delivery", "PartitionReads", "StreamReads", "Taken", "parse_read"]
@@ -138,7 +139,7 @@ class _Takes:
         hot = [k for k in chosen if k in self.hot]
         calls = [self._take(k, count) for k in hot]
         calls += self._reads([k for k in chosen if k not in self.hot], count)
-        replies = await run_pipelined(self.redis, calls, resend=False)
+        replies = await run_calls(self.redis, calls, resend=False)
         error: BaseException | None = None
         for i, resp in enumerate(replies):
             if isinstance(resp, BaseException):
@@ -205,7 +206,7 @@ class StreamReads:
                 return batch
             self._busy = False  # a quiet moment: block again
         count = max(1, min(free, _MAX_COUNT) // len(self._streams))
-        (resp,) = await exchange(
+        (resp,) = await send_batch(
             self._redis, [[*self._head, "COUNT", count, *self._tail]], resend=False
         )
         if isinstance(resp, rex.ResponseError):
@@ -250,7 +251,7 @@ class PartitionReads:
 
     async def _read(self, k: int, count: int) -> Any:
         cmd = [*self._head, "COUNT", count, "BLOCK", self._block_ms, "STREAMS"]
-        (resp,) = await exchange(self._redis, [[*cmd, self._streams[k], ">"]], resend=False)
+        (resp,) = await send_batch(self._redis, [[*cmd, self._streams[k], ">"]], resend=False)
         return resp
 
     async def read(self, free: int) -> Batch:

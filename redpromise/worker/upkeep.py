@@ -160,7 +160,7 @@ class Upkeep:
                 if as_text(g.get("name", b"")) == self.group:
                     last = as_text(g.get("last-delivered-id", b""))
         calls = [self.store.reconcile_call(k, self.group, id, last) for id in ids]
-        results = await self.store.pipelined(calls)
+        results = await self.store.run_calls(calls)
         fixed = [
             id
             for id, r in zip(ids, results, strict=True)
@@ -218,7 +218,7 @@ class Upkeep:
                 calls.append(self.store.timeout_call(id, group))
         if not calls:
             return 0
-        results = await self.store.pipelined(calls)
+        results = await self.store.run_calls(calls)
         done = sum(1 for r in results if not isinstance(r, BaseException) and int(r[0]) == 1)
         for (script, _, args), r in zip(calls, results, strict=True):
             if script.name == "complete":  # a timeout applied: ARGV[2] is the group

@@ -268,7 +268,7 @@ class Worker:
         # The lease is counted from when acquire was *sent*: a process frozen while the
         # reply waited in its socket must not wake up believing its lease is fresh.
         sent = time.monotonic()
-        results = await self.store.pipelined(calls)
+        results = await self.store.run_calls(calls)
         await self._acquired(valid, results, sent)
 
     async def _acquired(
@@ -348,7 +348,7 @@ class Worker:
         if not entries:
             return
         calls = [self.store.bury_call(k, self.group, entry, why) for k, entry, why in entries]
-        for res in await self.store.pipelined(calls):
+        for res in await self.store.run_calls(calls):
             if isinstance(res, BaseException):
                 raise res
 
@@ -598,7 +598,7 @@ class Worker:
             self.store.heartbeat_call(ex.id, self.group, self.consumer, ex.version, ex.entry)
             for ex in items
         ]
-        results = await self.store.pipelined(calls)
+        results = await self.store.run_calls(calls)
         for ex, res in zip(items, results, strict=True):
             if isinstance(res, BaseException):
                 if not waitable(res):
