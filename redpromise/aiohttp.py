@@ -5,6 +5,8 @@ there): ``add_routes(app, rp, function, target=...)`` gives a service the gatewa
 See :mod:`redpromise.http.gateway` for the routes and their status codes.
 """
 
-from redpromise.http.gateway import GATEWAYS, REDPROMISE, Gateway, add_routes, openapi
+from redpromise.http.gateway import Gateway
+from redpromise.http.openapi import openapi
+from redpromise.http.routes import GATEWAYS, REDPROMISE, add_routes
 
 __all__ = ["GATEWAYS", "REDPROMISE", "Gateway", "add_routes", "openapi"]

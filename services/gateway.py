@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # run as a script: make `redpromise` importable f
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redpromise import ConfigurationError, Redpromise
+from redpromise.aiohttp import add_routes
 from redpromise.cli.runner import event_loop_factory
-from redpromise.http.gateway import add_routes
 
 __all__ = ["JSONFallback", "init", "json_errors", "main"]
 

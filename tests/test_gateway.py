@@ -19,7 +19,7 @@ import pytest
 from aiohttp import test_utils, web
 
 from redpromise import Context, Redpromise
-from redpromise.http.gateway import GATEWAYS, REDPROMISE, Gateway, add_routes, openapi
+from redpromise.aiohttp import GATEWAYS, REDPROMISE, Gateway, add_routes, openapi
 from redpromise.observe import metrics as _metrics
 from services import gateway as gateway_service
 from services import worker as worker_service

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from redpromise import Context, Redpromise
-from redpromise.http.gateway import add_routes
+from redpromise.aiohttp import add_routes
 from services.gateway import JSONFallback
 from tests.conftest import Backend, fast_settings
 

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util._once import Once
 
 from redpromise import Redpromise
-from redpromise.http.gateway import add_routes
+from redpromise.aiohttp import add_routes
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.procs import WorkerProcess
@@ -127,7 +127,7 @@ from aiohttp import test_utils, web
 from redpromise import Context, Redpromise
 from redpromise.observe import metrics as _metrics
 from redpromise.observe import tracing as _tracing
-from redpromise.http.gateway import add_routes
+from redpromise.aiohttp import add_routes
 from tests.conftest import fast_settings
 
 async def main() -> None:

@@ -22,6 +22,7 @@ from redpromise.core.errors import (
     PromiseRejected,
     PromiseTimedOut,
 )
+from redpromise.core.hooks import Hooks
 from redpromise.core.keys import (
     LAYOUT_LEGACY,
     LAYOUT_SPREAD,
@@ -38,13 +39,14 @@ from redpromise.core.options import (
     as_timeout,
     parse_target,
 )
-from redpromise.observe import metrics as metrics
-from redpromise.observe import tracing as tracing
+from redpromise.observe.metrics import METRICS
+from redpromise.observe.tracing import TRACER
 from redpromise.redis.acl import check_acl
 from redpromise.redis.classify import as_redpromise_error, translate_errors
 from redpromise.redis.cluster import cluster_enabled
 from redpromise.redis.connect import connect, connect_cluster_client, decodes, warn_eviction
 from redpromise.redis.wire import AnyRedis
+from redpromise.store.queues import queue_state
 from redpromise.store.search import PromiseInfo, SearchPage, counts, search
 from redpromise.store.store import Completion, Record, Store
 from redpromise.worker.registry import Registry
@@ -124,8 +126,12 @@ class Redpromise:
         group: str = "worker",
         settings: Settings | None = None,
         redis: AnyRedis | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.group = validate_group(group)
+        # The observers the store and the worker report to: Prometheus and OpenTelemetry
+        # (each a no-op when its library is absent) unless given.
+        self.hooks = hooks or Hooks(METRICS, TRACER)
         self.settings = settings or Settings()
         self.url = url or DEFAULT_URL
         self._own_redis = redis is None
@@ -140,7 +146,7 @@ class Redpromise:
         self._topology_known = redis is not None
         self._ready_lock = asyncio.Lock()
         self.keys = Keys(self.settings.namespace, self.settings.partitions)
-        self.store = Store(self.redis, self.keys, self.settings)
+        self.store = Store(self.redis, self.keys, self.settings, self.hooks)
         self.registry = Registry()
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._waiter = Waiter(self.store, self.settings.safety_poll.total_seconds())
@@ -239,16 +245,28 @@ class Redpromise:
         await self._ready()
         await self._warn_eviction()
         if self.registry and self._worker is None:
-            worker = Worker(self)
+            worker = self._new_worker()
             async with translate_errors():
                 await worker.start()
             self._worker = worker
+            self.hooks.metrics.watch(self, self.group)
             log.info(
                 "worker %s serving group %r: %s",
                 self.consumer,
                 self.group,
                 ", ".join(self.registry.names()),
             )
+
+    def _new_worker(self) -> Worker:
+        """A worker of this client's group, given what it needs (not started)."""
+        return Worker(
+            self.store,
+            self.registry,
+            group=self.group,
+            consumer=self.consumer,
+            hooks=self.hooks,
+            children=_Children(self),
+        )
 
     async def stop(self, grace: float | timedelta | None = None) -> None:
         """Stop gracefully: in-flight functions get ``grace`` (default from settings)."""
@@ -381,7 +399,7 @@ class Redpromise:
         ``timedelta`` (default ``Settings.timeout``); :class:`ConfigurationError` unless
         positive and finite.
         """
-        with tracing.begin_span(id, name):
+        with self.hooks.tracer.begin_span(id, name):
             validate_id(id)
             validate_group(name)
             opts = (options or _NO_OPTIONS).merge(
@@ -389,7 +407,8 @@ class Redpromise:
             )
             group = parse_target(opts.target) if opts.target else _DEFAULT_GROUP
             limit = self.settings.max_payload_bytes
-            payload = encode(tracing.with_context({"a": list(args), "k": kwargs}), limit)
+            call = self.hooks.tracer.with_context({"a": list(args), "k": kwargs})
+            payload = encode(call, limit)
             tags_blob = encode(opts.tags, limit) if opts.tags else b""
             retry_blob = encode(opts.retry.to_wire(), limit) if opts.retry else b""
             timeout_ms = (
@@ -558,6 +577,13 @@ class Redpromise:
     async def _wait_outcome(self, id: str) -> Any:
         return self._outcome(await self._wait(id, None))
 
+    async def queue_state(self, group: str) -> tuple[int, int, float]:
+        """``(depth, in_flight, oldest_age_seconds)`` of ``group``'s queue over every
+        partition (the metrics' queue gauges; depth as :mod:`redpromise.store.queues`
+        defines it)."""
+        await self._ready()  # the key layout is known only once the namespace was read
+        return await queue_state(self.redis, self.keys, group)
+
     # -- reading ------------------------------------------------------------------------
 
     async def _read(self, id: str) -> Record:
@@ -575,7 +601,8 @@ class Redpromise:
         if not rec.pending or rec.timeout_at > self.store.clock.now_ms():
             return rec
         script, keys, args = self.store.timeout_call(rec.id, rec.group)
-        metrics.completed_reply(rec.group, await self.store.batch.call(script, keys, args))
+        reply = await self.store.batch.call(script, keys, args)
+        self.hooks.metrics.completed_reply(rec.group, reply)
         return await self.store.read(rec.id) or rec
 
     async def _wait(self, id: str, timeout: float | None) -> Record | Completion:
@@ -608,3 +635,33 @@ class Redpromise:
             raise PromiseTimedOut(rec.id)
         type_name, message = decode_error(rec.value) if rec.value is not None else ("", "")
         raise PromiseRejected(rec.id, type_name, message)
+
+
+class _Children:
+    """The worker's way to start and await child promises (``ctx.rpc``, ``ctx.promise``):
+    through this client (its readiness, its waiter)."""
+
+    __slots__ = ("_rp",)
+
+    def __init__(self, rp: Redpromise) -> None:
+        self._rp = rp
+
+    async def adopt(self, parent: str, child: str) -> None:
+        await self._rp._adopt(parent, child)
+
+    async def begin(
+        self,
+        id: str,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        target: str | None,
+        timeout: timedelta,
+    ) -> None:
+        await self._rp.begin_rpc(id, name, *args, target=target, timeout=timeout, **kwargs)
+
+    async def create_latent(self, id: str, timeout: timedelta) -> None:
+        await self._rp._create_latent(id, timeout)
+
+    async def wait_outcome(self, id: str) -> Any:
+        return await self._rp._wait_outcome(id)

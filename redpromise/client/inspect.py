@@ -35,6 +35,7 @@ from redpromise.core.errors import PayloadError, PromiseNotFound
 from redpromise.core.keys import MAX_ID_BYTES, validate_id
 from redpromise.redis.classify import translate_errors
 from redpromise.redis.wire import server_name, short_of_replicas
+from redpromise.store.queues import depth
 from redpromise.store.store import PENDING
 
 if TYPE_CHECKING:
@@ -205,16 +206,22 @@ class Inspector:
             replies = await pipe.execute(raise_on_error=False)
         out = []
         for i, group in enumerate(names):
-            length = in_flight = 0
+            backlog = in_flight = 0
             dispatched: int | None = 0
             consumers: dict[str, dict[str, Any]] = {}
             for j in range(len(parts)):
                 xlen, info, cons, stream = replies[(i * len(parts) + j) * 4 :][:4]
-                length += xlen if isinstance(xlen, int) else 0
-                for g in info if isinstance(info, list) else []:
-                    g = _fields(g)
-                    if as_text(g.get("name", b"")) == group:
-                        in_flight += _int(g.get("pending")) or 0
+                mine = next(
+                    (
+                        g
+                        for g in map(_fields, info if isinstance(info, list) else [])
+                        if as_text(g.get("name", b"")) == group
+                    ),
+                    {},
+                )
+                pending = _int(mine.get("pending")) or 0
+                in_flight += pending
+                backlog += depth(xlen if isinstance(xlen, int) else 0, pending, mine.get("lag"))
                 for c in cons if isinstance(cons, list) else []:
                     c = _fields(c)
                     name = as_text(c.get("name", b""))
@@ -229,7 +236,7 @@ class Inspector:
             out.append(
                 {
                     "name": group,
-                    "backlog": max(0, length - in_flight),
+                    "backlog": backlog,
                     "in_flight": in_flight,
                     "dispatched": dispatched,
                     "consumers": sorted(consumers.values(), key=lambda c: c["name"]),

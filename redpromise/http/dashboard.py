@@ -31,7 +31,9 @@ from typing import Any
 from aiohttp import web
 
 from redpromise.client.inspect import Inspector, NotRequeueable
-from redpromise.http.gateway import Gateway, _HTTPError, _json
+from redpromise.core.options import parse_target
+from redpromise.http.gateway import Gateway
+from redpromise.http.payloads import HTTPError, json_response
 
 __all__ = ["add_ui"]
 
@@ -58,7 +60,6 @@ class Dashboard:
     # -- plumbing -----------------------------------------------------------------------
 
     def _known(self) -> list[str]:
-        from redpromise.core.options import parse_target
 
         return [parse_target(self.gw.target)]
 
@@ -136,14 +137,14 @@ class Dashboard:
     async def asset(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         if name not in _STATIC:
-            raise _HTTPError(404, f"no such file: {name}")
+            raise HTTPError(404, f"no such file: {name}")
         text = (self._page / name).read_text("utf-8")
         return web.Response(text=text, content_type=_STATIC[name], headers=_NO_STORE)
 
     # -- reads --------------------------------------------------------------------------
 
     async def session(self, request: web.Request) -> web.StreamResponse:
-        return _json(
+        return json_response(
             {
                 "token_required": self.gw.token is not None,
                 "search": True,
@@ -154,18 +155,18 @@ class Dashboard:
 
     async def overview(self, request: web.Request) -> web.StreamResponse:
         self._keep_sampling()
-        return _json(await self.current())
+        return json_response(await self.current())
 
     async def promises(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         state = q.get("state") or None
         if state is not None and state not in _STATES:
-            raise _HTTPError(400, f"state must be one of {', '.join(_STATES)}")
+            raise HTTPError(400, f"state must be one of {', '.join(_STATES)}")
         tags = None
         if q.get("tag"):
             name, sep, value = q["tag"].partition("=")
             if not sep:
-                raise _HTTPError(400, "tag must be name=value")
+                raise HTTPError(400, "tag must be name=value")
             tags = {name.strip(): value.strip()}
         try:
             limit = int(q.get("limit") or 50)
@@ -179,37 +180,37 @@ class Dashboard:
                 newest_first=True,
             )
         except ValueError as exc:
-            raise _HTTPError(400, str(exc)) from exc
+            raise HTTPError(400, str(exc)) from exc
         records = [info.to_dict() for info in page.records]
-        return _json({"records": records, "cursor": page.cursor})
+        return json_response({"records": records, "cursor": page.cursor})
 
     async def promise(self, request: web.Request) -> web.StreamResponse:
         id = self.gw._id(request)
         assert id is not None
-        return _json(await self.inspector.detail(id))
+        return json_response(await self.inspector.detail(id))
 
     async def dead(self, request: web.Request) -> web.StreamResponse:
         try:
             limit = max(1, min(int(request.query.get("limit") or 50), 500))
         except ValueError as exc:
-            raise _HTTPError(400, "limit must be an integer") from exc
+            raise HTTPError(400, "limit must be an integer") from exc
         q = request.query
         try:
             page = await self.inspector.dead_listing(
                 limit, q.get("group") or None, q.get("cursor") or None
             )
         except ValueError as exc:
-            raise _HTTPError(400, str(exc)) from exc
-        return _json(page)
+            raise HTTPError(400, str(exc)) from exc
+        return json_response(page)
 
     # -- actions ------------------------------------------------------------------------
 
     async def requeue(self, request: web.Request) -> web.StreamResponse:
         key = request.query.get("key", "")
         try:
-            return _json(await self.inspector.requeue(key))
+            return json_response(await self.inspector.requeue(key))
         except NotRequeueable as exc:
-            raise _HTTPError(409, str(exc)) from exc
+            raise HTTPError(409, str(exc)) from exc
 
 
 _NO_STORE = {"Cache-Control": "no-store"}

@@ -14,13 +14,9 @@ Two kinds, both in ``prometheus_client``'s default registry:
   :data:`CACHE_SECONDS` so that several scrapers cost Redis no more than one. A scrape
   that cannot reach Redis leaves those gauges out rather than show stale numbers.
 
-Queue depth (entries not yet delivered to the group) is ``XINFO GROUPS``' ``lag`` on
-Redis >= 7 when Redis can compute it, else ``XLEN - pending``. The fallback is exact
-because redpromise keeps one invariant in every script: an entry leaves the pending list
-only in the script that deletes it from the stream (``XACK`` then ``XDEL``), and only
-entries outside the pending list are ever deleted without an ``XACK`` — so the entries
-still in the stream are exactly the undelivered ones plus the pending ones. (An operator's
-``XTRIM`` breaks this; the value is clamped at 0.)
+Queue depth (entries not yet delivered to the group) is defined once, in
+:mod:`redpromise.store.queues` (the dashboard's backlog is the same number); the client
+reads it (:meth:`Redpromise.queue_state`) for the groups it is asked to watch.
 """
 
 from __future__ import annotations
@@ -32,14 +28,11 @@ import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redpromise.core.codec import as_text
+from redpromise.core.hooks import QueueSource, WorkerGauge
 from redpromise.redis.wire import short_of_replicas
-
-if TYPE_CHECKING:
-    from redpromise.client.client import Redpromise
-    from redpromise.worker.worker import Worker
 
 try:
     import prometheus_client as _prom
@@ -55,6 +48,7 @@ __all__ = [
     "AVAILABLE",
     "CACHE_SECONDS",
     "CONTENT_TYPE",
+    "METRICS",
     "exposition",
     "refresh",
     "watch",
@@ -285,8 +279,8 @@ if _prom is not None:
 class _Watch:
     """One group of one client's namespace, and its last snapshot."""
 
-    def __init__(self, rp: Redpromise, group: str) -> None:
-        self.rp = weakref.ref(rp)
+    def __init__(self, source: QueueSource, group: str) -> None:
+        self.source = weakref.ref(source)
         self.group = group
         self.at = -CACHE_SECONDS
         self.snapshot: tuple[int, int, float] | None = None
@@ -298,50 +292,15 @@ class _Watch:
         async with self.lock:
             if time.monotonic() - self.at < CACHE_SECONDS:
                 return
-            rp = self.rp()
-            if rp is None:
+            source = self.source()
+            if source is None:
                 return
             try:
-                self.snapshot = await _read_queue(rp, self.group)
+                self.snapshot = await source.queue_state(self.group)
             except Exception as exc:
                 log.debug("queue metrics of %r unavailable: %s", self.group, exc)
                 self.snapshot = None
             self.at = time.monotonic()
-
-
-async def _read_queue(rp: Redpromise, group: str) -> tuple[int, int, float]:
-    """``(depth, in_flight, oldest_age_seconds)`` of ``group`` over every partition."""
-    await rp._ready()  # the key layout is known only once the namespace was read
-    streams = [rp.keys.stream(k, group) for k in range(rp.keys.partitions)]
-    pipe = rp.redis.pipeline(transaction=False)
-    for s in streams:
-        pipe.xinfo_groups(s)
-        pipe.xlen(s)
-        pipe.xrange(s, "-", "+", count=1)
-    replies = await pipe.execute(raise_on_error=False)
-    now_s, now_us = await rp.redis.time()
-    now_ms = int(now_s) * 1000 + int(now_us) // 1000
-    depth = in_flight = 0
-    oldest: int | None = None
-    for i in range(len(streams)):
-        groups, length, first = replies[3 * i : 3 * i + 3]
-        if isinstance(groups, BaseException):
-            if "no such key" in str(groups):
-                continue  # no stream yet: nothing was ever dispatched to this partition
-            raise groups
-        for r in (length, first):
-            if isinstance(r, BaseException):
-                raise r
-        info = next((g for g in groups if as_text(g.get("name", b"")) == group), None)
-        pending = int(info.get("pending", 0)) if info is not None else 0
-        lag = info.get("lag") if info is not None else None
-        depth += int(lag) if lag is not None else max(0, int(length) - pending)
-        in_flight += pending
-        if first:
-            ms = int(as_text(first[0][0]).split("-", 1)[0])
-            oldest = ms if oldest is None else min(oldest, ms)
-    age = 0.0 if oldest is None else max(0, now_ms - oldest) / 1000
-    return depth, in_flight, age
 
 
 class _QueueCollector:
@@ -349,7 +308,7 @@ class _QueueCollector:
 
     def __init__(self) -> None:
         self.watches: dict[str, _Watch] = {}
-        self.workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+        self.workers: weakref.WeakSet[WorkerGauge] = weakref.WeakSet()
 
     def _families(self) -> list[Any]:
         return [
@@ -394,14 +353,14 @@ class _QueueCollector:
         for shard, since_ms in sorted(short_of_replicas().items()):
             short.add_metric([shard], since_ms / 1000)
         for group, w in sorted(self.watches.items()):
-            if w.rp() is not None and w.snapshot is not None:
+            if w.source() is not None and w.snapshot is not None:
                 d, f, a = w.snapshot
                 depth.add_metric([group], d)
                 in_flight.add_metric([group], f)
                 age.add_metric([group], a)
         for worker in list(self.workers):
             if not worker.stopping:
-                slots.add_metric([worker.group], worker.settings.concurrency)
+                slots.add_metric([worker.group], worker.slots)
                 used.add_metric([worker.group], worker.inflight)
         return iter([depth, in_flight, age, slots, used, short])
 
@@ -419,24 +378,24 @@ def _queues() -> _QueueCollector | None:
     return _collector
 
 
-def watch(rp: Redpromise, group: str) -> None:
-    """Report ``group``'s queue gauges, read through ``rp``, in this process's metrics.
+def watch(source: QueueSource, group: str) -> None:
+    """Report ``group``'s queue gauges, read through ``source`` (a client), in this
+    process's metrics. Held weakly: a client dropped leaves the gauges.
 
     One watch per group and process: a later watch of the same group replaces it.
     """
     c = _queues()
     if c is not None and (
-        group not in c.watches or c.watches[group].rp() is not rp
+        group not in c.watches or c.watches[group].source() is not source
     ):
-        c.watches[group] = _Watch(rp, group)
+        c.watches[group] = _Watch(source, group)
 
 
-def watch_worker(worker: Worker) -> None:
-    """Report ``worker``'s slots, and its group's queue gauges."""
+def watch_worker(worker: WorkerGauge) -> None:
+    """Report ``worker``'s slots (its client watches its group's queue)."""
     c = _queues()
     if c is not None:
         c.workers.add(worker)
-        watch(worker.client, worker.group)
 
 
 async def refresh() -> None:
@@ -452,3 +411,23 @@ async def exposition() -> bytes:
         raise RuntimeError("prometheus_client is not installed: pip install redpromise[metrics]")
     await refresh()
     return bytes(_prom.generate_latest(_prom.REGISTRY))
+
+
+class PrometheusMetrics:
+    """The :class:`~redpromise.core.hooks.Metrics` hooks, counted into this module's
+    families (no-ops without ``prometheus_client``)."""
+
+    begun = staticmethod(begun)
+    completed = staticmethod(completed)
+    completed_reply = staticmethod(completed_reply)
+    executed = staticmethod(executed)
+    step = staticmethod(step)
+    redelivered = staticmethod(redelivered)
+    refused = staticmethod(refused)
+    retried = staticmethod(retried)
+    redis_failure = staticmethod(redis_failure)
+    watch = staticmethod(watch)
+    watch_worker = staticmethod(watch_worker)
+
+
+METRICS = PrometheusMetrics()

@@ -22,10 +22,9 @@ SDK (provider, exporter, sampler) as for any other library.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar, cast
+from collections.abc import Mapping
+from typing import Any
 
 try:
     from opentelemetry import propagate as _propagate
@@ -35,17 +34,15 @@ except ImportError:  # the `tracing` extra is not installed: every hook is a no-
 
 __all__ = [
     "AVAILABLE",
+    "TRACER",
     "active",
     "annotate",
     "begin_span",
     "carrier",
     "failed",
     "span",
-    "steps",
     "with_context",
 ]
-
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 AVAILABLE = _trace is not None
 _UNKNOWN = object()
@@ -151,17 +148,16 @@ def begin_span(id: object, name: object) -> contextlib.AbstractContextManager[An
     return span(f"begin {name}", "producer", {"redpromise.promise_id": str(id)})
 
 
-def steps(fn: F) -> F:
-    """Run ``Context._run(ctx, seq, step_fn, …)`` inside a ``step <name>`` span, unless the
-    step is replayed from its checkpoint (then nothing runs, and no span is made)."""
+class OpenTelemetryTracer:
+    """The :class:`~redpromise.core.hooks.Tracer` hooks on the OpenTelemetry API (no-ops
+    without it, or without a configured provider)."""
 
-    @functools.wraps(fn)
-    async def traced(ctx: Any, seq: int, step_fn: Any, *args: Any) -> Any:
-        if not active() or seq in ctx._ex.steps:
-            return await fn(ctx, seq, step_fn, *args)
-        name = getattr(step_fn, "__qualname__", None) or getattr(step_fn, "__name__", "step")
-        attributes = {"redpromise.promise_id": ctx.id, "redpromise.step": seq}
-        with span(f"step {name}", "internal", attributes):
-            return await fn(ctx, seq, step_fn, *args)
+    active = staticmethod(active)
+    span = staticmethod(span)
+    failed = staticmethod(failed)
+    annotate = staticmethod(annotate)
+    with_context = staticmethod(with_context)
+    begin_span = staticmethod(begin_span)
 
-    return cast(F, traced)
+
+TRACER = OpenTelemetryTracer()

@@ -10,9 +10,9 @@ from typing import Any
 
 from redpromise.core.codec import as_text, encode_error
 from redpromise.core.errors import CorruptRecord
+from redpromise.core.hooks import NO_HOOKS, Hooks
 from redpromise.core.keys import Keys
 from redpromise.core.options import Settings
-from redpromise.observe import metrics as metrics
 from redpromise.redis.classify import as_redpromise_error
 from redpromise.redis.clock import RedisClock
 from redpromise.redis.wire import Ack, AnyRedis
@@ -112,7 +112,10 @@ class Completion:
 class Store:
     """Typed access to one namespace. Every write is one of the Lua transitions."""
 
-    def __init__(self, redis: AnyRedis, keys: Keys, settings: Settings) -> None:
+    def __init__(
+        self, redis: AnyRedis, keys: Keys, settings: Settings, hooks: Hooks = NO_HOOKS
+    ) -> None:
+        self.metrics = hooks.metrics
         self.redis = redis
         self.keys = keys
         self.settings = settings
@@ -186,7 +189,7 @@ class Store:
         )
         res = await self.batch.call(script, keys, argv, packed)
         if res[0] == 1:
-            metrics.begun(group, func)
+            self.metrics.begun(group, func)
             return True, PENDING, _int(res[1])
         return False, as_text(res[1]), _int(res[2])
 
@@ -253,7 +256,7 @@ class Store:
             )
             res: list[Any] = await self.batch.call(script, keys, args)
             if res[0] != -5:
-                metrics.completed_reply(group, res)
+                self.metrics.completed_reply(group, res)
                 return res
             group = as_text(res[1])
         return res

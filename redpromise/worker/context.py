@@ -31,7 +31,6 @@ from redpromise.core.errors import (
     PromiseTimedOut,
 )
 from redpromise.core.options import Timeout, as_timeout
-from redpromise.observe import tracing as tracing
 
 if TYPE_CHECKING:
     from redpromise.worker.execution import Execution
@@ -111,8 +110,11 @@ class Context:
     def __init__(self, execution: Execution) -> None:
         self._ex = execution
         self._seq = 0
-        self._client = execution.worker.client
-        self._clock = execution.worker.store.clock
+        rt = execution.runtime
+        self._children = rt.children
+        self._clock = rt.store.clock
+        self._tracer = rt.hooks.tracer
+        self._suspend_after = rt.settings.suspend_after.total_seconds()
 
     @property
     def id(self) -> str:
@@ -161,8 +163,25 @@ class Context:
 
     begin_run = run
 
-    @tracing.steps
     async def _run(
+        self,
+        seq: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        step_name: str | None,
+    ) -> Any:
+        """The step, inside a ``step <name>`` span unless it is replayed from its
+        checkpoint (then nothing runs, and no span is made)."""
+        tracer = self._tracer
+        if not tracer.active() or seq in self._ex.steps:
+            return await self._run_step(seq, fn, args, kwargs, step_name)
+        qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "step")
+        attributes = {"redpromise.promise_id": self.id, "redpromise.step": seq}
+        with tracer.span(f"step {qualname}", "internal", attributes):
+            return await self._run_step(seq, fn, args, kwargs, step_name)
+
+    async def _run_step(
         self,
         seq: int,
         fn: Callable[..., Any],
@@ -231,7 +250,7 @@ class Context:
         left = (wake_at - self._clock.now_ms()) / 1000
         if left <= 0:
             return
-        if left > self._ex.worker.suspend_after:
+        if left > self._suspend_after:
             raise Suspend(wake_at)
         await asyncio.sleep(left)
         self._ex.ensure_alive()
@@ -274,17 +293,12 @@ class Context:
             return self._replay_outcome(recorded)
         child = f"{self.id}.{seq}"
         self._ex.ensure_alive()
-        await self._client._adopt(self.id, child)
-        await self._client.begin_rpc(
-            child,
-            name,
-            *args,
-            target=target,
-            timeout=self._child_timeout(timeout),
-            **kwargs,
+        await self._children.adopt(self.id, child)
+        await self._children.begin(
+            child, name, args, kwargs, target, self._child_timeout(timeout)
         )
         try:
-            value = await self._client._wait_outcome(child)
+            value = await self._children.wait_outcome(child)
         except PromiseRejected as exc:
             await self._record(seq, {"k": "rpc", "n": name, **_failure(exc)})
             raise
@@ -306,8 +320,8 @@ class Context:
             pid = f"{self.id}.{seq}"
             if self._recorded(seq, "promise", "promise") is None:
                 self._ex.ensure_alive()
-                await self._client._adopt(self.id, pid)
-                await self._client._create_latent(pid, self._child_timeout(latent_timeout))
+                await self._children.adopt(self.id, pid)
+                await self._children.create_latent(pid, self._child_timeout(latent_timeout))
                 await self._record(seq, {"k": "promise", "n": "promise", "v": pid})
             return DurablePromise(self, pid)
 
@@ -319,7 +333,7 @@ class Context:
             return self._replay_outcome(recorded)
         self._ex.ensure_alive()
         try:
-            value = await self._client._wait_outcome(pid)
+            value = await self._children.wait_outcome(pid)
         except PromiseRejected as exc:
             await self._record(seq, {"k": "await", "n": pid, **_failure(exc)})
             raise

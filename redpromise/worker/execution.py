@@ -10,18 +10,18 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import Any, Protocol
 
 from redpromise.core.backoff import Backoff
 from redpromise.core.errors import LeaseLost
-from redpromise.observe import metrics as metrics
+from redpromise.core.hooks import Hooks
+from redpromise.core.options import Settings
 from redpromise.redis.classify import cause_of, retryable
 from redpromise.store.scripts import CODES
+from redpromise.store.store import Store
 
-if TYPE_CHECKING:
-    from redpromise.worker.worker import Worker
-
-__all__ = ["Execution", "Slots", "id_field", "persist", "waitable"]
+__all__ = ["ChildPromises", "Execution", "Runtime", "Slots", "id_field", "persist", "waitable"]
 
 log = logging.getLogger("redpromise.worker")
 
@@ -65,11 +65,56 @@ def waitable(exc: BaseException) -> bool:
     return retryable(exc) or cause_of(exc) == "NOPERM"
 
 
+class ChildPromises(Protocol):
+    """How an execution starts and awaits promises of its own (``ctx.rpc``,
+    ``ctx.promise``): the client implements it and hands it to the worker."""
+
+    async def adopt(self, parent: str, child: str) -> None:
+        """Remember ``child`` as ``parent``'s (for cancellation), before creating it."""
+
+    async def begin(
+        self,
+        id: str,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        target: str | None,
+        timeout: timedelta,
+    ) -> None:
+        """Create promise ``id`` and dispatch ``name(*args, **kwargs)`` to ``target``."""
+
+    async def create_latent(self, id: str, timeout: timedelta) -> None:
+        """Create promise ``id`` with no function: something outside completes it."""
+
+    async def wait_outcome(self, id: str) -> Any:
+        """Wait for promise ``id``; its value, or raise its rejection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What an execution (and its :class:`~redpromise.Context`) uses of the worker
+    running it, handed over once by the worker: no reference back to the worker."""
+
+    store: Store
+    settings: Settings
+    group: str
+    hooks: Hooks
+    children: ChildPromises
+
+    @property
+    def lease(self) -> float:
+        return self.settings.lease.total_seconds()
+
+    async def persist(self, op: Callable[[], Awaitable[Any]]) -> Any:
+        """See :func:`persist` (bounded by the lease)."""
+        return await persist(op, self.lease)
+
+
 @dataclass(eq=False, slots=True)
 class Execution:
     """One acquired delivery of a promise, owned by this worker until it completes."""
 
-    worker: Worker
+    runtime: Runtime
     id: str
     k: int
     entry: str
@@ -88,29 +133,28 @@ class Execution:
 
     @property
     def limit(self) -> int:
-        return self.worker.settings.max_payload_bytes
+        return self.runtime.settings.max_payload_bytes
 
     def ensure_alive(self) -> None:
         """Raise :class:`LeaseLost` unless this execution may still start a step."""
         if self.lost is not None:
             raise LeaseLost(f"execution of {self.id!r} lost its lease: {self.lost}")
-        if time.monotonic() - self.last_hb > self.worker.lease:
+        if time.monotonic() - self.last_hb > self.runtime.lease:
             raise LeaseLost(f"execution of {self.id!r} has not renewed its lease in time")
 
     async def checkpoint(self, seq: int, blob: bytes) -> int:
         """Record step ``seq``; the fence's reply code. Waits out a Redis outage for up
         to one lease, then gives the execution up (:class:`LeaseLost`): it is redelivered
         and replays to the last recorded step."""
-        code = await self.worker.persist(
-            lambda: self.worker.store.checkpoint(self.id, self.version, seq, blob)
-        )
+        rt = self.runtime
+        code = await rt.persist(lambda: rt.store.checkpoint(self.id, self.version, seq, blob))
         if code is None:
             self.lost = "Redis unavailable for a whole lease"
             raise LeaseLost(f"execution of {self.id!r} could not checkpoint: {self.lost}")
         if code == 1:
-            metrics.step(self.worker.group, self.func)
+            rt.hooks.metrics.step(rt.group, self.func)
         else:
-            metrics.refused(self.worker.group, "checkpoint", CODES.get(code, str(code)))
+            rt.hooks.metrics.refused(rt.group, "checkpoint", CODES.get(code, str(code)))
         return int(code)
 
     def stop_reason(self, code: int) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redpromise.core.backoff import Backoff
-from redpromise.observe import metrics as metrics
+from redpromise.core.hooks import NO_HOOKS, Metrics
 from redpromise.redis.classify import cause_of, is_redis_failure
 
 __all__ = ["LOG_EVERY", "CauseLog", "Supervisor"]
@@ -57,9 +57,9 @@ class CauseLog:
     what: str
     log: logging.Logger
     action: str = "retrying with backoff until it recovers"
-    # The `loop` label of redpromise_redis_failures_total ('' = not counted): a small,
-    # fixed set of names, never one per key.
-    metric: str = ""
+    # Told each failure's cause (redpromise_redis_failures_total{loop} counts them): for
+    # a small, fixed set of loops, never one per key.
+    count: Callable[[str], None] | None = None
     since: float | None = None
     cause: str = ""
     failures: int = 0
@@ -78,8 +78,8 @@ class CauseLog:
             self.since = now
         self.failures += 1
         self.last_error = f"{cause}: {exc}"
-        if self.metric:
-            metrics.redis_failure(self.metric, cause)
+        if self.count is not None:
+            self.count(cause)
         if cause != self.cause or now - self._logged_at >= LOG_EVERY:
             repeat = f" ({self.failures} failures in {now - self.since:.0f}s)" if (
                 cause == self.cause
@@ -138,8 +138,9 @@ def _told_to_stop(loop: _Loop) -> bool:
 class Supervisor:
     """Runs named loops; see the module docstring for what it guarantees."""
 
-    def __init__(self, log: logging.Logger) -> None:
+    def __init__(self, log: logging.Logger, metrics: Metrics = NO_HOOKS.metrics) -> None:
         self._log = log
+        self._metrics = metrics
         self._loops: dict[str, _Loop] = {}
         self.died = asyncio.Event()
         self.reason = ""
@@ -157,7 +158,9 @@ class Supervisor:
         ``stall_after``: seconds without a finished iteration after which :meth:`health`
         reports the loop stuck (an iteration is bounded by the client's socket timeout).
         """
-        causes = CauseLog(f"{name} loop", self._log, metric=name)
+        causes = CauseLog(
+            f"{name} loop", self._log, count=functools.partial(self._metrics.redis_failure, name)
+        )
         loop = _Loop(name, every, max(stall_after, 3 * every), causes)
         loop.task = asyncio.create_task(self._run(loop, step), name=f"redpromise-{name}")
         loop.task.add_done_callback(functools.partial(self._ended, loop))

@@ -13,19 +13,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from redis import exceptions as rex
 
 from redpromise.core.codec import as_text
-from redpromise.observe import metrics as metrics
+from redpromise.core.hooks import Metrics
 from redpromise.redis.classify import cause_of, retryable
 from redpromise.store.search import IndexSweep
+from redpromise.store.store import Store
 from redpromise.worker.supervise import CauseLog
-
-if TYPE_CHECKING:
-    from redpromise.worker.worker import Worker
 
 __all__ = ["Upkeep"]
 
@@ -35,23 +33,46 @@ log = logging.getLogger("redpromise.worker")
 class Upkeep:
     """Periodic work every worker does for its group (and, for promote, for all)."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.redis = worker.redis
-        self.store = worker.store
-        self.keys = worker.keys
-        self.settings = worker.settings
-        self.group = worker.group
-        self.consumer = worker.consumer
-        self._lease_ms = int(worker.lease * 1000)
+    def __init__(
+        self,
+        store: Store,
+        *,
+        consumer: str,
+        group: str,
+        streams: list[str],
+        bad_partitions: set[int],
+        inflight: Callable[[], int],
+        stopping: Callable[[], bool],
+        acquire: Callable[[list[tuple[int, str, Any]]], Awaitable[Any]],
+        ensure_groups: Callable[[], Awaitable[Any]],
+        metrics: Metrics,
+    ) -> None:
+        """``streams``/``bad_partitions``: the worker's, shared (it updates them);
+        ``inflight``/``stopping``: read from the worker; ``acquire``/``ensure_groups``: the
+        worker's, called with what was reclaimed and when a group is missing."""
+        self.redis = store.redis
+        self.store = store
+        self.keys = store.keys
+        self.settings = store.settings
+        self.group = group
+        self.consumer = consumer
+        self.streams = streams
+        self.bad_partitions = bad_partitions
+        self._inflight = inflight
+        self._stopping = stopping
+        self._acquire = acquire
+        self._ensure_groups = ensure_groups
+        self._metrics = metrics
+        lease = self.settings.lease.total_seconds()
+        self._lease_ms = int(lease * 1000)
         # A consumer silent for ten leases with nothing pending is gone; sweeping it is
         # safe (a live one that was swept is re-created by its next read).
-        self._sweep_every = max(10 * worker.lease, 5.0)
+        self._sweep_every = max(10 * lease, 5.0)
         self._next_sweep = time.monotonic() + self._sweep_every
         self._cursors = ["0-0"] * self.keys.partitions
         self._reconcile_at = (0, 0)  # (partition, offset) in the timeouts zsets
         self._key_faults: dict[str, CauseLog] = {}
-        self.index_sweep = IndexSweep(worker.store)
+        self.index_sweep = IndexSweep(store)
 
     def key_fault(self, key: str, exc: BaseException) -> None:
         """Log a problem confined to one key, once per key and cause (rate-limited)."""
@@ -73,13 +94,12 @@ class Upkeep:
         if first is not None:
             raise first
 
-    async def tick(self) -> None:
+    async def reclaim_round(self) -> None:
         """One round of the reclaim loop: reclaim, reconcile, and now and then sweep."""
-        w = self.worker
-        if w.stopping:
+        if self._stopping():
             return
-        if w.bad_partitions:
-            await w.ensure_groups()
+        if self.bad_partitions:
+            await self._ensure_groups()
         await self.reclaim()
         await self.reconcile(self.settings.reconcile_batch)
         await self.index_sweep.run(report=self.raise_first)
@@ -89,15 +109,14 @@ class Upkeep:
 
     async def reclaim(self) -> int:
         """Claim entries idle longer than the lease and acquire them; returns how many."""
-        w = self.worker
-        free = self.settings.concurrency - w.inflight
+        free = self.settings.concurrency - self._inflight()
         if free <= 0:
             return 0
-        parts = [k for k in range(self.keys.partitions) if k not in w.bad_partitions]
+        parts = [k for k in range(self.keys.partitions) if k not in self.bad_partitions]
         pipe = self.redis.pipeline(transaction=False)
         for k in parts:
             pipe.xautoclaim(
-                w.streams[k],
+                self.streams[k],
                 self.group,
                 self.consumer,
                 self._lease_ms,
@@ -123,10 +142,10 @@ class Upkeep:
                 claimed.append((k, as_text(entry), fields))
         if claimed:
             log.info("reclaimed %d entries of silent workers", len(claimed))
-            await w.acquire(claimed)
+            await self._acquire(claimed)
         if missing:
-            await w.ensure_groups()
-        self.raise_first(results, [w.streams[k] for k in parts])
+            await self._ensure_groups()
+        self.raise_first(results, [self.streams[k] for k in parts])
         return len(claimed)
 
     async def reconcile(self, budget: int) -> int:
@@ -152,11 +171,11 @@ class Upkeep:
             for group, _, id in (as_text(m).partition("|") for m in members)
             if group == self.group
         ]
-        if not ids or k in self.worker.bad_partitions:
+        if not ids or k in self.bad_partitions:
             return 0
         last = ""
         with contextlib.suppress(rex.ResponseError):
-            for g in await self.redis.xinfo_groups(self.worker.streams[k]):
+            for g in await self.redis.xinfo_groups(self.streams[k]):
                 if as_text(g.get("name", b"")) == self.group:
                     last = as_text(g.get("last-delivered-id", b""))
         calls = [self.store.reconcile_call(k, self.group, id, last) for id in ids]
@@ -176,7 +195,7 @@ class Upkeep:
     async def sweep_consumers(self) -> None:
         """Delete consumers of the group with nothing pending that have been idle long."""
         idle_ms = int(self._sweep_every * 1000)
-        streams = self.worker.streams
+        streams = self.streams
         pipe = self.redis.pipeline(transaction=False)
         for s in streams:
             pipe.xinfo_consumers(s, self.group)
@@ -222,7 +241,7 @@ class Upkeep:
         done = sum(1 for r in results if not isinstance(r, BaseException) and int(r[0]) == 1)
         for (script, _, args), r in zip(calls, results, strict=True):
             if script.name == "complete":  # a timeout applied: ARGV[2] is the group
-                metrics.completed_reply(str(args[1]), r)
+                self._metrics.completed_reply(str(args[1]), r)
         # promote's KEYS[2] and complete's KEYS[1] are the promise hash.
         promises = [str(keys[1] if s.name == "promote" else keys[0]) for s, keys, _ in calls]
         self.raise_first(results, promises)

@@ -25,28 +25,32 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis import exceptions as rex
 from redis.asyncio import RedisCluster
 
 from redpromise.core.codec import as_text, decode, encode, encode_error, error_of
 from redpromise.core.errors import LeaseLost, NondeterminismError, PayloadError
+from redpromise.core.hooks import Hooks
 from redpromise.core.options import RetryPolicy, Settings, _policy_from_wire
-from redpromise.observe import metrics as metrics
-from redpromise.observe import tracing as tracing
 from redpromise.redis.classify import cause_of
 from redpromise.store.scripts import CODES
-from redpromise.store.store import Call
+from redpromise.store.store import Call, Store
 from redpromise.worker.context import Context, Suspend
-from redpromise.worker.execution import Execution, Slots, id_field, persist, waitable
+from redpromise.worker.execution import (
+    ChildPromises,
+    Execution,
+    Runtime,
+    Slots,
+    id_field,
+    persist,
+    waitable,
+)
 from redpromise.worker.reads import PartitionReads, StreamReads, Taken
-from redpromise.worker.registry import Function
+from redpromise.worker.registry import Function, Registry
 from redpromise.worker.supervise import Supervisor
 from redpromise.worker.upkeep import Upkeep
-
-if TYPE_CHECKING:
-    from redpromise.client.client import Redpromise
 
 __all__ = ["Worker"]
 
@@ -57,16 +61,32 @@ _NO_ID = "entry without a promise id"  # the dead record's reason
 
 
 class Worker:
-    """Runs the registered functions of one group. Use through :class:`Redpromise`."""
+    """Runs the registered functions of one group. Use through :class:`Redpromise`.
 
-    def __init__(self, client: Redpromise) -> None:
-        self.client = client
-        self.redis = client.redis
-        self.store = store = client.store
-        self.registry = client.registry
-        self.group = group = client.group
-        self.consumer = client.consumer
+    Receives what it uses: the store, the functions, who it is (``group``,
+    ``consumer``), the observers (``hooks``) and a way to start child promises
+    (``children``); it knows nothing of the client that made it.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        group: str,
+        consumer: str,
+        hooks: Hooks,
+        children: ChildPromises,
+    ) -> None:
+        self.redis = store.redis
+        self.store = store
+        self.registry = registry
+        self.group = group
+        self.consumer = consumer
+        self.metrics = hooks.metrics
+        self.tracer = hooks.tracer
         self.settings: Settings = store.settings
+        self.runtime = Runtime(store, self.settings, group, hooks, children)
         self.suspend_after = self.settings.suspend_after.total_seconds()
         self.keys = store.keys
         self.lease = self.settings.lease.total_seconds()
@@ -92,13 +112,29 @@ class Worker:
             self.redis, head, self.streams, block_ms, self._take_call
         )
         self.reads.use(range(self.keys.partitions))
-        self.supervisor = Supervisor(log)
-        self.upkeep = Upkeep(self)
+        self.supervisor = Supervisor(log, hooks.metrics)
+        self.upkeep = Upkeep(
+            store,
+            consumer=consumer,
+            group=group,
+            streams=self.streams,
+            bad_partitions=self.bad_partitions,
+            inflight=lambda: len(self._inflight),
+            stopping=lambda: self._stopping,
+            acquire=self.acquire,
+            ensure_groups=self.ensure_groups,
+            metrics=hooks.metrics,
+        )
         self.completed = 0
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def slots(self) -> int:
+        """Functions this worker may run at once (``Settings.concurrency``)."""
+        return self.settings.concurrency
 
     @property
     def stopping(self) -> bool:
@@ -111,9 +147,9 @@ class Worker:
         s, sup = self.settings, self.supervisor
         sup.spawn("read", self._read_once, 0)
         sup.spawn("heartbeat", self.heartbeat, s.heartbeat_every.total_seconds())
-        sup.spawn("reclaim", self.upkeep.tick, s.reclaim_every.total_seconds())
+        sup.spawn("reclaim", self.upkeep.reclaim_round, s.reclaim_every.total_seconds())
         sup.spawn("promote", self.upkeep.promote, s.poll_interval.total_seconds())
-        metrics.watch_worker(self)
+        self.metrics.watch_worker(self)
 
     async def stop(self, grace: float) -> None:
         """Stop reading, let in-flight functions finish for ``grace`` s, leave the rest.
@@ -308,13 +344,13 @@ class Worker:
             if code == -7:
                 log.error("promise %r rejected as poison", id)
                 if len(res) >= 4:
-                    metrics.completed(self.group, res[1], "rejected", res[2], res[3])
+                    self.metrics.completed(self.group, res[1], "rejected", res[2], res[3])
             else:
                 log.debug("skipped entry %s of %r: %s", entry, id, CODES.get(code, code))
             return
         steps = res[8]
         ex = Execution(
-            worker=self,
+            runtime=self.runtime,
             id=id,
             k=k,
             entry=entry,
@@ -331,7 +367,7 @@ class Worker:
             last_hb=sent,
         )
         if ex.deliveries > 1:
-            metrics.redelivered(self.group, ex.func)
+            self.metrics.redelivered(self.group, ex.func)
         old = self._inflight.get((k, entry))
         if old is not None and old.lost is None:
             # We reclaimed our own entry (this process stalled past its lease): the
@@ -391,7 +427,7 @@ class Worker:
                 raise PayloadError("arguments are not a list and a dict")
         except (PayloadError, KeyError, TypeError) as exc:
             return self._reject(ex, "PayloadError", f"unreadable arguments: {exc}")
-        if not tracing.active():
+        if not self.tracer.active():
             return self._invoke(ex, func, args, kwargs)
         return self._traced(ex, func, payload, args, kwargs)
 
@@ -412,7 +448,7 @@ class Worker:
         }
         # The trace context begin_rpc put in the payload: this span joins the caller's trace.
         parent = payload.get("tc") if isinstance(payload.get("tc"), dict) else None
-        with tracing.span(f"execute {ex.func}", "consumer", attributes, parent=parent):
+        with self.tracer.span(f"execute {ex.func}", "consumer", attributes, parent=parent):
             await self._invoke(ex, func, args, kwargs)
 
     async def _invoke(
@@ -429,20 +465,20 @@ class Worker:
                 else:
                     value = await call
             finally:
-                metrics.executed(self.group, ex.func, time.monotonic() - started)
+                self.metrics.executed(self.group, ex.func, time.monotonic() - started)
         except (asyncio.CancelledError, LeaseLost):
             raise
         except Suspend as sus:
             await self._suspend(ex, sus.wake_at)
             return
         except NondeterminismError as exc:
-            tracing.failed(exc)
+            self.tracer.failed(exc)
             await self._reject(ex, "NondeterminismError", str(exc))
             return
         except Exception as exc:
             if ex.lost is not None:
                 raise LeaseLost(f"execution of {ex.id!r} lost its lease: {ex.lost}") from exc
-            tracing.failed(exc)
+            self.tracer.failed(exc)
             await self._failed(ex, func, exc)
             return
         try:
@@ -482,9 +518,9 @@ class Worker:
                     )
                 )
                 if code == 1:
-                    metrics.retried(self.group, ex.func)
+                    self.metrics.retried(self.group, ex.func)
                 elif code is not None and code < 0:
-                    metrics.refused(self.group, "retry", CODES.get(code, str(code)))
+                    self.metrics.refused(self.group, "retry", CODES.get(code, str(code)))
                     log.warning("retry of %r refused: %s", ex.id, CODES.get(code, code))
                 return
         log.info("%r rejected at attempt=%d: %s", ex.id, ex.attempt, info["type"])
@@ -500,7 +536,7 @@ class Worker:
             )
         )
         if code is not None and code < 0:
-            metrics.refused(self.group, "suspend", CODES.get(code, str(code)))
+            self.metrics.refused(self.group, "suspend", CODES.get(code, str(code)))
             log.warning("suspension of %r refused: %s", ex.id, CODES.get(code, code))
 
     async def _reject(self, ex: Execution, type_name: str, message: str) -> None:
@@ -534,12 +570,12 @@ class Worker:
         def write() -> Awaitable[list[Any]]:
             return self.store.complete(ex.id, self.group, ex.version, state, blob)
 
-        if tracing.active():
+        if self.tracer.active():
             attributes = {"redpromise.promise_id": ex.id, "redpromise.state": state}
-            with tracing.span(f"complete {ex.func}", "internal", attributes) as span:
+            with self.tracer.span(f"complete {ex.func}", "internal", attributes) as span:
                 res = await persist(write, self.lease)
                 if res is not None:
-                    tracing.annotate(span, code=int(res[0]))
+                    self.tracer.annotate(span, code=int(res[0]))
         else:
             res = await persist(write, self.lease)
         if res is None:
@@ -547,9 +583,9 @@ class Worker:
         code = int(res[0])
         if code == 0 and len(res) > 3 and as_text(res[3]) == str(ex.version):
             code = 1  # our own earlier call landed and its reply was lost: a success
-            metrics.completed(self.group, ex.func, state, None, None)
+            self.metrics.completed(self.group, ex.func, state, None, None)
         elif code < 0:
-            metrics.refused(self.group, "complete", CODES.get(code, str(code)))
+            self.metrics.refused(self.group, "complete", CODES.get(code, str(code)))
         if code == 1:
             self.completed += 1
             if log.isEnabledFor(logging.DEBUG):
@@ -610,7 +646,7 @@ class Worker:
             elif ex.lost is None:
                 ex.lost = CODES.get(code, str(code))
                 if not ex.finishing:
-                    metrics.refused(self.group, "heartbeat", ex.lost)
+                    self.metrics.refused(self.group, "heartbeat", ex.lost)
                     if ex.task is not None:
                         ex.task.cancel()
                 # A finishing execution's outcome is its final write's (complete, retry,
