@@ -35,7 +35,8 @@ _SAMPLE_EVERY = 5.0  # seconds between two samples of the groups' history
 _HISTORY = 180  # samples kept: 15 minutes
 _IDLE_STOP = 900.0  # the sampler stops when the page has not asked for 15 minutes
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
-_STATES = ("pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
+# What the search takes: the stored states, and "failing" (pending, a failed attempt on record).
+_STATES = ("pending", "failing", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
 
 
 class Dashboard:
@@ -175,6 +176,8 @@ class Dashboard:
             if not full:
                 d.pop("value", None)
                 d["error"] = {"type": d["error"]["type"]} if d.get("error") else None
+                if d.get("last_error"):  # its message is a value too; when and which stay
+                    del d["last_error"]["message"]
             records.append(d)
         return _json({"records": records, "cursor": page.cursor})
 
