@@ -55,7 +55,11 @@ const stateBadge = (s) => el("span", { class: "state " + s }, s);
 const shownState = (r) => (r.state === "pending" && r.last_error ? "failing" : r.state);
 // Each promise has its own address (#/promise/<id>): links, reloads and the back button.
 const promiseHash = (id) => "#/promise/" + encodeURIComponent(id);
-const promiseLink = (id) => el("a", { href: promiseHash(id), "data-id": id }, id);
+function promiseLink(id) {
+  // Following the address already shown changes no hash: open (refresh) it directly.
+  const onclick = (ev) => { if (hashPromise() === id) { ev.preventDefault(); openPromise(id); } };
+  return el("a", { href: promiseHash(id), "data-id": id, onclick }, id);
+}
 function errorText(e) {
   if (!e) return "";
   return e.type + ("message" in e ? ": " + e.message : "");
