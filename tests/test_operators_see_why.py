@@ -284,3 +284,39 @@ async def test_cli_shows_the_last_error_searches_failing_and_marks_gone_consumer
     finally:
         for rp in reversed(made):
             await rp.stop()
+
+
+# ---------------------------------------------------------------- the previous release
+
+
+async def test_a_failure_the_previous_release_recorded_shows_without_its_times(
+    make_rp: MakeRp,
+) -> None:
+    """During a rolling upgrade the previous release's retry.lua writes ``last_error``
+    alone: the promise is failing all the same, its times read as unknown."""
+    from redpromise._codec import encode_error
+    from tests.storeops import G, acquire, create, deliver
+    from tests.test_default_fields import PREVIOUS_RELEASE, release_scripts
+
+    rp = await make_rp()
+    await rp.counts()  # pins the namespace's key layout
+    store = rp.store
+    current, store.scripts = store.scripts, release_scripts(PREVIOUS_RELEASE)
+    try:
+        await create(store, "old")
+        entry = await deliver(store, "old")
+        assert (await acquire(store, "old", entry))[0] == 1
+        error = encode_error("OldType", "old", 1 << 20)
+        assert await store.retry("old", G, 1, 60_000, error, entry=entry) == 1
+    finally:
+        store.scripts = current
+    [info] = (await rp.search(state="failing")).records
+    assert info.last_error is not None
+    assert info.last_error.to_dict() == {
+        "type": "OldType",
+        "message": "old",
+        "at": None,
+        "attempt": 1,
+        "next_retry_at": None,
+    }
+    assert (await Inspector(rp).detail("old"))["last_error"] == info.last_error.to_dict()
