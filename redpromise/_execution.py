@@ -16,7 +16,7 @@ from . import _metrics as metrics
 from ._backoff import Backoff
 from ._errors import LeaseLost
 from ._faults import cause_of, retryable
-from ._scripts import CODES
+from ._scripts import CODES, refusal
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -101,22 +101,25 @@ class Execution:
         """Record step ``seq``; the fence's reply code. Waits out a Redis outage for up
         to one lease, then gives the execution up (:class:`LeaseLost`): it is redelivered
         and replays to the last recorded step."""
-        code = await self.worker.persist(
-            lambda: self.worker.store.checkpoint(self.id, self.version, seq, blob)
+        reply = await self.worker.persist(
+            lambda: self.worker.store.checkpoint_reply(self.id, self.version, seq, blob)
         )
-        if code is None:
+        if reply is None:
             self.lost = "Redis unavailable for a whole lease"
             raise LeaseLost(f"execution of {self.id!r} could not checkpoint: {self.lost}")
+        code = int(reply[0])
         if code == 1:
             metrics.step(self.worker.group, self.func)
         else:
             metrics.refused(self.worker.group, "checkpoint", CODES.get(code, str(code)))
-        return int(code)
+            if self.lost is None:
+                self.lost = refusal(code, reply[1] if len(reply) > 1 else None)
+        return code
 
     def stop_reason(self, code: int) -> None:
-        """Record why the fence refused this execution (it must stop)."""
+        """Record why the fence refused this execution (it must stop), in words."""
         if self.lost is None:
-            self.lost = CODES.get(code, str(code))
+            self.lost = refusal(code)
 
 
 class Slots:

@@ -40,7 +40,7 @@ from ._faults import cause_of
 from ._options import RetryPolicy, Settings, _policy_from_wire
 from ._reads import PartitionReads, StreamReads, Taken
 from ._registry import Function
-from ._scripts import CODES
+from ._scripts import CODES, refusal, reply_code
 from ._store import Call
 from ._supervise import Supervisor
 from ._upkeep import Upkeep
@@ -476,16 +476,17 @@ class Worker:
                     delay,
                 )
                 ex.finishing = True
-                code = await self.persist(
-                    lambda: self.store.retry(
+                reply = await self.persist(
+                    lambda: self.store.retry_reply(
                         ex.id, self.group, ex.version, delay_ms, error, entry=ex.entry
                     )
                 )
+                code, state = reply_code(reply)
                 if code == 1:
                     metrics.retried(self.group, ex.func)
                 elif code is not None and code < 0:
                     metrics.refused(self.group, "retry", CODES.get(code, str(code)))
-                    log.warning("retry of %r refused: %s", ex.id, CODES.get(code, code))
+                    log.warning("retry of %r refused: %s", ex.id, refusal(code, state))
                 return
         log.info("%r rejected at attempt=%d: %s", ex.id, ex.attempt, info["type"])
         await self._complete(ex, "rejected", error)
@@ -494,14 +495,15 @@ class Worker:
         ex.finishing = True
         delay_ms = max(0, wake_at - self.store.clock.now_ms())
         log.info("%r suspended for %.1fs", ex.id, delay_ms / 1000)
-        code = await self.persist(
-            lambda: self.store.retry(
+        reply = await self.persist(
+            lambda: self.store.retry_reply(
                 ex.id, self.group, ex.version, delay_ms, b"", entry=ex.entry, attempt=False
             )
         )
+        code, state = reply_code(reply)
         if code is not None and code < 0:
             metrics.refused(self.group, "suspend", CODES.get(code, str(code)))
-            log.warning("suspension of %r refused: %s", ex.id, CODES.get(code, code))
+            log.warning("suspension of %r refused: %s", ex.id, refusal(code, state))
 
     async def _reject(self, ex: Execution, type_name: str, message: str) -> None:
         log.error("rejecting %r: %s: %s", ex.id, type_name, message)
@@ -574,7 +576,7 @@ class Worker:
             log.warning(
                 "completion of %r refused: %s",
                 ex.id,
-                CODES.get(code, code),
+                refusal(code),
                 extra={"redpromise_event": "refused", **event},
             )
 
@@ -608,9 +610,9 @@ class Worker:
             if code == 1:
                 ex.last_hb = sent
             elif ex.lost is None:
-                ex.lost = CODES.get(code, str(code))
+                ex.lost = refusal(code, res[1] if len(res) > 1 else None)
                 if not ex.finishing:
-                    metrics.refused(self.group, "heartbeat", ex.lost)
+                    metrics.refused(self.group, "heartbeat", CODES.get(code, str(code)))
                     if ex.task is not None:
                         ex.task.cancel()
                 # A finishing execution's outcome is its final write's (complete, retry,
@@ -620,3 +622,4 @@ class Worker:
         down = next((r for r in results if isinstance(r, BaseException) and waitable(r)), None)
         if down is not None:
             raise down
+
