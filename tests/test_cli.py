@@ -109,6 +109,7 @@ async def test_get_prints_the_promise_and_exits_1_when_it_is_not_found(
         "tags": {"k": "v"},
         "value": None,
         "error": None,
+        "last_error": None,
     }
     header, rows = table_rows(cli("promises", "get", "a1"))
     assert header == ["FIELD", "VALUE"] and ["state", "pending"] in rows

@@ -19,12 +19,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from redpromise import Redpromise, Settings
+from redpromise import Constant, Redpromise, Settings
 from tests.procs import WorkerProcess
 from tests.services import GatewayProcess
 
@@ -41,6 +42,7 @@ ARGS = [
     "--no-first-run",
 ]
 TOKEN = "ui-token"
+HOUR = timedelta(hours=1)
 DEADLINE = 30.0
 
 
@@ -121,11 +123,19 @@ def test_dashboard_search_and_requeue_a_dead_promise_in_a_real_browser(
         # after the lease and, past max_deliveries, rejects it into the dead stream.
         found_id = f"find-{case}"
         dead_id = f"dead-{case}"
+        failing_id = f"failing-{case}"
+        canceled_id = f"canceled-{case}"
         trap.touch()
 
         async def begin(rp: Redpromise) -> None:
             await rp.begin_rpc(found_id, "echo", {"hello": case}, tags={"case": case})
             await rp.begin_rpc(dead_id, "fragile", dead_id, str(trap), tags={"case": case})
+            # Fails, and is retried only in an hour: pending with its last error on record.
+            await rp.begin_rpc(
+                failing_id, "fails", case, retry=Constant(delay=HOUR), tags={"case": case}
+            )
+            await rp.begin_rpc(canceled_id, "echo", 1, target="poll://any@nobody")
+            await rp.cancel(canceled_id)
 
         lib.call(begin)
         eventually(lambda: lib.state(found_id) == "resolved", "the echo promise resolves")
@@ -147,6 +157,10 @@ def test_dashboard_search_and_requeue_a_dead_promise_in_a_real_browser(
             page.click("#unlock")
             page.wait_for_selector("#groups tbody tr[data-group='worker']")
             assert page.is_visible("#mode") and not page.is_visible("#unprotected")
+            # Canceled is counted apart from rejected (the dead promise's rejection).
+            nobody = "#groups tr[data-group='nobody']"
+            assert page.text_content(f"{nobody} td[data-state='rejected_canceled']") == "1"
+            assert page.text_content(f"{nobody} td[data-state='rejected']") == "0"
 
             # Search by tag finds the promise begun above; its detail shows the result.
             page.fill("#f-tag", f"case={case}")
@@ -187,6 +201,25 @@ def test_dashboard_search_and_requeue_a_dead_promise_in_a_real_browser(
                 headers={"Authorization": f"Bearer {TOKEN}"},
             )
             assert resp.json() == {"action": "begun", "id": new_id}
+
+            # The Failing tab lists the promise that fails and waits for its retry, with
+            # its last error; times name their zone (UTC, "Z").
+            page.click("button[data-tab='failing']")
+            failing_row = f"#promises tr[data-id='{failing_id}']"
+            page.wait_for_selector(failing_row)
+            assert page.text_content(f"{failing_row} .state") == "failing"
+            last = page.text_content(f"{failing_row} td:last-child") or ""
+            assert last.startswith("ValueError: attempt 0 failed (attempt 1, ")
+            assert (page.text_content(f"{failing_row} td:nth-child(5)") or "").endswith("Z")
+            page.click(f"{failing_row} a")
+            page.wait_for_selector("#d-state.failing")
+            assert "next retry" in (page.text_content("#d-fields") or "")
+            page.screenshot(path=str(screens / "6-failing.png"), full_page=True)
+            # The detail has its own address: a reload (or a shared link) opens it again.
+            assert page.url.endswith(f"/ui#/promise/{failing_id}")
+            page.reload()
+            page.wait_for_selector("#d-state.failing")
+            assert page.text_content("#d-id") == failing_id
             browser.close()
         assert errors == []
     finally:

@@ -55,7 +55,7 @@ async def test_completion_of_a_worker_frozen_past_its_lease_is_refused_by_the_fe
     # any heartbeat reply could tell A it lost the promise, so it reaches the fence.
     (tmp_path / "gate.1").touch()
     a.thaw()
-    refused = "completion of 'fenced' refused: stale_version"
+    refused = "completion of 'fenced' refused: taken over by a newer execution"
 
     async def zombie_outcome() -> str | None:
         if refused in a.output():

@@ -75,7 +75,11 @@ def _add_promises(sub: argparse._SubParsersAction[_Parser]) -> None:
     g.add_argument("id")
     g.set_defaults(run=cmd.get)
     s = psub.add_parser("search", help="promises matching every filter given, a page at a time")
-    s.add_argument("--state", choices=_STATES)
+    s.add_argument(
+        "--state",
+        choices=[*_STATES, "failing"],
+        help="failing: pending with a failed attempt on record (retried, not settled)",
+    )
     s.add_argument("--group")
     s.add_argument("--function")
     s.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")

@@ -40,8 +40,11 @@ async def groups(rp: Redpromise, args: argparse.Namespace) -> int:
     if consumers:
         print()
         table(
-            ["group", "consumer", "pending", "idle"],
-            [(g, c["name"], c["pending"], ago(c["idle_ms"])) for g, c in consumers],
+            ["group", "consumer", "status", "pending", "idle"],
+            [
+                (g, c["name"], c["status"], c["pending"], ago(c["idle_ms"]))
+                for g, c in consumers
+            ],
         )
     print(f"\ndead records: {dead} (redpromise dead list)")
     return 0

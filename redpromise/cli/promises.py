@@ -10,6 +10,7 @@ from typing import Any
 from redpromise.cli.output import UsageError, ago, compact, emit_json, iso, table, time_ms
 from redpromise.client.client import Redpromise
 from redpromise.client.inspect import Inspector
+from redpromise.core.codec import readable
 from redpromise.core.errors import PromiseNotFound
 from redpromise.redis.classify import translate_errors
 from redpromise.store.search import PromiseInfo
@@ -21,7 +22,7 @@ async def _info(rp: Redpromise, id: str) -> dict[str, Any]:
     """The promise as :meth:`PromiseInfo.to_dict` shapes it (the search records' shape)."""
     await rp.get(id)  # PromiseNotFound; applies a timeout that has passed
     async with translate_errors():
-        rec = await rp.store.read(id)
+        rec = await rp.store.read(id, failure=True)
     if rec is None:  # its retention ended between the two reads
         raise PromiseNotFound(id)
     return PromiseInfo.of(rec).to_dict()
@@ -35,6 +36,20 @@ def _took(p: dict[str, Any]) -> str | None:
 def _error_text(p: dict[str, Any]) -> str | None:
     err = p.get("error")
     return f"{err['type']}: {err['message']}" if err else None
+
+
+def _last_error_rows(p: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A failed attempt on record: the last error, and (pending) when it is retried."""
+    last = p.get("last_error")
+    if not last:
+        return []
+    text = f"{last['type']}: {last['message']}" if "message" in last else last["type"]
+    rows: list[tuple[str, Any]] = [
+        ("last error", f"{text} (attempt {last['attempt']}, {iso(last['at']) or 'time unknown'})")
+    ]
+    if last.get("next_retry_at") is not None:
+        rows.append(("next retry", iso(last["next_retry_at"])))
+    return rows
 
 
 def _tags_text(tags: dict[str, str]) -> str:
@@ -56,8 +71,9 @@ def _show_promise(args: argparse.Namespace, p: dict[str, Any]) -> None:
         ("took", _took(p)),
         ("attempt", p["attempt"]),
         ("tags", _tags_text(p["tags"]) or None),
-        ("value", json.dumps(p["value"]) if p["state"] == "resolved" else None),
+        ("value", json.dumps(readable(p["value"])) if p["state"] == "resolved" else None),
         ("error", _error_text(p)),
+        *_last_error_rows(p),
     ]
     table(["field", "value"], rows)
 
@@ -133,7 +149,7 @@ async def search(rp: Redpromise, args: argparse.Namespace) -> int:
         [
             (
                 r["id"],
-                r["state"],
+                "failing" if r["state"] == "pending" and r.get("last_error") else r["state"],
                 r["function"] or "(latent)",
                 r["group"],
                 iso(r["created_at"]),
@@ -191,7 +207,7 @@ def _print_tree(
     print(prefix + branch + "  ".join(bits))
     inner = prefix + ("" if top else ("   " if last else "│  "))
     steps = node.get("steps", [])
-    lines = [_step_text(s) for s in steps]
+    lines = [f"{k}: {v}" for k, v in _last_error_rows(node)] + [_step_text(s) for s in steps]
     if not steps and node["state"] not in ("pending", "expired", "unreadable") and "steps" in node:
         lines = ["(steps are not kept once a promise completes)"]
     children = node.get("children", [])

@@ -510,9 +510,9 @@ class Redpromise:
     ) -> SearchPage:
         """One page of the promises matching every filter given, oldest first (by
         ``created_at``, then group and id) or newest first. ``state``: ``pending``,
-        ``resolved``, ``rejected``, ``rejected_canceled`` or ``rejected_timedout``;
-        ``tags`` must all be on the promise; ``since`` and ``until`` bound ``created_at``
-        (inclusive; ms since the epoch or a datetime).
+        ``resolved``, ``rejected``, ``rejected_canceled`` or ``rejected_timedout``, or
+        ``failing`` (pending, with a :attr:`PromiseInfo.last_error`); ``tags`` must all be
+        on the promise; ``since``/``until`` bound ``created_at`` (inclusive; ms or datetime).
         Pass the returned ``cursor`` back (same filters) for the next page: a walk never
         repeats a promise nor skips one that exists throughout it, across partitions and
         state changes. A page holds at most ``limit`` (1 to 1000) records; it may hold fewer

@@ -30,12 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import RedisCluster
 
-from redpromise.core.codec import as_text, decode, decode_error
+from redpromise.core.codec import as_text, call_of, decode, decode_error, readable
 from redpromise.core.errors import PayloadError, PromiseNotFound
 from redpromise.core.keys import MAX_ID_BYTES, validate_id
 from redpromise.redis.classify import translate_errors
 from redpromise.redis.wire import server_name, short_of_replicas
 from redpromise.store.queues import depth
+from redpromise.store.scripts import refusal
+from redpromise.store.search import LastError
 from redpromise.store.store import PENDING
 
 if TYPE_CHECKING:
@@ -191,7 +193,12 @@ class Inspector:
         """Per group: ``backlog`` (dispatched, not yet delivered), ``in_flight`` (delivered,
         not completed), ``dispatched`` (entries ever added, Redis >= 7; else ``None``), and
         its ``consumers`` (``pending`` entries, ``idle_ms`` since their last read or
-        claim), summed over partitions."""
+        claim, ``status``), summed over partitions. ``status`` is ``alive`` while the idle
+        time is within :meth:`alive_ms`; past it, ``gone`` when the consumer holds entries
+        (a live worker renews each one every lease / 3, which resets the idle time: these
+        wait for another worker to reclaim them) or when Redis (>= 7.2) counts reads that
+        found nothing; else ``idle``: holding nothing, Redis < 7.2 cannot tell a worker
+        with nothing to do from one that stopped (the upkeep deletes it later)."""
         names = await self.group_names(known)
         parts = range(self.rp.keys.partitions)
         pipe = self.rp.redis.pipeline(transaction=False)
@@ -227,12 +234,19 @@ class Inspector:
                     name = as_text(c.get("name", b""))
                     seen = consumers.setdefault(name, {"name": name, "pending": 0, "idle_ms": None})
                     seen["pending"] += _int(c.get("pending")) or 0
+                    # Redis >= 7.2: `idle` counts from the last read, even one that found
+                    # nothing (`inactive`, new then, from the last that found something).
+                    seen["reads"] = seen.get("reads", False) or "inactive" in c
                     idle = _int(c.get("idle"))
                     if idle is not None and (seen["idle_ms"] is None or idle < seen["idle_ms"]):
                         seen["idle_ms"] = idle
                 # A partition the group never used has no stream: nothing added there.
                 added = 0 if isinstance(stream, BaseException) else _int(_get(stream))
                 dispatched = None if dispatched is None or added is None else dispatched + added
+            for c in consumers.values():
+                live = c["idle_ms"] is not None and c["idle_ms"] <= self.alive_ms()
+                known = c.pop("reads") or c["pending"] > 0
+                c["status"] = "alive" if live else "gone" if known else "idle"
             out.append(
                 {
                     "name": group,
@@ -243,6 +257,14 @@ class Inspector:
                 }
             )
         return out
+
+    def alive_ms(self) -> int:
+        """The longest idle time of a live consumer: a live worker reads (blocking up to
+        ``block``) and renews its leases (every ``heartbeat``) again and again, so one
+        silent for a lease plus a block has stopped (this client's settings: a namespace's
+        workers share them)."""
+        s = self.rp.settings
+        return int((s.lease + s.block).total_seconds() * 1000)
 
     # -- dead records -------------------------------------------------------------------
 
@@ -383,7 +405,7 @@ class Inspector:
             code = int(res[0][0])
             action = {1: "redispatched", 0: "already_dispatched"}.get(code)
             if action is None:
-                raise NotRequeueable(f"the promise cannot be re-dispatched (code {code})")
+                raise NotRequeueable(f"the promise cannot be re-dispatched: {refusal(code)}")
             return {"action": action, "id": rec.id}
         if rec.func is None or rec.args is None:
             raise NotRequeueable(
@@ -434,11 +456,23 @@ class Inspector:
             "owner": as_text(h["owner"]) if h.get("owner") else None,
             "tags": _value(h.get("tags")) if h.get("tags") else {},
         }
+        last = LastError.parse(
+            h.get("last_error"),
+            _int(h.get("error_at")),
+            _int(h.get("retry_at")),
+            out["attempt"],
+            state == PENDING,
+        )
+        out["last_error"] = last.to_dict() if last is not None else None
         if values:
             rejected = state.startswith("rejected")
-            out["args"] = _value(h.get("args"))
-            out["result"] = _value(h.get("value")) if state == "resolved" else None
+            args = _value(h.get("args"))
+            unreadable = isinstance(args, dict) and "unreadable" in args
+            out["args"] = None if args is None else args if unreadable else call_of(args)
+            out["result"] = readable(_value(h.get("value"))) if state == "resolved" else None
             out["error"] = _value(h.get("value"), error=True) if rejected else None
+        elif last is not None:
+            del out["last_error"]["message"]
         steps = []
         for seq, blob in sorted(((int(s), b) for s, b in steps_raw.items()), key=lambda x: x[0]):
             outcome = _value(blob)
@@ -453,8 +487,8 @@ class Inspector:
                 step["wake_at"] = _int(outcome.get("w"))
                 step["child"] = as_text(outcome["c"]) if outcome.get("c") else None
                 if values:
-                    step["value"] = outcome.get("v")
-                    step["error"] = outcome.get("e")
+                    step["value"] = readable(outcome.get("v"))
+                    step["error"] = readable(outcome.get("e"))
             steps.append(step)
         out["steps"] = steps
         children = sorted(as_text(c) for c in children_raw)

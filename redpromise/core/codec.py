@@ -13,7 +13,10 @@ import msgpack
 
 from redpromise.core.errors import PayloadError, PayloadTooLarge
 
-__all__ = ["as_text", "decode", "decode_error", "encode", "encode_error", "error_of"]
+__all__ = [
+    "as_text", "call_of", "decode", "decode_error", "encode", "encode_error", "error_of",
+    "readable",
+]
 
 
 def as_text(v: Any) -> str:
@@ -65,3 +68,26 @@ def decode_error(data: bytes) -> tuple[str, str]:
     if isinstance(value, dict):
         return str(value.get("type", "")), str(value.get("message", ""))
     return "", str(value)
+
+
+def readable(value: Any) -> Any:
+    """A decoded payload as JSON shows it, for people: what JSON has no form for
+    becomes its Python repr (bytes as ``b'...'``, ``nan``, ``inf``), map keys text."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return repr(bytes(value))
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else repr(k): readable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [readable(v) for v in value]
+    return value
+
+
+def call_of(payload: Any) -> dict[str, Any]:
+    """A stored arguments payload (``{"a": args, "k": kwargs, …}``, client/client.py) as the
+    caller passed it: ``{"args": [...], "kwargs": {...}}``, :func:`readable`."""
+    if not isinstance(payload, dict):
+        return {"args": [readable(payload)], "kwargs": {}}
+    args, kwargs = payload.get("a") or [], payload.get("k") or {}
+    return {"args": readable(list(args)), "kwargs": readable(kwargs)}

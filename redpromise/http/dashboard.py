@@ -41,7 +41,8 @@ _SAMPLE_EVERY = 5.0  # seconds between two samples of the groups' history
 _HISTORY = 180  # samples kept: 15 minutes
 _IDLE_STOP = 900.0  # the sampler stops when the page has not asked for 15 minutes
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
-_STATES = ("pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
+# What the search takes: the stored states, and "failing" (pending, a failed attempt on record).
+_STATES = ("pending", "failing", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
 
 
 class Dashboard:

@@ -23,10 +23,13 @@ from redpromise.redis.wire import Ack, AnyRedis, bulk
 __all__ = [
     "CODES",
     "SCRIPT_NAMES",
+    "WORDS",
     "Coalescer",
     "Command",
     "Script",
     "load_scripts",
+    "refusal",
+    "reply_code",
     "run_calls",
 ]
 
@@ -58,6 +61,49 @@ CODES: dict[int, str] = {
     -7: "poison",
     -8: "not_due",
 }
+
+# What each refusal code means, in words for log lines and error messages (the names of
+# CODES stay the stable labels of metrics and events).
+WORDS: dict[int, str] = {
+    -1: "no such promise (never created, or its retention ended)",
+    -2: "already completed",
+    -3: "taken over by a newer execution",
+    -4: "its dispatch was replaced",
+    -5: "it targets another group",
+    -6: "the entry is held by another consumer",
+    -7: "rejected as poison (delivered too many times)",
+    -8: "not due yet",
+}
+
+# A completed state in words, as `already completed (canceled)` names it.
+_STATE_WORDS = {
+    "resolved": "resolved",
+    "rejected": "rejected",
+    "rejected_canceled": "canceled",
+    "rejected_timedout": "timed out",
+}
+
+
+def refusal(code: Any, state: Any = None) -> str:
+    """Refusal ``code`` of a script in words; ``state``: the completed state a
+    ``-2`` reply carries, named in parentheses (``already completed (canceled)``)."""
+    try:
+        n = int(code)
+    except (TypeError, ValueError):
+        return f"unexpected reply {code!r}"
+    words = WORDS.get(n, f"unexpected reply code {n}")
+    if n == -2 and state:
+        text = state.decode("utf-8", "replace") if isinstance(state, bytes) else str(state)
+        words += f" ({_STATE_WORDS.get(text, text)})"
+    return words
+
+
+def reply_code(reply: Any) -> tuple[int | None, Any]:
+    """A script's reply code (``None`` for no reply: Redis was away for a whole lease)
+    and the completed state a ``-2`` refusal carries (``None`` when it carries none)."""
+    if reply is None:
+        return None, None
+    return int(reply[0]), reply[1] if len(reply) > 1 else None
 
 
 def _source(name: str) -> str:

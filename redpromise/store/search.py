@@ -35,9 +35,14 @@ from redpromise.core.keys import validate_group
 from redpromise.store.scripts import Command
 from redpromise.store.store import PENDING, STATES, Call, Record, Store
 
-__all__ = ["COMPLETED", "IndexSweep", "PromiseInfo", "SearchPage", "counts", "search"]
+__all__ = [
+    "COMPLETED", "FAILING", "IndexSweep", "LastError", "PromiseInfo", "SearchPage", "counts",
+    "search",
+]
 
 COMPLETED = ("resolved", "rejected", "rejected_canceled", "rejected_timedout")
+# Not a stored state: a search for pending promises that have a failed attempt on record.
+FAILING = "failing"
 _ORDER = (PENDING, *COMPLETED)
 _HGETALL = Command("HGETALL")
 _ZRANGE = Command("ZRANGEBYSCORE")
@@ -62,11 +67,56 @@ def _ms(t: int | datetime | None, name: str) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
+class LastError:
+    """The error of a promise's last failed attempt, recorded when it was retried:
+    ``attempt`` is its number (1-based), ``at`` when it failed, ``next_retry_at`` when the
+    retry is (or was) due; ``None`` when a release that kept no times retried it (and
+    ``next_retry_at`` once the promise completed)."""
+
+    type: str
+    message: str
+    at: datetime | None
+    attempt: int
+    next_retry_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (times in ms since the epoch)."""
+        return {
+            "type": self.type,
+            "message": self.message,
+            "at": _epoch_ms(self.at) if self.at else None,
+            "attempt": self.attempt,
+            "next_retry_at": _epoch_ms(self.next_retry_at) if self.next_retry_at else None,
+        }
+
+    @classmethod
+    def parse(
+        cls, blob: bytes | None, at: int | None, retry_at: int | None, attempt: int, pending: bool
+    ) -> LastError | None:
+        """From a record's ``last_error``, ``error_at``, ``retry_at`` and ``attempt``."""
+        if not blob:
+            return None
+        try:
+            type_name, message = decode_error(blob)
+        except PayloadError as exc:
+            type_name, message = "PayloadError", str(exc)
+        return cls(
+            type=type_name,
+            message=message,
+            at=_dt(at) if at is not None else None,
+            attempt=attempt,
+            next_retry_at=_dt(retry_at) if retry_at is not None and pending else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PromiseInfo:
     """A read-only snapshot of one promise, as :meth:`Redpromise.search` finds it.
 
     ``value`` is the decoded result of a ``resolved`` promise (else ``None``); ``error``
     is ``(type, message)`` of a rejected one (any ``rejected*`` state; else ``None``).
+    ``last_error``: the last failed attempt, when one was retried (a pending promise with
+    one is *failing*: ``search(state="failing")``).
     Times are timezone-aware UTC datetimes of the Redis clock, to the millisecond.
     """
 
@@ -81,6 +131,7 @@ class PromiseInfo:
     tags: Mapping[str, str]
     value: Any
     error: tuple[str, str] | None
+    last_error: LastError | None = None
 
     @property
     def pending(self) -> bool:
@@ -101,6 +152,7 @@ class PromiseInfo:
             "tags": dict(self.tags),
             "value": self.value,
             "error": {"type": self.error[0], "message": self.error[1]} if self.error else None,
+            "last_error": self.last_error.to_dict() if self.last_error else None,
         }
 
     @classmethod
@@ -127,6 +179,9 @@ class PromiseInfo:
             tags=_tags(rec.tags),
             value=value,
             error=error,
+            last_error=LastError.parse(
+                rec.last_error, rec.error_at, rec.retry_at, rec.attempt, rec.pending
+            ),
         )
 
 
@@ -281,8 +336,11 @@ async def search(
     newest_first: bool = False,
 ) -> SearchPage:
     """See :meth:`redpromise.Redpromise.search`."""
-    if state is not None and state not in STATES:
-        raise ValueError(f"unknown state {state!r}; one of {sorted(STATES)}")
+    if state is not None and state not in STATES and state != FAILING:
+        raise ValueError(f"unknown state {state!r}; one of {sorted({*STATES, FAILING})}")
+    # Failing promises are pending ones with a failed attempt on record: a filter over
+    # the pending index (no index of their own, so retries and completions pay nothing).
+    indexed = PENDING if state == FAILING else state
     if group is not None and group != "":
         validate_group(group)
     if not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
@@ -293,7 +351,8 @@ async def search(
 
     def match(rec: Record) -> bool:
         return (
-            (state is None or rec.state == state)
+            (indexed is None or rec.state == indexed)
+            and (state != FAILING or rec.last_error is not None)
             and (function is None or rec.func == function)
             and (not wanted_tags or wanted_tags.items() <= _tags(rec.tags).items())
         )
@@ -301,7 +360,7 @@ async def search(
     prefix = None if group is None else f"{group}|".encode()
     walk = _Walk(
         store,
-        [state] if state is not None else _ORDER,
+        [indexed] if indexed is not None else _ORDER,
         newest_first,
         0 if lo is None else lo,
         _MAX_SCORE if hi is None else hi,
@@ -342,7 +401,8 @@ async def _examine(
     an earlier promise by the same id) are stepped over, and left to :class:`IndexSweep`."""
     wanted = [prefix is None or key[1].startswith(prefix) for _, key, _ in batch]
     ids = [key[1].partition(b"|")[2].decode("utf-8", "replace") for _, key, _ in batch]
-    reads = iter(await store.read_many([i for i, w in zip(ids, wanted, strict=True) if w]))
+    wanted_ids = [i for i, w in zip(ids, wanted, strict=True) if w]
+    reads = iter(await store.read_many(wanted_ids, failure=True))
     out: list[tuple[Key, PromiseInfo | None]] = []
     for (_, key, _), want in zip(batch, wanted, strict=True):
         rec = next(reads) if want else None

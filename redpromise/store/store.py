@@ -43,6 +43,8 @@ _FIELDS = (
     "version",
     "tags",
 )
+# With the fields a failed attempt leaves (retry.lua): only operators' reads ask for them.
+_INFO_FIELDS = (*_FIELDS, "last_error", "error_at", "retry_at")
 
 
 def _int(v: Any, default: int = 0) -> int:
@@ -67,6 +69,11 @@ class Record:
     attempt: int
     version: int
     tags: bytes | None
+    # The last failed attempt (retry.lua), read only when asked for (``failure=True``);
+    # absent on a promise that never failed, or one only the previous release retried.
+    last_error: bytes | None = None
+    error_at: int | None = None
+    retry_at: int | None = None
 
     @property
     def pending(self) -> bool:
@@ -74,7 +81,8 @@ class Record:
 
     @classmethod
     def parse(cls, id: str, raw: Sequence[Any]) -> Record | None:
-        """Build from an HMGET of :data:`_FIELDS`; ``None`` when the hash is absent."""
+        """Build from an HMGET of :data:`_FIELDS` (or :data:`_INFO_FIELDS`); ``None``
+        when the hash is absent."""
         if all(v is None for v in raw):
             return None
         state = as_text(raw[0]) if raw[0] is not None else ""
@@ -92,6 +100,9 @@ class Record:
             attempt=_int(raw[7]),
             version=_int(raw[8]),
             tags=raw[9],
+            last_error=raw[10] if len(raw) > 10 else None,
+            error_at=_int(raw[11]) if len(raw) > 11 and raw[11] is not None else None,
+            retry_at=_int(raw[12]) if len(raw) > 12 and raw[12] is not None else None,
         )
 
 
@@ -152,13 +163,19 @@ class Store:
 
     # -- reads ------------------------------------------------------------------------
 
-    async def read(self, id: str) -> Record | None:
-        raw = await self.batch.call(_HMGET, [self.keys.promise(id)], _FIELDS)
+    async def read(self, id: str, *, failure: bool = False) -> Record | None:
+        """One promise; ``failure``: with its last failed attempt's fields."""
+        fields = _INFO_FIELDS if failure else _FIELDS
+        raw = await self.batch.call(_HMGET, [self.keys.promise(id)], fields)
         return Record.parse(id, raw)
 
-    async def read_many(self, ids: Sequence[str]) -> list[Record | BaseException | None]:
-        """Read several promises in one round trip; a corrupt one comes back as its error."""
-        calls: list[Call] = [(_HMGET, [self.keys.promise(id)], _FIELDS) for id in ids]
+    async def read_many(
+        self, ids: Sequence[str], *, failure: bool = False
+    ) -> list[Record | BaseException | None]:
+        """Read several promises in one round trip; a corrupt one comes back as its error.
+        ``failure``: with their last failed attempt's fields."""
+        fields = _INFO_FIELDS if failure else _FIELDS
+        calls: list[Call] = [(_HMGET, [self.keys.promise(id)], fields) for id in ids]
         out: list[Record | BaseException | None] = []
         for id, raw in zip(ids, await run_calls(self.redis, calls), strict=True):
             if isinstance(raw, BaseException):
@@ -328,12 +345,15 @@ class Store:
         )
 
     async def checkpoint(self, id: str, version: int, seq: int, outcome: bytes) -> int:
-        res = await self.batch.call(
+        return int((await self.checkpoint_reply(id, version, seq, outcome))[0])
+
+    async def checkpoint_reply(self, id: str, version: int, seq: int, outcome: bytes) -> Any:
+        """checkpoint.lua's whole reply: its code, and the completed state with ``-2``."""
+        return await self.batch.call(
             self.scripts["checkpoint"],
             [self.keys.promise(id), self.keys.steps(id)],
             [version, seq, outcome],
         )
-        return int(res[0])
 
     def heartbeat_call(self, id: str, group: str, consumer: str, version: int, entry: str) -> Call:
         k = self.keys.partition(id)
@@ -377,11 +397,27 @@ class Store:
         Acts only while the promise's dispatch is still ``entry`` (the one the caller's
         execution holds); anything else is this call's replay and answers 0.
         """
+        reply = await self.retry_reply(
+            id, group, version, delay_ms, error, entry=entry, attempt=attempt
+        )
+        return int(reply[0])
+
+    async def retry_reply(
+        self,
+        id: str,
+        group: str,
+        version: int,
+        delay_ms: int,
+        error: bytes,
+        *,
+        entry: str,
+        attempt: bool = True,
+    ) -> Any:
+        """:meth:`retry`'s whole reply: its code, and the completed state with ``-2``."""
         script, keys, args = self.retry_call(
             id, group, version, delay_ms, error, entry=entry, attempt=attempt
         )
-        res = await self.batch.call(script, keys, args)
-        return int(res[0])
+        return await self.batch.call(script, keys, args)
 
     def promote_call(self, k: int, group: str, id: str) -> Call:
         return (

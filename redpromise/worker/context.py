@@ -382,5 +382,5 @@ class Context:
         code = await self._ex.checkpoint(seq, blob)
         if code != 1:
             self._ex.stop_reason(code)
-            raise LeaseLost(f"checkpoint of step {seq} of {self.id!r} refused ({code})")
+            raise LeaseLost(f"checkpoint of step {seq} of {self.id!r} refused: {self._ex.lost}")
         self._ex.steps[seq] = blob

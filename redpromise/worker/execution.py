@@ -18,7 +18,7 @@ from redpromise.core.errors import LeaseLost
 from redpromise.core.hooks import Hooks
 from redpromise.core.options import Settings
 from redpromise.redis.classify import cause_of, retryable
-from redpromise.store.scripts import CODES
+from redpromise.store.scripts import CODES, refusal
 from redpromise.store.store import Store
 
 __all__ = ["ChildPromises", "Execution", "Runtime", "Slots", "id_field", "persist", "waitable"]
@@ -147,20 +147,25 @@ class Execution:
         to one lease, then gives the execution up (:class:`LeaseLost`): it is redelivered
         and replays to the last recorded step."""
         rt = self.runtime
-        code = await rt.persist(lambda: rt.store.checkpoint(self.id, self.version, seq, blob))
-        if code is None:
+        reply = await rt.persist(
+            lambda: rt.store.checkpoint_reply(self.id, self.version, seq, blob)
+        )
+        if reply is None:
             self.lost = "Redis unavailable for a whole lease"
             raise LeaseLost(f"execution of {self.id!r} could not checkpoint: {self.lost}")
+        code = int(reply[0])
         if code == 1:
             rt.hooks.metrics.step(rt.group, self.func)
         else:
             rt.hooks.metrics.refused(rt.group, "checkpoint", CODES.get(code, str(code)))
-        return int(code)
+            if self.lost is None:
+                self.lost = refusal(code, reply[1] if len(reply) > 1 else None)
+        return code
 
     def stop_reason(self, code: int) -> None:
-        """Record why the fence refused this execution (it must stop)."""
+        """Record why the fence refused this execution (it must stop), in words."""
         if self.lost is None:
-            self.lost = CODES.get(code, str(code))
+            self.lost = refusal(code)
 
 
 class Slots:

@@ -35,7 +35,7 @@ from redpromise.core.errors import LeaseLost, NondeterminismError, PayloadError
 from redpromise.core.hooks import Hooks
 from redpromise.core.options import RetryPolicy, Settings, _policy_from_wire
 from redpromise.redis.classify import cause_of
-from redpromise.store.scripts import CODES
+from redpromise.store.scripts import CODES, refusal, reply_code
 from redpromise.store.store import Call, Store
 from redpromise.worker.context import Context, Suspend
 from redpromise.worker.execution import (
@@ -512,16 +512,17 @@ class Worker:
                     delay,
                 )
                 ex.finishing = True
-                code = await self.persist(
-                    lambda: self.store.retry(
+                reply = await self.persist(
+                    lambda: self.store.retry_reply(
                         ex.id, self.group, ex.version, delay_ms, error, entry=ex.entry
                     )
                 )
+                code, state = reply_code(reply)
                 if code == 1:
                     self.metrics.retried(self.group, ex.func)
                 elif code is not None and code < 0:
                     self.metrics.refused(self.group, "retry", CODES.get(code, str(code)))
-                    log.warning("retry of %r refused: %s", ex.id, CODES.get(code, code))
+                    log.warning("retry of %r refused: %s", ex.id, refusal(code, state))
                 return
         log.info("%r rejected at attempt=%d: %s", ex.id, ex.attempt, info["type"])
         await self._complete(ex, "rejected", error)
@@ -530,14 +531,15 @@ class Worker:
         ex.finishing = True
         delay_ms = max(0, wake_at - self.store.clock.now_ms())
         log.info("%r suspended for %.1fs", ex.id, delay_ms / 1000)
-        code = await self.persist(
-            lambda: self.store.retry(
+        reply = await self.persist(
+            lambda: self.store.retry_reply(
                 ex.id, self.group, ex.version, delay_ms, b"", entry=ex.entry, attempt=False
             )
         )
+        code, state = reply_code(reply)
         if code is not None and code < 0:
             self.metrics.refused(self.group, "suspend", CODES.get(code, str(code)))
-            log.warning("suspension of %r refused: %s", ex.id, CODES.get(code, code))
+            log.warning("suspension of %r refused: %s", ex.id, refusal(code, state))
 
     async def _reject(self, ex: Execution, type_name: str, message: str) -> None:
         log.error("rejecting %r: %s: %s", ex.id, type_name, message)
@@ -610,7 +612,7 @@ class Worker:
             log.warning(
                 "completion of %r refused: %s",
                 ex.id,
-                CODES.get(code, code),
+                refusal(code),
                 extra={"redpromise_event": "refused", **event},
             )
 
@@ -644,9 +646,9 @@ class Worker:
             if code == 1:
                 ex.last_hb = sent
             elif ex.lost is None:
-                ex.lost = CODES.get(code, str(code))
+                ex.lost = refusal(code, res[1] if len(res) > 1 else None)
                 if not ex.finishing:
-                    self.metrics.refused(self.group, "heartbeat", ex.lost)
+                    self.metrics.refused(self.group, "heartbeat", CODES.get(code, str(code)))
                     if ex.task is not None:
                         ex.task.cancel()
                 # A finishing execution's outcome is its final write's (complete, retry,
@@ -656,3 +658,4 @@ class Worker:
         down = next((r for r in results if isinstance(r, BaseException) and waitable(r)), None)
         if down is not None:
             raise down
+

@@ -38,15 +38,37 @@ async function api(path, options = {}) {
 
 function showError(err) { $("status").textContent = err ? String(err.message || err) : ""; }
 
-const fmtTime = (ms) => (ms ? new Date(ms).toLocaleString() : "");
+// ISO 8601 in UTC ("…Z"): the zone is part of the text, whatever the viewer's zone is.
+const fmtTime = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ") : "");
 function fmtIdle(ms) {
   if (ms === null || ms === undefined) return "";
   if (ms < 1000) return ms + " ms";
   if (ms < 60000) return (ms / 1000).toFixed(1) + " s";
   return Math.round(ms / 60000) + " min";
 }
+const CONSUMER_STATUS = {
+  alive: "read or renewed within a lease",
+  gone: "stopped reading and renewing: its entries are reclaimed by another worker",
+  idle: "holds nothing and has read nothing for a while (Redis before 7.2 cannot tell an idle worker from a stopped one)",
+};
 const stateBadge = (s) => el("span", { class: "state " + s }, s);
-const promiseLink = (id) => el("a", { onclick: () => openPromise(id), "data-id": id }, id);
+// A pending promise with a failed attempt on record is failing (retried, not settled).
+const shownState = (r) => (r.state === "pending" && r.last_error ? "failing" : r.state);
+// Each promise has its own address (#/promise/<id>): links, reloads and the back button.
+const promiseHash = (id) => "#/promise/" + encodeURIComponent(id);
+function promiseLink(id) {
+  // Following the address already shown changes no hash: open (refresh) it directly.
+  const onclick = (ev) => { if (hashPromise() === id) { ev.preventDefault(); openPromise(id); } };
+  return el("a", { href: promiseHash(id), "data-id": id, onclick }, id);
+}
+function errorText(e) {
+  if (!e) return "";
+  return e.type + ("message" in e ? ": " + e.message : "");
+}
+function lastErrorText(e) {
+  if (!e) return "";
+  return errorText(e) + " (attempt " + e.attempt + (e.at ? ", " + fmtTime(e.at) : "") + ")";
+}
 
 // -- session and token ------------------------------------------------------------------
 
@@ -141,15 +163,17 @@ async function loadOverview() {
     const r = rates(data.history, g.name);
     const rate = r.length ? r[r.length - 1].v.toFixed(1) : "";
     const count = (st) => (data.counts && data.counts[st] ? data.counts[st][g.name] || 0 : "");
-    const rejected = data.counts ? ["rejected", "rejected_canceled", "rejected_timedout"].reduce((n, st) => n + (count(st) || 0), 0) : "";
+    const alive = g.consumers.filter((c) => c.status === "alive").length;
     body.append(el("tr", { "data-group": g.name }, el("td", {}, g.name), el("td", { class: "num" }, g.backlog), el("td", { class: "num" }, g.in_flight),
-      el("td", { class: "num" }, rate), el("td", { class: "num" }, g.consumers.length), el("td", { class: "num" }, count("pending")),
-      el("td", { class: "num" }, count("resolved")), el("td", { class: "num" }, rejected)));
+      el("td", { class: "num" }, rate), el("td", { class: "num", title: "alive (listed)" }, alive + (alive < g.consumers.length ? " (" + g.consumers.length + ")" : "")),
+      ...["pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"].map((st) => el("td", { class: "num", "data-state": st }, count(st)))));
     for (const c of g.consumers) {
-      workers.append(el("tr", {}, el("td", {}, g.name), el("td", {}, c.name), el("td", { class: "num" }, c.pending), el("td", { class: "num" }, fmtIdle(c.idle_ms))));
+      workers.append(el("tr", { "data-consumer": c.name }, el("td", {}, g.name), el("td", {}, c.name),
+        el("td", { title: CONSUMER_STATUS[c.status] || "" }, el("span", { class: "state consumer-" + c.status }, c.status)),
+        el("td", { class: "num" }, c.pending), el("td", { class: "num" }, fmtIdle(c.idle_ms))));
     }
   }
-  if (!workers.rows.length) workers.append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "no consumers")));
+  if (!workers.rows.length) workers.append(el("tr", {}, el("td", { colspan: 5, class: "muted" }, "no consumers")));
   $("dead-count").textContent = data.dead;
   const short = data.replicas_short || [];
   $("replicas").hidden = !short.length;
@@ -161,7 +185,8 @@ async function loadOverview() {
 
 function filters() {
   const p = new URLSearchParams();
-  const st = state.tab === "failed" ? ($("f-state").value || "rejected") : $("f-state").value;
+  const tabState = { failed: "rejected", failing: "failing" }[state.tab];
+  const st = tabState ? ($("f-state").value || tabState) : $("f-state").value;
   if (st) p.set("state", st);
   for (const [k, id] of [["group", "f-group"], ["function", "f-function"], ["tag", "f-tag"]]) {
     if ($(id).value.trim()) p.set(k, $(id).value.trim());
@@ -173,17 +198,18 @@ async function loadPromises(more = false) {
   const table = $("promises").tBodies[0];
   if (!more) { table.replaceChildren(); state.cursor = null; }
   if (!state.session.search) {
-    table.append(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "search needs redpromise's search indexes")));
+    table.append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "search needs redpromise's search indexes")));
     return;
   }
   const p = filters();
   if (more && state.cursor) p.set("cursor", state.cursor);
   const page = await api("/promises?" + p.toString());
   for (const r of page.records) {
-    table.append(el("tr", { "data-id": r.id }, el("td", {}, promiseLink(r.id)), el("td", {}, stateBadge(r.state)), el("td", {}, r.function),
-      el("td", {}, r.group), el("td", {}, fmtTime(r.created_at)), el("td", {}, fmtTime(r.completed_at))));
+    const last = r.last_error ? lastErrorText(r.last_error) : "";
+    table.append(el("tr", { "data-id": r.id }, el("td", {}, promiseLink(r.id)), el("td", {}, stateBadge(shownState(r))), el("td", {}, r.function),
+      el("td", {}, r.group), el("td", {}, fmtTime(r.created_at)), el("td", {}, fmtTime(r.completed_at)), el("td", { title: last }, last)));
   }
-  if (!table.rows.length) table.append(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no promise matches")));
+  if (!table.rows.length) table.append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "no promise matches")));
   state.cursor = page.cursor;
   $("more").hidden = !page.cursor;
 }
@@ -236,7 +262,7 @@ $("search").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   try {
     const id = $("f-id").value.trim();
-    if (id) await openPromise(id);
+    if (id) location.hash = promiseHash(id);
     else await loadPromises();
     showError(null);
   } catch (err) { showError(err); }
@@ -248,25 +274,41 @@ $("dead-more").addEventListener("click", () => loadDead(true).catch(showError));
 
 function show(value) { return el("pre", {}, JSON.stringify(value, null, 1)); }
 
+// The promise the address names (#/promise/<id>), or null.
+function hashPromise() {
+  const m = /^#\/promise\/(.+)$/.exec(location.hash);
+  if (!m) return null;
+  try { return decodeURIComponent(m[1]); } catch (_) { return null; }
+}
+
 async function openPromise(id) {
+  if (hashPromise() !== id) { location.hash = promiseHash(id); return; }  // hashchange opens it
   let d;
   try { d = await api("/promise?id=" + encodeURIComponent(id)); } catch (err) { showError(err); return; }
   state.detail = d;
+  $("d-link").setAttribute("href", promiseHash(d.id));
   const fresh = $("detail-section").hidden;
   $("detail-section").hidden = false;
   if (fresh) $("detail-section").scrollIntoView({ block: "nearest" });
   $("d-id").textContent = d.id;
-  $("d-state").replaceWith(Object.assign(stateBadge(d.state), { id: "d-state" }));
+  $("d-state").replaceWith(Object.assign(stateBadge(shownState(d)), { id: "d-state" }));
   const fields = $("d-fields");
   fields.replaceChildren();
   const row = (k, v) => fields.append(el("dt", {}, k), el("dd", {}, v));
   row("function", d.function);
   row("group", d.group || "(latent)");
   row("attempt", d.attempt);
+  if (d.last_error) {
+    row("last error", lastErrorText(d.last_error));
+    if (d.last_error.next_retry_at) row("next retry", fmtTime(d.last_error.next_retry_at));
+  }
   row("version", d.version);
   if (d.owner) row("owner", d.owner);
   if (Object.keys(d.tags || {}).length) row("tags", show(d.tags));
-  if (d.args !== null) row("arguments", show(d.args));
+  if (d.args !== null && d.args !== undefined) {
+    row("arguments", show(d.args.args || d.args));
+    if (d.args.kwargs && Object.keys(d.args.kwargs).length) row("keyword arguments", show(d.args.kwargs));
+  }
   if (d.result !== null) row("result", show(d.result));
   if (d.error) row("error", (d.error.type ? d.error.type + ": " : "") + d.error.message);
   const tl = $("d-timeline");
@@ -306,9 +348,16 @@ async function refreshAll() {
     await loadSession();
     await loadOverview();
     await loadList();
+    const id = hashPromise();  // the detail's own address: /ui#/promise/<id>
+    if (id) await openPromise(id);
     showError(null);
   } catch (err) { showError(err); }
 }
+
+window.addEventListener("hashchange", () => {
+  const id = hashPromise();
+  if (id && state.session) openPromise(id);
+});
 
 refreshAll();
 setInterval(() => { if (state.session) loadOverview().then(() => showError(null), showError); }, 5000);

@@ -11,7 +11,7 @@ checkpoint: record the outcome of step `seq` of the current execution.
   Returns
     { 1 }        recorded (or already recorded: HSETNX makes a replay a no-op)
     { -1 }       no such promise
-    { -2 }       promise no longer pending (completed, canceled, timed out): stop
+    { -2, state } promise no longer pending (completed, canceled, timed out): stop
     { -3 }       fenced out: another execution owns the promise: stop
   Fence rule: version must equal the stored version, checked before the write.
   Replay: HSETNX keeps the first outcome of a step, so a resend answers { 1 } and changes
@@ -22,7 +22,7 @@ if not h[1] then
   return { -1 }
 end
 if h[1] ~= 'pending' then
-  return { -2 }
+  return { -2, h[1] }
 end
 -- A promise never acquired has no version field: version 0 (create.lua writes no defaults).
 if (h[2] or '0') ~= ARGV[1] then

@@ -12,7 +12,7 @@ heartbeat: extend the caller's lease on one in-flight entry.
   Returns
     { 1 }        lease extended (XCLAIM … JUSTID to itself: idle reset, count unchanged)
     { -1 }       no such promise
-    { -2 }       promise no longer pending: stop the execution
+    { -2, state } promise no longer pending (its completed state): stop the execution
     { -3 }       fenced out: another execution owns the promise: stop
     { -6 }       the entry is not in this consumer's pending list: stop
   Fence rule: checks version AND PEL ownership before the XCLAIM, because XCLAIM itself
@@ -25,7 +25,7 @@ if not h[1] then
   return { -1 }
 end
 if h[1] ~= 'pending' then
-  return { -2 }
+  return { -2, h[1] }
 end
 -- A promise never acquired has no version field: version 0 (create.lua writes no defaults).
 if (h[2] or '0') ~= ARGV[3] then

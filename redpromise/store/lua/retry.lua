@@ -11,7 +11,10 @@ retry: hand the promise back for another attempt after a delay: a retry after an
   ARGV[2] group
   ARGV[3] version of the caller's execution
   ARGV[4] delay in ms (server clock)
-  ARGV[5] last error (msgpack), kept for inspection ('' for a suspension)
+  ARGV[5] last error (msgpack), kept for inspection ('' for a suspension): a retry
+          stores it as `last_error`, with `error_at` (now) and `retry_at` (when the
+          retry is due), all three only on this path; `attempt` then counts the failed
+          attempts, so the last error is that of attempt number `attempt` (1-based)
   ARGV[6] '1' = counts as an attempt (a retry), '0' = a suspension (attempt unchanged)
   ARGV[7] the stream entry the caller's execution holds
 
@@ -21,7 +24,7 @@ retry: hand the promise back for another attempt after a delay: a retry after an
                     it) already handed the promise back, so it is a replay and nothing
                     is written; due_at is nil once promote has dispatched again
     { -1 }          no such promise
-    { -2 }          promise no longer pending
+    { -2, state }   promise no longer pending (its completed state)
     { -3 }          fenced out
     { -5 }          wrong group
   Fence rule: version must equal the stored version, and the entry ARGV[7], checked
@@ -37,7 +40,7 @@ if not h[1] then
   return { -1 }
 end
 if h[1] ~= 'pending' then
-  return { -2 }
+  return { -2, h[1] }
 end
 if h[2] ~= ARGV[2] then
   return { -5 }
@@ -51,11 +54,12 @@ if h[4] ~= ARGV[7] then
 end
 redis.call('XACK', KEYS[2], ARGV[2], h[4])
 redis.call('XDEL', KEYS[2], h[4])
-local due = now_ms() + tonumber(ARGV[4])
+local now = now_ms()
+local due = now + tonumber(ARGV[4])
 -- No entry while waiting in delayed: the field goes (a missing entry reads as '').
 redis.call('HDEL', KEYS[1], 'entry')
 if ARGV[6] == '1' then
-  redis.call('HSET', KEYS[1], 'last_error', ARGV[5])
+  redis.call('HSET', KEYS[1], 'last_error', ARGV[5], 'error_at', now, 'retry_at', due)
   redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 end
 redis.call('ZADD', KEYS[3], due, member)
