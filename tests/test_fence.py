@@ -87,7 +87,7 @@ async def test_worker_stalled_on_its_acquire_reply_runs_no_step(make_rp: MakeRp)
     stalled = await make_rp()
     stalled.register(two_steps, name="two_steps")
     acquiring, woke = asyncio.Event(), asyncio.Event()
-    original = stalled.store.pipelined
+    original = stalled.store.run_calls
 
     async def slow_reply(batch: Sequence[Call]) -> list[Any]:
         results = await original(batch)
@@ -98,7 +98,7 @@ async def test_worker_stalled_on_its_acquire_reply_runs_no_step(make_rp: MakeRp)
             woke.set()
         return results
 
-    stalled.store.pipelined = slow_reply  # type: ignore[method-assign]
+    stalled.store.run_calls = slow_reply  # type: ignore[method-assign]
     await stalled.start()
     handle = await stalled.begin_rpc("p", "two_steps")
     await asyncio.wait_for(acquiring.wait(), 10)
