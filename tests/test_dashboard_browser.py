@@ -209,7 +209,7 @@ def test_dashboard_search_and_requeue_a_dead_promise_in_a_real_browser(
             page.wait_for_selector(failing_row)
             assert page.text_content(f"{failing_row} .state") == "failing"
             last = page.text_content(f"{failing_row} td:last-child") or ""
-            assert last.startswith("ValueError: attempt 0 failed (attempt 1, ")
+            assert last.startswith("ValueError: attempt 0 failed (attempt 0, ")
             assert (page.text_content(f"{failing_row} td:nth-child(5)") or "").endswith("Z")
             page.click(f"{failing_row} a")
             page.wait_for_selector("#d-state.failing")

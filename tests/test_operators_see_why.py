@@ -67,7 +67,7 @@ async def test_a_retried_promise_shows_its_last_error_and_is_found_as_failing(
     assert (last["type"], last["message"], last["attempt"]) == (
         "ValueError",
         "card declined for 42",
-        1,
+        0,  # the run that failed was the first: its Context.attempt was 0
     )
     assert info["state"] == "pending" and info["attempt"] == 1
     # The retry is due an hour after the failure (Constant(delay=HOUR)), on Redis' clock.
@@ -255,7 +255,7 @@ async def test_cli_shows_the_last_error_searches_failing_and_marks_gone_consumer
         assert got["last_error"] == last
         _, rows = table_rows(await sh("promises", "get", "f1"))
         text = {r[0]: " ".join(r[1:]) for r in rows}
-        assert text["last"].startswith("error ValueError: card declined for [1, 2] (attempt 1, ")
+        assert text["last"].startswith("error ValueError: card declined for [1, 2] (attempt 0, ")
         assert text["last"].endswith("Z)") and text["next"].endswith("Z")
         found = out_json(await sh("promises", "search", "--state", "failing", "--json"))
         assert [r["id"] for r in found["records"]] == ["f1"]
@@ -316,7 +316,7 @@ async def test_a_failure_the_previous_release_recorded_shows_without_its_times(
         "type": "OldType",
         "message": "old",
         "at": None,
-        "attempt": 1,
+        "attempt": 0,
         "next_retry_at": None,
     }
     assert (await Inspector(rp).detail("old"))["last_error"] == info.last_error.to_dict()

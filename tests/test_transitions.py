@@ -324,7 +324,8 @@ async def test_heartbeat_of_stale_version_is_refused(store: Store) -> None:
     entry, v = await running(store, "p1")
     assert await heartbeat(store, "p1", "c1", v - 1, entry) == [-3]
     await store.complete("p1", None, None, "resolved", b"v")
-    assert await heartbeat(store, "p1", "c1", v, entry) == [-2]
+    # Refused, with the state the promise ended in.
+    assert await heartbeat(store, "p1", "c1", v, entry) == [-2, b"resolved"]
 
 
 async def test_heartbeat_never_claims_another_consumers_entry(store: Store) -> None:

@@ -69,8 +69,9 @@ def _ms(t: int | datetime | None, name: str) -> int | None:
 @dataclass(frozen=True, slots=True)
 class LastError:
     """The error of a promise's last failed attempt, recorded when it was retried:
-    ``attempt`` is its number (1-based), ``at`` when it failed, ``next_retry_at`` when the
-    retry is (or was) due; ``None`` when a release that kept no times retried it (and
+    ``attempt`` is the failed run's ``attempt`` (what its ``Context.attempt`` was: the
+    retries before it, 0 for the first run), ``at`` when it failed, ``next_retry_at``
+    when the retry is (or was) due; ``None`` when a release that kept no times retried it (and
     ``next_retry_at`` once the promise completed)."""
 
     type: str
@@ -104,7 +105,9 @@ class LastError:
             type=type_name,
             message=message,
             at=_dt(at) if at is not None else None,
-            attempt=attempt,
+            # Only a retry raises the record's attempt, in the same script that recorded
+            # this error: the run that failed had the one before.
+            attempt=max(attempt - 1, 0),
             next_retry_at=_dt(retry_at) if retry_at is not None and pending else None,
         )
 

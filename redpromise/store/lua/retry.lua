@@ -13,8 +13,8 @@ retry: hand the promise back for another attempt after a delay: a retry after an
   ARGV[4] delay in ms (server clock)
   ARGV[5] last error (msgpack), kept for inspection ('' for a suspension): a retry
           stores it as `last_error`, with `error_at` (now) and `retry_at` (when the
-          retry is due), all three only on this path; `attempt` then counts the failed
-          attempts, so the last error is that of attempt number `attempt` (1-based)
+          retry is due), all three only on this path; `attempt` is raised here, so the
+          last error is that of the run whose attempt was `attempt` - 1
   ARGV[6] '1' = counts as an attempt (a retry), '0' = a suspension (attempt unchanged)
   ARGV[7] the stream entry the caller's execution holds
 
