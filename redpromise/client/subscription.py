@@ -20,7 +20,7 @@ _MESSAGE = (b"message", "message", b"smessage", "smessage")
 # Sent by a cluster node when a slot (with its shard channels) moved away.
 _MOVED_AWAY = (b"sunsubscribe", "sunsubscribe")
 _PING_AFTER = 15.0  # seconds of silence before the listener pings its connection
-_SILENT = 10.0  # seconds a ping (or a subscription) may take before the link counts as dead
+_SILENT = 10.0  # seconds a ping (or a subscription) may take before the connection counts as dead
 
 
 class CompletionListener(Protocol):
@@ -130,7 +130,7 @@ class SubscribedConnection:
                 next_poll = now + listener.safety_poll
                 listener.read_all_waited()
             if pinged_at is not None and self.heard >= pinged_at:
-                pinged_at = None  # heard from Redis since the ping: the link is alive
+                pinged_at = None  # heard from Redis since the ping: the connection is alive
             if pinged_at is None:
                 if now - self.heard >= _PING_AFTER:
                     pinged_at = now
