@@ -7,44 +7,26 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import Any
 
-from redis.asyncio import RedisCluster
-
+from redpromise.client.children import ClientChildPromises, cancel_children
+from redpromise.client.handle import Handle, seconds
+from redpromise.client.namespace import pinned_layout, sharded_pubsub
+from redpromise.client.registration import Registration
 from redpromise.client.waiter import Waiter
-from redpromise.core.codec import decode, decode_error, encode, encode_error, error_of
-from redpromise.core.errors import (
-    ConfigurationError,
-    PromiseCanceled,
-    PromiseNotFound,
-    PromiseRejected,
-    PromiseTimedOut,
-)
+from redpromise.core.codec import encode, encode_error, error_of
+from redpromise.core.errors import ConfigurationError, PromiseNotFound
 from redpromise.core.hooks import Hooks
-from redpromise.core.keys import (
-    LAYOUT_LEGACY,
-    LAYOUT_SPREAD,
-    LAYOUTS,
-    Keys,
-    validate_group,
-    validate_id,
-)
-from redpromise.core.options import (
-    Options,
-    RetryPolicy,
-    Settings,
-    Timeout,
-    as_timeout,
-    parse_target,
-)
+from redpromise.core.keys import Keys, validate_group, validate_id
+from redpromise.core.options import Options, RetryPolicy, Settings, Timeout, parse_target
 from redpromise.observe.metrics import METRICS
 from redpromise.observe.tracing import TRACER
 from redpromise.redis.acl import check_acl
 from redpromise.redis.classify import as_redpromise_error, translate_errors
 from redpromise.redis.cluster import cluster_enabled
 from redpromise.redis.connect import connect, connect_cluster_client, decodes, warn_eviction
+from redpromise.redis.kinds import is_cluster
 from redpromise.redis.wire import AnyRedis
 from redpromise.store.queues import queue_state
 from redpromise.store.search import PromiseInfo, SearchPage, counts, search
@@ -56,8 +38,6 @@ __all__ = ["Handle", "PromiseInfo", "Redpromise", "SearchPage"]
 
 log = logging.getLogger("redpromise")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TARGET = "poll://any@worker"
 
@@ -66,51 +46,7 @@ _NO_OPTIONS = Options()
 _DEFAULT_GROUP = parse_target(DEFAULT_TARGET)
 
 
-def _seconds(t: float | timedelta | None) -> float | None:
-    return t.total_seconds() if isinstance(t, timedelta) else t
-
-
-class Handle:
-    """A durable promise, by id. Holds no state: every call reads Redis (``result()`` may
-    instead take the outcome from the promise's completion message, see
-    ``redpromise/client/waiter.py``)."""
-
-    __slots__ = ("_id", "_rp")
-
-    def __init__(self, rp: Redpromise, id: str) -> None:
-        self._rp = rp
-        self._id = id
-
-    @property
-    def id(self) -> str:
-        """The promise id."""
-        return self._id
-
-    def __repr__(self) -> str:
-        return f"Handle({self._id!r})"
-
-    async def state(self) -> str:
-        """The current state: ``pending``, ``resolved``, ``rejected``, ``rejected_*``."""
-        return (await self._rp._read(self._id)).state
-
-    async def done(self) -> bool:
-        """Whether the promise is completed. One read; never blocks on the promise."""
-        return not (await self._rp._read(self._id)).pending
-
-    async def result(self, timeout: float | timedelta | None = None) -> Any:
-        """Wait for completion; return the value, or raise the rejection.
-
-        Waits on a completion notification, not by polling; a small outcome comes in
-        the notification itself, and a promise begun by this process while it was
-        already listening is not even read first. Raises
-        :class:`PromiseRejected` (with the remote error's type and message),
-        :class:`PromiseCanceled`, :class:`PromiseTimedOut`, :class:`PromiseNotFound`, or
-        :class:`TimeoutError` when ``timeout`` passes first (the promise stays pending).
-        """
-        return self._rp._outcome(await self._rp._wait(self._id, _seconds(timeout)))
-
-
-class Redpromise:
+class Redpromise(Registration):
     """Durable promises and durable dispatch on Redis; one per process.
 
     A process that registers functions is a worker of ``group``: :meth:`start` makes it
@@ -167,72 +103,6 @@ class Redpromise:
             settings=Settings.from_env(**overrides),
         )
 
-    # -- registration -------------------------------------------------------------------
-
-    @overload
-    def register(self, fn: F, /) -> F: ...
-
-    @overload
-    def register(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: Timeout | None = None,
-    ) -> Callable[[F], F]: ...
-
-    @overload
-    def register(
-        self,
-        fn: F,
-        /,
-        *,
-        name: str | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: Timeout | None = None,
-    ) -> F: ...
-
-    def register(
-        self,
-        fn: Any = None,
-        /,
-        *,
-        name: str | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: Timeout | None = None,
-    ) -> Any:
-        """Register ``fn(ctx, *args, **kwargs)`` under ``name`` (default: its ``__name__``).
-
-        Use as ``@rp.register``, ``@rp.register(name=…, retry=…)`` or
-        ``rp.register(fn, name=…)``. ``fn`` may be ``async def``, a generator function
-        (Resonate style: ``value = yield ctx.run(step, …)``) or a plain function (run in
-        a thread). ``retry`` overrides ``Settings.retry``; ``timeout`` (seconds or a
-        ``timedelta``, positive) bounds one attempt.
-        """
-        attempt_timeout = as_timeout(timeout)
-
-        def add(f: F) -> F:
-            self.registry.add(f, name, retry, attempt_timeout)
-            return f
-
-        return add(fn) if fn is not None else add
-
-    def options(
-        self,
-        *,
-        target: str | None = None,
-        timeout: Timeout | None = None,
-        retry: RetryPolicy | None = None,
-        tags: dict[str, str] | None = None,
-    ) -> Options:
-        """An options bag for :meth:`begin_rpc` (``options=``), as in Resonate's SDKs.
-
-        ``timeout`` is seconds or a ``timedelta``; :class:`ConfigurationError` unless
-        positive and finite."""
-        return Options(target=target, timeout=timeout, retry=retry, tags=tags)
-
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -265,13 +135,13 @@ class Redpromise:
             group=self.group,
             consumer=self.consumer,
             hooks=self.hooks,
-            children=_Children(self),
+            children=ClientChildPromises(self),
         )
 
     async def stop(self, grace: float | timedelta | None = None) -> None:
         """Stop gracefully: in-flight functions get ``grace`` (default from settings)."""
         if self._worker is not None:
-            g = _seconds(grace)
+            g = seconds(grace)
             await self._worker.stop(
                 self.settings.shutdown_grace.total_seconds() if g is None else g
             )
@@ -315,9 +185,9 @@ class Redpromise:
     async def _check_namespace(self) -> None:
         if not self._topology_known:
             await self._detect_cluster()
-        if isinstance(self.redis, RedisCluster):
-            await self._use_sharded_pubsub()
         async with translate_errors():
+            if is_cluster(self.redis):
+                self.store.sharded = await sharded_pubsub(self.redis)
             await check_acl(self.redis, self.keys, worker=bool(self.registry))
             await self._adopt_key_layout()
             await self.redis.hsetnx(self.keys.meta, "partitions", self.keys.partitions)
@@ -342,37 +212,10 @@ class Redpromise:
         self.store.rebind(self.redis)
         await single.aclose()
 
-    async def _use_sharded_pubsub(self) -> None:
-        """Completions over sharded pub/sub (SPUBLISH) on a Redis >= 7 cluster; classic
-        pub/sub, which a cluster broadcasts to every node, on 6.2."""
-        assert isinstance(self.redis, RedisCluster)
-        async with translate_errors():
-            info = await self.redis.info("server", target_nodes=RedisCluster.RANDOM)
-        version = str(info.get("redis_version", "0"))
-        sharded = int(version.split(".")[0] or 0) >= 7
-        self.store.sharded = sharded
-
     async def _adopt_key_layout(self) -> None:
         """Give the keys' holders (the store, which the waiter reads; the worker comes
-        later) the key layout pinned in the namespace's meta hash; pin it if it is new.
-
-        Runs before any key is used and before ``partitions`` is pinned: a new namespace
-        gets ``layout`` first, so a meta with ``partitions`` and no ``layout`` can only
-        come from a version without layouts, and keeps its legacy tags (no data moves).
-        """
-        meta = self.keys.meta
-        partitions, raw = await self.redis.hmget(meta, ["partitions", "layout"])
-        if partitions is None:  # a new namespace (or one whose creator died right here)
-            await self.redis.hsetnx(meta, "layout", LAYOUT_SPREAD)
-            raw = await self.redis.hget(meta, "layout")
-        layout = LAYOUT_LEGACY if raw is None else int(raw) if raw.isdigit() else -1
-        if layout not in LAYOUTS:
-            raise ConfigurationError(
-                f"namespace {self.keys.namespace!r} uses key layout {raw!r}, unknown to this "
-                f"version of redpromise (it knows {LAYOUTS}): upgrade redpromise"
-            )
-        keys = self.keys.with_layout(layout)
-        self.keys = self.store.keys = keys
+        later) the key layout pinned in the namespace (:func:`pinned_layout`)."""
+        self.keys = self.store.keys = await pinned_layout(self.redis, self.keys)
 
     async def _warn_eviction(self) -> None:
         await warn_eviction(self.redis)
@@ -420,7 +263,7 @@ class Redpromise:
                 raise ConfigurationError("timeout must be positive")
             if not self._checked:
                 await self._ready()
-            token = self._waiter.token(id)
+            before = self._waiter.before_create(id)
             created, timeout_at = False, 0
             try:
                 created, _, timeout_at = await self.store.create(
@@ -434,7 +277,7 @@ class Redpromise:
             finally:
                 # create.lua: created_at is the timeout_at it returns less the timeout.
                 created_at = timeout_at - timeout_ms if created else None
-                self._waiter.begun(id, token, created_at, timeout_at)
+                self._waiter.after_create(id, before, created_at, timeout_at)
             return Handle(self, id)
 
     async def rpc(self, id: str, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -480,18 +323,8 @@ class Redpromise:
             if res[0] == -1:
                 raise PromiseNotFound(id)
             if state == "rejected_canceled":
-                await self._cancel_children(id, blob)
+                await cancel_children(self, id, blob)
         return Handle(self, id)
-
-    async def _cancel_children(self, id: str, blob: bytes, depth: int = 0) -> None:
-        """Cancel every child a canceled promise created, and theirs (bounded depth)."""
-        if depth > 32:
-            return
-        members = await self.redis.smembers(self.keys.children(id))
-        for raw in members:
-            child = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-            await self.store.complete(child, None, None, "rejected_canceled", blob)
-            await self._cancel_children(child, blob, depth + 1)
 
     # -- search and counts --------------------------------------------------------------
 
@@ -548,35 +381,6 @@ class Redpromise:
         async with translate_errors():
             return await counts(self.store)
 
-    # -- for Context (worker side) ------------------------------------------------------
-
-    async def _adopt(self, parent: str, child: str) -> None:
-        """Remember ``child`` as created by ``parent`` (for cancellation), before creating it.
-
-        The set lives as long as the parent's record: no expiry while the parent is
-        pending (it can be canceled until it completes, however long that takes), then
-        the record's own retention, which ``settle.lua`` gives the set too.
-        """
-        key = self.keys.children(parent)
-        async with translate_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.sadd(key, child)
-            pipe.pttl(self.keys.promise(parent))
-            _, ttl = await pipe.execute()
-            if ttl == -2 or ttl > 0:  # completed before our SADD (a late execution)
-                await self.redis.pexpire(key, max(int(ttl), 1))
-
-    async def _create_latent(self, id: str, timeout: timedelta) -> None:
-        """Create a promise with no function: something outside completes it."""
-        validate_id(id)
-        await self._ready()
-        timeout_ms = max(1, int(timeout.total_seconds() * 1000))
-        async with translate_errors():
-            await self.store.create(id, "", b"", "", timeout_ms, b"", b"")
-
-    async def _wait_outcome(self, id: str) -> Any:
-        return self._outcome(await self._wait(id, None))
-
     async def queue_state(self, group: str) -> tuple[int, int, float]:
         """``(depth, in_flight, oldest_age_seconds)`` of ``group``'s queue over every
         partition (the metrics' queue gauges; depth as :mod:`redpromise.store.queues`
@@ -625,43 +429,3 @@ class Redpromise:
                 return rec
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"promise {id!r} still pending after {timeout}s")
-
-    def _outcome(self, rec: Record | Completion) -> Any:
-        if rec.state == "resolved":
-            return decode(rec.value) if rec.value is not None else None
-        if rec.state == "rejected_canceled":
-            raise PromiseCanceled(rec.id)
-        if rec.state == "rejected_timedout":
-            raise PromiseTimedOut(rec.id)
-        type_name, message = decode_error(rec.value) if rec.value is not None else ("", "")
-        raise PromiseRejected(rec.id, type_name, message)
-
-
-class _Children:
-    """The worker's way to start and await child promises (``ctx.rpc``, ``ctx.promise``):
-    through this client (its readiness, its waiter)."""
-
-    __slots__ = ("_rp",)
-
-    def __init__(self, rp: Redpromise) -> None:
-        self._rp = rp
-
-    async def adopt(self, parent: str, child: str) -> None:
-        await self._rp._adopt(parent, child)
-
-    async def begin(
-        self,
-        id: str,
-        name: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        target: str | None,
-        timeout: timedelta,
-    ) -> None:
-        await self._rp.begin_rpc(id, name, *args, target=target, timeout=timeout, **kwargs)
-
-    async def create_latent(self, id: str, timeout: timedelta) -> None:
-        await self._rp._create_latent(id, timeout)
-
-    async def wait_outcome(self, id: str) -> Any:
-        return await self._rp._wait_outcome(id)

@@ -11,7 +11,8 @@ A completion message carries the outcome when the value is at most 1024 bytes
 and its waiters read the record, as does a waiter whenever the message may be of another
 promise by the same id.
 
-No first read for a promise this process began (:meth:`Waiter.token`, :meth:`Waiter.begun`)
+No first read for a promise this process began (:meth:`Waiter.before_create`,
+:meth:`Waiter.after_create`)
 while the subscription it had when it sent the create is still the live one: every
 completion of that promise is announced after the create, so on that subscription. Its
 completion, when it comes before ``result()`` (even before the create's reply), is
@@ -32,17 +33,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import RedisCluster
-
+from redpromise.client.subscription import SubscribedConnection, open_subscribed
 from redpromise.core.backoff import Backoff
 from redpromise.core.errors import PromiseNotFound
 from redpromise.redis import redispy as _redispy
 from redpromise.redis.cluster import channels_by_node, refresh_slots
-from redpromise.redis.wire import NOTHING_BUFFERED, buffered, pack
+from redpromise.redis.kinds import is_cluster, own_connection_recipe
 from redpromise.store.store import PENDING, STATES, Completion, Record, Store
 from redpromise.worker.supervise import CauseLog
 
@@ -50,11 +49,6 @@ __all__ = ["Waiter"]
 
 log = logging.getLogger("redpromise.waiter")
 
-_MESSAGE = (b"message", "message", b"smessage", "smessage")
-# Sent by a cluster node when a slot (with its shard channels) moved away.
-_MOVED_AWAY = (b"sunsubscribe", "sunsubscribe")
-_PING_AFTER = 15.0  # seconds of silence before the listener pings its connection
-_SILENT = 10.0  # seconds a ping (or a subscription) may take before the link counts as dead
 _SUBSCRIBE_WAIT = 1.0  # seconds a wait gives a new subscription before reading anyway
 _POLL_UNSUBSCRIBED = 1.0  # seconds between reads of a waited promise while unsubscribed
 # Promises begun here and not yet waited on, whose completion is kept (about 300 bytes
@@ -66,8 +60,9 @@ _FINAL = frozenset(s.encode() for s in STATES if s != PENDING)
 
 
 @dataclass(slots=True)
-class _Begun:
-    """A promise this process is creating, or created, while subscribed; not waited on."""
+class _BegunHere:
+    """A promise this process is creating, or created, while subscribed, and nobody waits
+    on yet: what a wait may rely on instead of a first read (the completion heard)."""
 
     epoch: int = -1  # the subscription live when its create was sent
     sent_at: float = 0.0  # loop time before the create was sent: before it completed
@@ -79,8 +74,9 @@ class _Begun:
     read: bool = False  # announced by id only (or doubtfully): read it
 
 
-# What begun() needs of token(): the entry collecting messages since, the subscription, the time.
-_Token = tuple[_Begun, int, float]
+# Taken just before a create is sent, for after_create(): the entry collecting the
+# promise's messages since, the subscription live then (its epoch), and the loop time.
+_BeforeCreate = tuple[_BegunHere, int, float]
 
 
 class Waiter:
@@ -90,18 +86,18 @@ class Waiter:
         # The client, keys and pub/sub flavour are the store's: read afresh, since the
         # client swaps them in _ready() (a cluster behind the URL, the pinned key layout).
         self._store = store
-        self._safety_poll = safety_poll
+        self.safety_poll = safety_poll  # seconds between reads of everything waited on
         self._waiting: dict[str, set[asyncio.Future[Record | Completion]]] = {}
         # created_at of the promise waited on by id, once known: a message of another
         # promise by the same id (an expired one's, late) must not resolve its waits.
         self._expect: dict[str, int] = {}
-        self._begun: dict[str, _Begun] = {}  # insertion order: the oldest first
+        self._begun: dict[str, _BegunHere] = {}  # insertion order: the oldest first
         self._kept = 0  # bytes of the values of self._begun's outcomes
         self._epoch = 0  # subscriptions made so far: a new one may have missed messages
         self._warned_malformed = False
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self.closing = False  # the listener is told to leave its loop
         self._checks: set[asyncio.Task[None]] = set()
         self._causes = CauseLog("completion listener", log)
         self._read_causes = CauseLog("reading completed promises", log)
@@ -111,8 +107,8 @@ class Waiter:
         """How many promise ids are being waited on."""
         return len(self._waiting)
 
-    def token(self, id: str) -> _Token | None:
-        """Taken just before sending a create of ``id``, for :meth:`begun`: the live
+    def before_create(self, id: str) -> _BeforeCreate | None:
+        """Taken just before sending a create of ``id``, for :meth:`after_create`: the live
         subscription (``None`` when there is none: then the wait reads first, as for any
         promise). From here on a completion message of ``id`` is kept: it may be heard
         before the create's reply is."""
@@ -120,23 +116,24 @@ class Waiter:
             return None
         b = self._begun.get(id)
         if b is None:  # else an earlier begin of this id is tracked, and serves this one
-            b = self._begun[id] = _Begun()
+            b = self._begun[id] = _BegunHere()
             if len(self._begun) > _REMEMBER:
                 self._forget(next(iter(self._begun)))
         return b, self._epoch, asyncio.get_running_loop().time()
 
-    def begun(self, id: str, token: _Token | None, created_at: int | None,
-              timeout_at: int) -> None:
-        """The create of ``id`` sent after ``token`` answered: it created the promise
+    def after_create(
+        self, id: str, before: _BeforeCreate | None, created_at: int | None, timeout_at: int
+    ) -> None:
+        """The create of ``id`` sent after ``before`` answered: it created the promise
         (``created_at``), or found it existing or failed (``None``).
 
-        If the subscription of ``token`` is still the live one, every completion of the
+        If the subscription of ``before`` is still the live one, every completion of the
         promise it created comes on it, and none was missed since the token: a wait for
         it needs no first read, and a completion heard before the wait is kept for it.
         """
-        if token is None:
+        if before is None:
             return
-        b, epoch, sent_at = token
+        b, epoch, sent_at = before
         if self._begun.get(id) is not b:
             return  # forgotten (or taken by a wait) meanwhile: messages may be missing
         if created_at is None:
@@ -148,7 +145,7 @@ class Waiter:
             return
         b.epoch, b.sent_at, b.created_at, b.timeout_at = epoch, sent_at, created_at, timeout_at
 
-    def _known(self, id: str) -> _Begun | None:
+    def _known(self, id: str) -> _BegunHere | None:
         """What a wait on ``id`` may rely on instead of a first read, if anything."""
         b = self._forget(id)
         if b is None or b.read or b.created_at is None:
@@ -212,7 +209,10 @@ class Waiter:
                     self._expect.pop(id, None)
 
     async def _wait_known(
-        self, id: str, fut: asyncio.Future[Record | Completion], known: _Begun,
+        self,
+        id: str,
+        fut: asyncio.Future[Record | Completion],
+        known: _BegunHere,
         timeout: float | None,
     ) -> Record | Completion:
         """:meth:`wait` without a first read: ``known`` will be heard of."""
@@ -234,7 +234,7 @@ class Waiter:
         can stall, so the listener is also told to leave its loop by itself."""
         task, self._task = self._task, None
         if task is not None:
-            self._closing = True
+            self.closing = True
             task.cancel()
             await asyncio.wait({task}, timeout=2.0)
         checks, self._checks = self._checks, set()
@@ -246,8 +246,8 @@ class Waiter:
 
     async def _listen(self) -> None:
         backoff = Backoff(0.05, 2.0)
-        self._closing = False
-        while not self._closing:
+        self.closing = False
+        while not self.closing:
             conns: list[Any] = []
             try:
                 await self._subscribe(conns)
@@ -266,8 +266,8 @@ class Waiter:
             except Exception as exc:  # any failure: resubscribe and re-read after backoff
                 self._subscribed.clear()
                 self._causes.failed(exc)
-                if isinstance(self._store.redis, RedisCluster):
-                    await refresh_slots(self._store.redis)  # a failover or a slot move?
+                if is_cluster(redis := self._store.redis):
+                    await refresh_slots(redis)  # a failover or a slot move?
                 await asyncio.sleep(backoff.next())
             finally:
                 for conn in conns:
@@ -281,16 +281,13 @@ class Waiter:
         redis = self._store.redis
         channels = self._store.keys.channels()
         if not self._store.sharded:  # SSUBSCRIBE per node on a Redis >= 7 cluster
-            cls: Any
-            if isinstance(redis, RedisCluster):
-                cls, base = _redispy.connection_recipe(redis.get_default_node())
-            else:
-                cls, base = _redispy.connection_recipe(redis.connection_pool)
-            conns.append(await _subscribed(cls, base, "SUBSCRIBE", channels))
+            cls, base = own_connection_recipe(redis)
+            conns.append(await open_subscribed(cls, base, "SUBSCRIBE", channels))
             return
-        assert isinstance(redis, RedisCluster)
+        assert is_cluster(redis)
         for node, chans in channels_by_node(redis, channels):
-            conns.append(await _subscribed(*_redispy.connection_recipe(node), "SSUBSCRIBE", chans))
+            recipe = _redispy.connection_recipe(node)
+            conns.append(await open_subscribed(*recipe, "SSUBSCRIBE", chans))
 
     async def _serve(self, conns: list[Any]) -> None:
         """Read notifications until a connection fails or falls silent.
@@ -299,9 +296,9 @@ class Waiter:
         than the message); a ticker beside it runs the safety poll, pings a quiet
         connection, and gives up on one that stays silent after a ping.
         """
-        links = [_Link(self, conn, poll=i == 0) for i, conn in enumerate(conns)]
-        tasks = [asyncio.create_task(link.read()) for link in links]
-        tasks += [asyncio.create_task(link.tick()) for link in links]
+        subscribed = [SubscribedConnection(self, c, poll=i == 0) for i, c in enumerate(conns)]
+        tasks = [asyncio.create_task(s.read()) for s in subscribed]
+        tasks += [asyncio.create_task(s.tick()) for s in subscribed]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -327,15 +324,25 @@ class Waiter:
         else:
             self._read_causes.ok()
 
-    def _heard_id(self, link: _Link, id: str) -> None:
+    def read_if_waited(self, ids: set[str]) -> None:
+        """Read, in the background, the promises of ``ids`` still waited on."""
+        waited = [i for i in ids if i in self._waiting]
+        if waited:
+            self._spawn(self._check(waited))
+
+    def read_all_waited(self) -> None:
+        """Read, in the background, every promise waited on (the safety poll)."""
+        self._spawn(self._check(list(self._waiting)))
+
+    def heard_id(self, conn: SubscribedConnection, id: str) -> None:
         """A completion announced by its id only: its waiters read the record."""
         b = self._begun.get(id)
         if b is not None:
             b.read = True
         if id in self._waiting:
-            link.read_soon(id)
+            conn.read_soon(id)
 
-    def _heard_outcome(self, link: _Link, data: bytes) -> None:
+    def heard_outcome(self, conn: SubscribedConnection, data: bytes) -> None:
         """A completion message with its outcome (format: ``lua/includes/settle.lua``)."""
         parts = data.split(b"\0", 5)
         if len(parts) != 6 or parts[1] not in _FINAL:
@@ -362,7 +369,7 @@ class Waiter:
                 b.read = True
         if futs is not None:
             if self._expect.get(id) != created_at:
-                link.read_soon(id)  # not known to be the promise waited on: read it
+                conn.read_soon(id)  # not known to be the promise waited on: read it
                 return
             del self._waiting[id]
             del self._expect[id]
@@ -370,7 +377,7 @@ class Waiter:
                 if not fut.done():
                     fut.set_result(outcome)
 
-    def _keep(self, b: _Begun, outcome: Completion, created_at: int, retention_ms: int) -> None:
+    def _keep(self, b: _BegunHere, outcome: Completion, created_at: int, retention_ms: int) -> None:
         if b.outcome is not None and b.outcome.value is not None:
             self._kept -= len(b.outcome.value)
         b.outcome, b.outcome_of, b.retention_ms = outcome, created_at, retention_ms
@@ -379,7 +386,7 @@ class Waiter:
         while self._kept > _REMEMBER_BYTES:
             self._forget(next(iter(self._begun)))
 
-    def _forget(self, id: str) -> _Begun | None:
+    def _forget(self, id: str) -> _BegunHere | None:
         b = self._begun.pop(id, None)
         if b is not None and b.outcome is not None and b.outcome.value is not None:
             self._kept -= len(b.outcome.value)
@@ -390,7 +397,8 @@ class Waiter:
             self._warned_malformed = True
             log.warning(
                 "completion listener: ignoring a message on a completion channel that "
-                "redpromise did not write (%r); logged once", data[:80]
+                "redpromise did not write (%r); logged once",
+                data[:80],
             )
 
     async def _check(self, ids: list[str]) -> None:
@@ -409,98 +417,3 @@ class Waiter:
                     fut.set_exception(rec)
                 else:
                     fut.set_result(rec)
-
-
-async def _subscribed(cls: Any, base: dict[str, Any], command: str, channels: list[str]) -> Any:
-    # Its own pings only (see _Link.tick): redis-py's health check would read the PONG
-    # itself, racing the reader for the replies of one connection.
-    conn: Any = cls(**{**base, "protocol": 2, "health_check_interval": 0})
-    try:
-        async with asyncio.timeout(_SILENT):
-            await conn.connect()
-            if command == "SSUBSCRIBE":  # one slot per command: one command per channel
-                await conn.send_packed_command(pack([[command, ch] for ch in channels]))
-            else:
-                await conn.send_command(command, *channels)
-            for _ in channels:  # one confirmation per channel
-                await conn.read_response(timeout=math.inf)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.disconnect(), 2.0)
-        raise
-    return conn
-
-
-class _Link:
-    """One live subscription of a :class:`Waiter`: its reader and its ticker."""
-
-    def __init__(self, waiter: Waiter, conn: Any, *, poll: bool) -> None:
-        self.waiter = waiter
-        self.conn = conn
-        self.poll = poll  # this link's ticker runs the process's safety poll
-        self.loop = asyncio.get_running_loop()
-        self.heard = self.loop.time()
-        self.ids: set[str] = set()
-        self.flushing = False
-
-    def flush(self) -> None:
-        self.flushing = False
-        batch, self.ids = self.ids, set()
-        waited = [i for i in batch if i in self.waiter._waiting]
-        if waited:
-            self.waiter._spawn(self.waiter._check(waited))
-
-    def read_soon(self, id: str) -> None:
-        self.ids.add(id)
-        if not self.flushing:
-            # Everything already received is parsed before this runs: one read of the
-            # waited-on promises per burst of notifications.
-            self.flushing = True
-            self.loop.call_soon(self.flush)
-
-    async def read(self) -> None:
-        waiter = self.waiter
-        take = buffered(self.conn)
-        while not waiter._closing:
-            msg = await self.conn.read_response(timeout=math.inf)
-            self.heard = self.loop.time()
-            self.heard_message(msg)
-            # Completions come in bursts (a batch of them settled together): the ones
-            # already whole in the buffer are taken straight from it.
-            while take is not None and not waiter._closing:
-                msg = take()
-                if msg is NOTHING_BUFFERED:
-                    break
-                self.heard_message(msg)
-
-    def heard_message(self, msg: Any) -> None:
-        waiter = self.waiter
-        if type(msg) is list and len(msg) == 3 and msg[0] in _MESSAGE:
-            data = msg[2]
-            if type(data) is not bytes:
-                waiter._heard_id(self, str(data))
-            elif data[:1] == b"\0":
-                waiter._heard_outcome(self, data)
-            else:
-                waiter._heard_id(self, data.decode("utf-8", "replace"))
-        elif type(msg) is list and msg and msg[0] in _MOVED_AWAY:
-            raise ConnectionError("a slot moved to another node: subscribing again")
-
-    async def tick(self) -> None:
-        waiter = self.waiter
-        next_poll = self.loop.time() + waiter._safety_poll
-        pinged_at: float | None = None
-        while not waiter._closing:
-            await asyncio.sleep(min(1.0, waiter._safety_poll))
-            now = self.loop.time()
-            if self.poll and now >= next_poll:
-                next_poll = now + waiter._safety_poll
-                waiter._spawn(waiter._check(list(waiter._waiting)))
-            if pinged_at is not None and self.heard >= pinged_at:
-                pinged_at = None  # heard from Redis since the ping: the link is alive
-            if pinged_at is None:
-                if now - self.heard >= _PING_AFTER:
-                    pinged_at = now
-                    await self.conn.send_command("PING", check_health=False)
-            elif now - pinged_at > _SILENT:
-                raise ConnectionError(f"no reply to a ping within {now - pinged_at:.0f}s")

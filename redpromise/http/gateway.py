@@ -60,7 +60,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from redis import exceptions as rex
 
 from redpromise.client.client import Handle, Redpromise
 from redpromise.core.errors import (
@@ -89,6 +88,7 @@ from redpromise.http.payloads import (
 )
 from redpromise.observe import metrics as _metrics
 from redpromise.observe import tracing as _tracing
+from redpromise.redis.classify import is_redis_failure
 from redpromise.worker.supervise import CauseLog
 
 __all__ = ["DEFAULT_BODY", "Gateway"]
@@ -370,7 +370,9 @@ class Gateway:
         try:
             async with asyncio.timeout(2.0):
                 await self.rp.redis.ping()
-        except (rex.RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            if not is_redis_failure(exc):
+                raise
             return json_response(
                 {"status": "unavailable", "error": f"Redis unavailable: {exc}"},
                 503,
