@@ -33,17 +33,14 @@ from redpromise.core.codec import as_text, decode, decode_error
 from redpromise.core.errors import PayloadError
 from redpromise.core.keys import validate_group
 from redpromise.store.scripts import Command
-from redpromise.store.store import PENDING, STATES, Call, Record, Store
+from redpromise.store.states import COMPLETED, FAILING, PENDING, STATES
+from redpromise.store.store import Call, Record, Store
 
 __all__ = [
-    "COMPLETED", "FAILING", "IndexSweep", "LastError", "PromiseInfo", "SearchPage", "counts",
+    "IndexSweep", "LastError", "PromiseInfo", "SearchPage", "counts",
     "search",
 ]
 
-COMPLETED = ("resolved", "rejected", "rejected_canceled", "rejected_timedout")
-# Not a stored state: a search for pending promises that have a failed attempt on record.
-FAILING = "failing"
-_ORDER = (PENDING, *COMPLETED)
 _HGETALL = Command("HGETALL")
 _ZRANGE = Command("ZRANGEBYSCORE")
 _MAX_SCORE = 1 << 53  # above any created_at in ms; exact as a double
@@ -363,7 +360,7 @@ async def search(
     prefix = None if group is None else f"{group}|".encode()
     walk = _Walk(
         store,
-        [indexed] if indexed is not None else _ORDER,
+        [indexed] if indexed is not None else STATES,
         newest_first,
         0 if lo is None else lo,
         _MAX_SCORE if hi is None else hi,
@@ -420,7 +417,7 @@ async def counts(store: Store) -> dict[str, dict[str, int]]:
     calls: list[Call] = [
         (_HGETALL, [store.keys.counts(k)], []) for k in range(store.keys.partitions)
     ]
-    out: dict[str, dict[str, int]] = {s: {} for s in _ORDER}
+    out: dict[str, dict[str, int]] = {s: {} for s in STATES}
     for res in await store.run_calls(calls):
         if isinstance(res, BaseException):
             raise res
