@@ -32,10 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis import exceptions as rex
-
 from redpromise.core.codec import as_text
 from redpromise.redis.batch import send_batch
+from redpromise.redis.replies import ErrorReply
 from redpromise.redis.wire import AnyRedis
 from redpromise.store.scripts import Command, run_calls
 from redpromise.store.store import Call
@@ -209,7 +208,7 @@ class StreamReads:
         (resp,) = await send_batch(
             self._redis, [[*self._head, "COUNT", count, *self._tail]], resend=False
         )
-        if isinstance(resp, rex.ResponseError):
+        if isinstance(resp, ErrorReply):
             raise resp
         out = parse_read(resp, self._index)
         # More than one entry at once: entries are flowing, so take them in bulk.

@@ -27,14 +27,12 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from redis import exceptions as rex
-from redis.asyncio import RedisCluster
-
 from redpromise.core.codec import as_text, decode, encode, encode_error, error_of
 from redpromise.core.errors import LeaseLost, NondeterminismError, PayloadError
 from redpromise.core.hooks import Hooks
 from redpromise.core.options import RetryPolicy, Settings, _policy_from_wire
 from redpromise.redis.classify import cause_of
+from redpromise.redis.replies import CONNECTION_LOST, ErrorReply, error_reply, is_cluster
 from redpromise.store.scripts import CODES, refusal, reply_code
 from redpromise.store.store import Call, Store
 from redpromise.worker.context import Context, Suspend
@@ -56,7 +54,6 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("redpromise.worker")
 
-_TRANSIENT = (rex.ConnectionError, rex.TimeoutError, OSError)
 _NO_ID = "entry without a promise id"  # the dead record's reason
 
 
@@ -107,7 +104,7 @@ class Worker:
         )
         head: list[Any] = ["XREADGROUP", "GROUP", group, self.consumer]
         block_ms = int(self.settings.block.total_seconds() * 1000)
-        reads = PartitionReads if isinstance(self.redis, RedisCluster) else StreamReads
+        reads = PartitionReads if is_cluster(self.redis) else StreamReads
         self.reads: StreamReads | PartitionReads = reads(
             self.redis, head, self.streams, block_ms, self._take_call
         )
@@ -173,7 +170,7 @@ class Worker:
                 await asyncio.wait(late, timeout=5)
         await self.supervisor.stop(timeout=5)
         # Leaving is a courtesy (idle consumers are swept anyway): never hang on it.
-        with contextlib.suppress(*_TRANSIENT, rex.ResponseError, TimeoutError):
+        with contextlib.suppress(*CONNECTION_LOST, ErrorReply, TimeoutError):
             await asyncio.wait_for(self._leave(), 5)
 
     async def _leave(self) -> None:
@@ -231,7 +228,7 @@ class Worker:
             return
         try:
             batch = await self.reads.read(free)
-        except rex.ResponseError as exc:
+        except ErrorReply as exc:
             cause = cause_of(exc)
             if cause == "NOGROUP":
                 await self.ensure_groups()
@@ -258,7 +255,7 @@ class Worker:
         for k in bad - self.bad_partitions:
             self.upkeep.key_fault(
                 self.streams[k],
-                rex.ResponseError(f"WRONGTYPE {self.streams[k]} holds a {types[k]}, not a stream"),
+                error_reply(f"WRONGTYPE {self.streams[k]} holds a {types[k]}, not a stream"),
             )
         self.bad_partitions |= bad
         self._use_partitions()
@@ -323,7 +320,7 @@ class Worker:
                     deferred = deferred or res
                     continue
                 if int(res[0]) == 0 and len(res) > 1:
-                    error = rex.ResponseError(as_text(res[1]))
+                    error = error_reply(as_text(res[1]))
                     if cause_of(error) == "WRONGTYPE":
                         log.error("promise %r: record of the wrong type; entry to dead", id)
                         corrupt.append((k, entry, f"acquire failed: {error}"))
