@@ -45,7 +45,7 @@ from redpromise.worker.execution import (
     persist,
     waitable,
 )
-from redpromise.worker.reads import PartitionReads, StreamReads, Taken
+from redpromise.worker.reads import GroupReads, PartitionReads, StreamReads, Taken
 from redpromise.worker.registry import Function, Registry
 from redpromise.worker.supervise import Supervisor
 from redpromise.worker.upkeep import Upkeep
@@ -105,7 +105,7 @@ class Worker:
         head: list[Any] = ["XREADGROUP", "GROUP", group, self.consumer]
         block_ms = int(self.settings.block.total_seconds() * 1000)
         reads = PartitionReads if is_cluster(self.redis) else StreamReads
-        self.reads: StreamReads | PartitionReads = reads(
+        self.reads: GroupReads = reads(
             self.redis, head, self.streams, block_ms, self._take_call
         )
         self.reads.use(range(self.keys.partitions))
