@@ -20,7 +20,7 @@ from redpromise.core.codec import as_text
 from redpromise.core.hooks import Metrics
 from redpromise.redis.classify import cause_of, retryable
 from redpromise.redis.replies import ErrorReply
-from redpromise.store.search import IndexSweep
+from redpromise.store.index_sweep import IndexSweep
 from redpromise.store.store import Store
 from redpromise.worker.supervise import CauseLog
 
