@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redpromise import Context, PromiseInfo, Redpromise, SearchPage
 from redpromise.core.keys import Keys
 from redpromise.core.options import Settings
-from redpromise.store.search import IndexSweep
+from redpromise.store.index_sweep import IndexSweep
 from redpromise.store.store import Store
 from tests.helpers import assert_eventually
 from tests.redis_cluster import RedisCluster

@@ -12,6 +12,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from redpromise.store.states import FAILING, STATES
+
 __all__ = ["EXIT_CODES", "main"]
 
 EXIT_CODES = {
@@ -22,8 +24,6 @@ EXIT_CODES = {
     3: "Redis unavailable (unreachable, timing out, loading, read-only…): try again later",
     4: "refused or failed (a dead record that cannot be requeued; an unexpected Redis error)",
 }
-
-_STATES = ["pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +77,7 @@ def _add_promises(sub: argparse._SubParsersAction[_Parser]) -> None:
     s = psub.add_parser("search", help="promises matching every filter given, a page at a time")
     s.add_argument(
         "--state",
-        choices=[*_STATES, "failing"],
+        choices=[*STATES, FAILING],
         help="failing: pending with a failed attempt on record (retried, not settled)",
     )
     s.add_argument("--group")

@@ -10,11 +10,11 @@ from typing import Any
 from redpromise.cli.output import Progress, ago, duration_ms, emit_json, iso, table
 from redpromise.client.client import Redpromise
 from redpromise.client.inspect import DeadRecordNotFound, Inspector, NotRequeueable
+from redpromise.store.states import STATES
 
 __all__ = ["EXIT_REFUSED", "dead_list", "dead_purge", "dead_requeue", "groups", "stats"]
 
 EXIT_REFUSED = 4
-_STATES = ("pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
 _REQUEUE_CONCURRENCY = 16
 
 
@@ -66,12 +66,12 @@ async def stats(rp: Redpromise, args: argparse.Namespace) -> int:
     rows: list[tuple[Any, ...]] = [
         (
             _group_name(g),
-            *(counts[s].get(g, 0) for s in _STATES),
-            sum(counts[s].get(g, 0) for s in _STATES),
+            *(counts[s].get(g, 0) for s in STATES),
+            sum(counts[s].get(g, 0) for s in STATES),
         )
         for g in names
     ]
-    rows.append(("TOTAL", *(totals[s] for s in _STATES), sum(totals.values())))
+    rows.append(("TOTAL", *(totals[s] for s in STATES), sum(totals.values())))
     table(["group", "pending", "resolved", "rejected", "canceled", "timedout", "total"], rows)
     return 0
 

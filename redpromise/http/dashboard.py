@@ -34,6 +34,7 @@ from redpromise.client.inspect import Inspector, NotRequeueable
 from redpromise.core.options import parse_target
 from redpromise.http.gateway import Gateway
 from redpromise.http.payloads import HTTPError, json_response
+from redpromise.store.states import COMPLETED, FAILING, PENDING
 
 __all__ = ["add_ui"]
 
@@ -42,7 +43,7 @@ _HISTORY = 180  # samples kept: 15 minutes
 _IDLE_STOP = 900.0  # the sampler stops when the page has not asked for 15 minutes
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 # What the search takes: the stored states, and "failing" (pending, a failed attempt on record).
-_STATES = ("pending", "failing", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
+_STATES = (PENDING, FAILING, *COMPLETED)
 
 
 class Dashboard:

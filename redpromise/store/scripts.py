@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from redpromise.redis.batch import send_batch
+from redpromise.redis.replies import ScriptMissing
 from redpromise.redis.wire import Ack, AnyRedis, bulk
 
 __all__ = [
@@ -145,7 +144,7 @@ class Script:
     async def __call__(self, redis: AnyRedis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
+        except ScriptMissing:
             await redis.script_load(self.source)
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
 
@@ -211,7 +210,7 @@ async def run_calls(
         ack=ack,
         packed=packed,
     )
-    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    missing = [i for i, r in enumerate(results) if isinstance(r, ScriptMissing)]
     if missing:
         for script in {calls[i][0].name: calls[i][0] for i in missing}.values():
             if isinstance(script, Script):

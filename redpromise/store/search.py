@@ -1,4 +1,4 @@
-"""Search and counts over the indexes the transition scripts keep, and their upkeep.
+"""Search and counts over the indexes the transition scripts keep.
 
 Each partition has one zset per state (``Keys.index``) whose members are
 ``<group>|<id>`` scored by the promise's ``created_at``, and one counters hash
@@ -10,10 +10,11 @@ moves exactly when an entry is added or removed.
 A completed record expires by ``PEXPIRE`` (its own retention, given by whoever completed
 it), which no script sees. ``settle`` also records when: a member of the partition's
 expiries zset (``Keys.expiries``) scored by the expiry time. Its entry is dropped by
-``forget.lua``, called by every worker's upkeep (:class:`IndexSweep`), which reads the
-expiries that are due, so each count follows its record's own retention whatever the
-worker's. Entries of records completed before the expiries zset existed are found by age
-instead: created more than the worker's ``retention`` ago. The script checks the hash
+``forget.lua``, called by every worker's upkeep (the sweep:
+:mod:`redpromise.store.index_sweep`), which reads the expiries that are due, so each
+count follows its record's own retention whatever the worker's. Entries of records
+completed before the expiries zset existed are found by age instead: created more than
+the worker's ``retention`` ago. The script checks the hash
 atomically, so an entry whose promise is still there is never dropped. A search never
 writes (it runs with read-only rights, and any number of readers cost Redis no writes):
 it steps over an entry whose promise is gone, and the counters keep counting that entry
@@ -33,19 +34,15 @@ from redpromise.core.codec import as_text, decode, decode_error
 from redpromise.core.errors import PayloadError
 from redpromise.core.keys import validate_group
 from redpromise.store.scripts import Command
-from redpromise.store.store import PENDING, STATES, Call, Record, Store
+from redpromise.store.states import FAILING, PENDING, STATES
+from redpromise.store.store import Call, Record, Store
 
 __all__ = [
-    "COMPLETED", "FAILING", "IndexSweep", "LastError", "PromiseInfo", "SearchPage", "counts",
+    "LastError", "PromiseInfo", "SearchPage", "counts",
     "search",
 ]
 
-COMPLETED = ("resolved", "rejected", "rejected_canceled", "rejected_timedout")
-# Not a stored state: a search for pending promises that have a failed attempt on record.
-FAILING = "failing"
-_ORDER = (PENDING, *COMPLETED)
 _HGETALL = Command("HGETALL")
-_ZRANGE = Command("ZRANGEBYSCORE")
 _MAX_SCORE = 1 << 53  # above any created_at in ms; exact as a double
 _MAX_LIMIT = 1000
 
@@ -229,7 +226,7 @@ def _decode_cursor(cursor: str, desc: bool) -> Key:
     return key
 
 
-class _Part:
+class _PartitionSlice:
     """One partition's candidates: a consistent slice of its state indexes, in order."""
 
     __slots__ = ("buf", "done", "k", "last")
@@ -241,7 +238,10 @@ class _Part:
         self.last = last
 
 
-class _Walk:
+class _CandidateWalk:
+    """A search's candidates across every partition's state indexes, merged into the page
+    order ((created_at, member), newest first or oldest first), read a slice at a time."""
+
     def __init__(
         self,
         store: Store,
@@ -258,9 +258,9 @@ class _Walk:
         self.lo = lo
         self.hi = hi
         self.chunk = chunk
-        self.parts = [_Part(k, after) for k in range(store.keys.partitions)]
+        self.parts = [_PartitionSlice(k, after) for k in range(store.keys.partitions)]
 
-    def _scan(self, p: _Part) -> Call:
+    def _scan(self, p: _PartitionSlice) -> Call:
         lo, hi = self.lo, self.hi
         score: int | str = ""
         member = b""
@@ -307,7 +307,7 @@ class _Walk:
         """Up to ``n`` next candidates in order, stopping where a partition needs a refill."""
         out: list[tuple[int, Key, str]] = []
         while len(out) < n:
-            best: _Part | None = None
+            best: _PartitionSlice | None = None
             for p in self.parts:
                 if p.buf and (best is None or self._before(p.buf[-1][0], best.buf[-1][0])):
                     best = p
@@ -361,9 +361,9 @@ async def search(
         )
 
     prefix = None if group is None else f"{group}|".encode()
-    walk = _Walk(
+    walk = _CandidateWalk(
         store,
-        [indexed] if indexed is not None else _ORDER,
+        [indexed] if indexed is not None else STATES,
         newest_first,
         0 if lo is None else lo,
         _MAX_SCORE if hi is None else hi,
@@ -401,7 +401,7 @@ async def _examine(
     match: Callable[[Record], bool],
 ) -> list[tuple[Key, PromiseInfo | None]]:
     """Each candidate's key and its record if it matches. Entries of promises gone (or of
-    an earlier promise by the same id) are stepped over, and left to :class:`IndexSweep`."""
+    an earlier promise by the same id) are stepped over, and left to the index sweep."""
     wanted = [prefix is None or key[1].startswith(prefix) for _, key, _ in batch]
     ids = [key[1].partition(b"|")[2].decode("utf-8", "replace") for _, key, _ in batch]
     wanted_ids = [i for i, w in zip(ids, wanted, strict=True) if w]
@@ -420,7 +420,7 @@ async def counts(store: Store) -> dict[str, dict[str, int]]:
     calls: list[Call] = [
         (_HGETALL, [store.keys.counts(k)], []) for k in range(store.keys.partitions)
     ]
-    out: dict[str, dict[str, int]] = {s: {} for s in _ORDER}
+    out: dict[str, dict[str, int]] = {s: {} for s in STATES}
     for res in await store.run_calls(calls):
         if isinstance(res, BaseException):
             raise res
@@ -430,99 +430,3 @@ async def counts(store: Store) -> dict[str, dict[str, int]]:
             if state in out and int(n):
                 out[state][group] = out[state].get(group, 0) + int(n)
     return out
-
-
-class IndexSweep:
-    """Drops index entries of completed promises whose record expired (retention).
-
-    Reads, per partition, up to ``budget`` expiries that are due (each record's own
-    retention); then, for entries with no expiry (completed by an earlier version), those
-    created more than this worker's ``retention`` ago, ``budget`` per index per run.
-    Entries whose promise is still retained (it ran long) are stepped over, so they cannot
-    stall the sweep of the ones behind them.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._offsets: dict[str, int] = {}
-
-    async def run(
-        self,
-        budget: int = 100,
-        report: Callable[[Sequence[Any], Sequence[str]], None] | None = None,
-    ) -> int:
-        """One pass over every partition's completed indexes; returns entries dropped.
-
-        Replies that are errors are skipped and handed to ``report`` with their keys
-        (the worker's upkeep logs a broken key and raises a failure of Redis as a whole);
-        without ``report`` the first is raised.
-        """
-        store = self.store
-        dropped = await self._due(budget, report)
-        if store.retention_ms <= 0:
-            return dropped
-        cutoff = store.clock.now_ms() - store.retention_ms  # scores are on Redis' clock
-        targets = [(k, s) for k in range(store.keys.partitions) for s in COMPLETED]
-        zkeys = [store.keys.index(k, s) for k, s in targets]
-        reads: list[Call] = [
-            (_ZRANGE, [z], [0, cutoff, "LIMIT", self._offsets.get(z, 0), budget]) for z in zkeys
-        ]
-        found = await store.run_calls(reads)
-        _report(report, found, zkeys)
-        calls: list[Call] = []
-        owners: list[str] = []
-        full: set[str] = set()
-        for (k, s), z, members in zip(targets, zkeys, found, strict=True):
-            if isinstance(members, BaseException):
-                continue
-            if len(members) >= budget:
-                full.add(z)
-            for m in members:
-                calls.append(store.forget_call(k, s, as_text(m)))
-                owners.append(z)
-        results = await store.run_calls(calls) if calls else []
-        _report(report, results, [str(keys[0]) for _, keys, _ in calls])
-        kept = dict.fromkeys(zkeys, 0)
-        for z, res in zip(owners, results, strict=True):
-            if isinstance(res, BaseException) or int(res[0]) == 0:
-                kept[z] += 1
-        for z in zkeys:
-            # Dropped entries leave the range, kept ones stay ahead of the next read; after
-            # a short read the index's end was reached: start over next time.
-            self._offsets[z] = self._offsets.get(z, 0) + kept[z] if z in full else 0
-        return dropped + len(results) - sum(kept.values())
-
-    async def _due(
-        self, budget: int, report: Callable[[Sequence[Any], Sequence[str]], None] | None
-    ) -> int:
-        """Forget the entries whose record's expiry (``Keys.expiries``) has passed."""
-        store = self.store
-        now = store.clock.now_ms()  # scores are on Redis' clock
-        ekeys = [store.keys.expiries(k) for k in range(store.keys.partitions)]
-        found = await store.run_calls(
-            [(_ZRANGE, [e], ["-inf", now, "LIMIT", 0, budget]) for e in ekeys]
-        )
-        _report(report, found, ekeys)
-        calls: list[Call] = []
-        for k, members in enumerate(found):
-            if isinstance(members, BaseException):
-                continue
-            for m in members:
-                state, _, member = as_text(m).partition("|")
-                calls.append(store.forget_call(k, state, member))
-        results = await store.run_calls(calls) if calls else []
-        _report(report, results, [str(keys[0]) for _, keys, _ in calls])
-        return sum(1 for r in results if not isinstance(r, BaseException) and int(r[0]) == 1)
-
-
-def _report(
-    report: Callable[[Sequence[Any], Sequence[str]], None] | None,
-    results: Sequence[Any],
-    keys: Sequence[str],
-) -> None:
-    if report is not None:
-        report(results, keys)
-        return
-    for res in results:
-        if isinstance(res, BaseException):
-            raise res

@@ -18,11 +18,10 @@ from redpromise.redis.clock import RedisClock
 from redpromise.redis.wire import Ack, AnyRedis
 from redpromise.store.prepack import CreatePacker
 from redpromise.store.scripts import Coalescer, Command, Script, load_scripts, run_calls
+from redpromise.store.states import PENDING, STATES
 
+# PENDING and STATES are re-exported for the callers that read records through this module.
 __all__ = ["PENDING", "STATES", "Call", "Completion", "Record", "Store"]
-
-PENDING = "pending"
-STATES = frozenset({PENDING, "resolved", "rejected", "rejected_canceled", "rejected_timedout"})
 
 Call = tuple[Script | Command, Sequence[str], Sequence[Any]]
 

@@ -1,5 +1,5 @@
 """One acquired delivery of a promise (:class:`Execution`), and how its writes wait out
-a Redis outage (:func:`persist`)."""
+a Redis outage (:func:`retry_through_outage`)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ from redpromise.redis.classify import cause_of, retryable
 from redpromise.store.scripts import CODES, refusal
 from redpromise.store.store import Store
 
-__all__ = ["ChildPromises", "Execution", "Runtime", "Slots", "id_field", "persist", "waitable"]
+__all__ = ["ChildPromises", "Execution", "Runtime", "Slots", "id_field", "retry_through_outage",
+           "waitable"]  # fmt: skip
 
 log = logging.getLogger("redpromise.worker")
 
 
-async def persist(op: Callable[[], Awaitable[Any]], lease: float) -> Any:
+async def retry_through_outage(op: Callable[[], Awaitable[Any]], lease: float) -> Any:
     """Run a fenced write, retrying through a Redis outage for up to one ``lease``.
 
     Every transition is safe to replay, so an ambiguous failure is simply repeated.
@@ -105,9 +106,9 @@ class Runtime:
     def lease(self) -> float:
         return self.settings.lease.total_seconds()
 
-    async def persist(self, op: Callable[[], Awaitable[Any]]) -> Any:
-        """See :func:`persist` (bounded by the lease)."""
-        return await persist(op, self.lease)
+    async def retry_through_outage(self, op: Callable[[], Awaitable[Any]]) -> Any:
+        """See :func:`retry_through_outage` (bounded by the lease)."""
+        return await retry_through_outage(op, self.lease)
 
 
 @dataclass(eq=False, slots=True)
@@ -147,7 +148,7 @@ class Execution:
         to one lease, then gives the execution up (:class:`LeaseLost`): it is redelivered
         and replays to the last recorded step."""
         rt = self.runtime
-        reply = await rt.persist(
+        reply = await rt.retry_through_outage(
             lambda: rt.store.checkpoint_reply(self.id, self.version, seq, blob)
         )
         if reply is None:

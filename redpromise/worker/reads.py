@@ -6,6 +6,9 @@
   blocking ``XREADGROUP`` per partition, each on a connection of the node that holds it,
   all waiting at once. A new entry wakes its read at once, as on one server.
 
+Both are :class:`GroupReads` (the setup they share) and, while entries flow, read in
+:class:`NonBlockingPasses`.
+
 Either way an idle worker costs only its blocking reads (one command per ``block``
 period, per partition on a cluster). While entries keep coming (a read delivered
 several), the next reads are non-blocking passes over every partition, pipelined (one
@@ -28,19 +31,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from redis import exceptions as rex
+from typing import Any, ClassVar
 
 from redpromise.core.codec import as_text
 from redpromise.redis.batch import send_batch
+from redpromise.redis.replies import ErrorReply
 from redpromise.redis.wire import AnyRedis
 from redpromise.store.scripts import Command, run_calls
 from redpromise.store.store import Call
 
-__all__ = ["Batch", "Delivery", "PartitionReads", "StreamReads", "Taken", "parse_read"]
+__all__ = [
+    "Batch", "Delivery", "GroupReads", "NonBlockingPasses", "PartitionReads", "StreamReads",
+    "Taken", "parse_read",
+]  # fmt: skip
 
 Delivery = tuple[int, str, Any]  # (partition, entry id, fields)
 Taken = tuple[int, str, str | None, Any]
@@ -89,7 +95,7 @@ def parse_take(k: int, resp: Any) -> list[Taken]:
 _XREADGROUP = Command("XREADGROUP")
 
 
-class _Takes:
+class NonBlockingPasses:
     """Passes over the active partitions while entries flow, at most ``free`` entries in all:
     ``take`` on the partitions that gave entries when last read ("hot"), and a
     non-blocking ``XREADGROUP`` of the others (one for all of them on one server, one per
@@ -98,13 +104,19 @@ class _Takes:
     naming several), so it is spent only where entries are likely."""
 
     def __init__(
-        self, redis: AnyRedis, take: TakeCall, head: list[Any], streams: list[str], multi: bool
+        self,
+        redis: AnyRedis,
+        take: TakeCall,
+        head: list[Any],
+        streams: list[str],
+        index: dict[str, int],
+        multi: bool,
     ) -> None:
         self.redis = redis
         self._take = take
         self._args = head[1:]  # GROUP <group> <consumer>
         self._streams = streams
-        self._index = {s: k for k, s in enumerate(streams)}
+        self._index = index
         self._multi = multi  # one XREADGROUP may name several streams (not on a cluster)
         self._next = 0  # where the next pass starts when there are fewer slots than partitions
         self.hot: set[int] = set()
@@ -155,9 +167,13 @@ class _Takes:
         return batch, error
 
 
-class StreamReads:
-    """One blocking read over every usable partition's stream (a single server); passes
-    of ``take`` while entries are flowing."""
+class GroupReads(ABC):
+    """How a worker takes new entries of its group's streams: blocking reads while idle
+    (how they wait differs: :class:`StreamReads`, :class:`PartitionReads`), passes of
+    :class:`NonBlockingPasses` while entries flow. The setup both share is here."""
+
+    _one_read_for_all: ClassVar[bool]
+    """Whether one XREADGROUP may name every stream (one server), else one per partition."""
 
     def __init__(
         self,
@@ -172,15 +188,58 @@ class StreamReads:
         self._streams = streams
         self._index = {s: k for k, s in enumerate(streams)}
         self._block_ms = block_ms
-        self._tail: list[Any] = []
         self._active: list[int] = []
-        self._takes = _Takes(redis, take, head, streams, multi=True)
-        self._busy = False  # the last read delivered several entries
-        self._error: BaseException | None = None
+        self._passes = NonBlockingPasses(
+            redis, take, head, streams, self._index, multi=self._one_read_for_all
+        )
+        self._busy = False  # the last read delivered several entries: pass over them next
+        self._error: BaseException | None = None  # raised by the next read
 
     def use(self, partitions: Sequence[int]) -> None:
         """Read only these partitions from now on."""
         self._active = list(partitions)
+
+    @abstractmethod
+    async def read(self, free: int) -> Batch:
+        """The next entries (at most ``free``, one blocking read's worth when idle); an
+        error a previous read kept back (after its entries were used) is raised first."""
+
+    async def close(self) -> None:
+        """Give up what is outstanding (a blocking read), at shutdown."""
+        return None
+
+    def _kept_error(self) -> BaseException | None:
+        """The error kept back for this call (and forget it)."""
+        error, self._error = self._error, None
+        return error
+
+    def _blocking_read_gave(self, out: list[Delivery]) -> Batch:
+        """What a blocking read delivered; more than one entry at once means entries are
+        flowing, so the next reads are passes (``take`` on the partitions that gave)."""
+        self._busy = len(out) > 1
+        self._passes.hot = {k for k, _, _ in out}
+        return Batch(out)
+
+
+class StreamReads(GroupReads):
+    """One blocking read over every usable partition's stream (a single server); passes
+    of ``take`` while entries are flowing."""
+
+    _one_read_for_all = True
+
+    def __init__(
+        self,
+        redis: AnyRedis,
+        head: list[Any],
+        streams: list[str],
+        block_ms: int,
+        take: TakeCall,
+    ) -> None:
+        super().__init__(redis, head, streams, block_ms, take)
+        self._tail: list[Any] = []  # BLOCK <ms> STREAMS <active streams> > ...
+
+    def use(self, partitions: Sequence[int]) -> None:
+        super().use(partitions)
         streams = [self._streams[k] for k in partitions]
         self._tail = (
             ["BLOCK", self._block_ms, "STREAMS", *streams, *[">"] * len(streams)]
@@ -189,14 +248,14 @@ class StreamReads:
         )
 
     async def read(self, free: int) -> Batch:
-        failed, self._error = self._error, None
+        failed = self._kept_error()
         if failed is not None:
             raise failed
         if not self._tail:
             await asyncio.sleep(self._block_ms / 1000)
             return Batch()
         if self._busy:
-            batch, error = await self._takes.run(self._active, free)
+            batch, error = await self._passes.run(self._active, free)
             if error is not None:
                 if not batch:
                     self._busy = False
@@ -209,21 +268,16 @@ class StreamReads:
         (resp,) = await send_batch(
             self._redis, [[*self._head, "COUNT", count, *self._tail]], resend=False
         )
-        if isinstance(resp, rex.ResponseError):
+        if isinstance(resp, ErrorReply):
             raise resp
-        out = parse_read(resp, self._index)
-        # More than one entry at once: entries are flowing, so take them in bulk.
-        self._busy = len(out) > 1
-        self._takes.hot = {k for k, _, _ in out}
-        return Batch(out)
-
-    async def close(self) -> None:
-        return None
+        return self._blocking_read_gave(parse_read(resp, self._index))
 
 
-class PartitionReads:
+class PartitionReads(GroupReads):
     """One blocking read per partition, all outstanding at once (a cluster); passes of
     ``take`` while entries are flowing."""
+
+    _one_read_for_all = False
 
     def __init__(
         self,
@@ -233,19 +287,11 @@ class PartitionReads:
         block_ms: int,
         take: TakeCall,
     ) -> None:
-        self._redis = redis
-        self._head = head
-        self._streams = streams
-        self._index = {s: k for k, s in enumerate(streams)}
-        self._block_ms = block_ms
-        self._active: list[int] = []
-        self._reads: dict[int, asyncio.Task[Any]] = {}
-        self._takes = _Takes(redis, take, head, streams, multi=False)
-        self._error: BaseException | None = None
-        self._busy = False  # the last wake-up delivered several entries
+        super().__init__(redis, head, streams, block_ms, take)
+        self._reads: dict[int, asyncio.Task[Any]] = {}  # the parked read of each partition
 
     def use(self, partitions: Sequence[int]) -> None:
-        self._active = list(partitions)
+        super().use(partitions)
         for k in set(self._reads) - set(partitions):
             self._reads.pop(k).cancel()
 
@@ -255,9 +301,9 @@ class PartitionReads:
         return resp
 
     async def read(self, free: int) -> Batch:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        failed = self._kept_error()
+        if failed is not None:
+            raise failed
         if not self._active:
             await asyncio.sleep(self._block_ms / 1000)
             return Batch()
@@ -266,7 +312,7 @@ class PartitionReads:
             if batch:
                 return batch
             self._busy = False  # a quiet moment: park a read on every partition again
-            failed = self._take_error()
+            failed = self._kept_error()
             if failed is not None:
                 raise failed
         count = max(1, min(free, _MAX_COUNT) // len(self._active))
@@ -275,29 +321,22 @@ class PartitionReads:
                 self._reads[k] = asyncio.create_task(self._read(k, count))
         done, _ = await asyncio.wait(self._reads.values(), return_when=asyncio.FIRST_COMPLETED)
         out = self._collect({k for k, t in self._reads.items() if t in done})
-        failed = self._take_error()
+        failed = self._kept_error()
         if failed is not None and not out:
             raise failed
         self._error = failed
-        # More than one entry at a wake-up: entries are flowing, so take them in bulk.
-        self._busy = len(out) > 1
-        self._takes.hot = {k for k, _, _ in out}
-        return Batch(out)
+        return self._blocking_read_gave(out)
 
     async def _poll(self, free: int) -> Batch:
         """While entries keep coming: one pass of ``take`` over every partition without a
         parked read, one buffer per node, instead of a wake-up (and a round trip) per
         partition and entry. Also hands over what parked reads delivered meanwhile."""
         ks = [k for k in self._active if k not in self._reads]
-        batch, error = await self._takes.run(ks, free)
+        batch, error = await self._passes.run(ks, free)
         if error is not None:
             self._error = self._error or error  # raised by the next call
         batch.deliveries += self._collect({k for k, t in self._reads.items() if t.done()})
         return batch
-
-    def _take_error(self) -> BaseException | None:
-        error, self._error = self._error, None
-        return error
 
     def _collect(self, ks: set[int]) -> list[Delivery]:
         """Entries of the finished parked reads of partitions ``ks``; an error is kept

@@ -16,12 +16,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from redis import exceptions as rex
-
 from redpromise.core.codec import as_text
 from redpromise.core.hooks import Metrics
 from redpromise.redis.classify import cause_of, retryable
-from redpromise.store.search import IndexSweep
+from redpromise.redis.replies import ErrorReply
+from redpromise.store.index_sweep import IndexSweep
 from redpromise.store.store import Store
 from redpromise.worker.supervise import CauseLog
 
@@ -127,7 +126,7 @@ class Upkeep:
         claimed: list[tuple[int, str, Any]] = []
         missing = False
         for k, res in zip(parts, results, strict=True):
-            if isinstance(res, rex.ResponseError) and cause_of(res) == "NOGROUP":
+            if isinstance(res, ErrorReply) and cause_of(res) == "NOGROUP":
                 missing = True
                 continue
             if isinstance(res, BaseException):
@@ -158,7 +157,7 @@ class Upkeep:
         key = self.keys.timeouts(k)
         try:
             members = await self.redis.zrange(key, offset, offset + budget - 1)
-        except rex.ResponseError as exc:
+        except ErrorReply as exc:
             if retryable(exc) or cause_of(exc) == "NOPERM":
                 raise
             self.key_fault(key, exc)
@@ -174,7 +173,7 @@ class Upkeep:
         if not ids or k in self.bad_partitions:
             return 0
         last = ""
-        with contextlib.suppress(rex.ResponseError):
+        with contextlib.suppress(ErrorReply):
             for g in await self.redis.xinfo_groups(self.streams[k]):
                 if as_text(g.get("name", b"")) == self.group:
                     last = as_text(g.get("last-delivered-id", b""))
