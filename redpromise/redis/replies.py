@@ -8,18 +8,16 @@ them. They test for them by these names:
   :func:`redpromise.redis.classify.cause_of`); :func:`error_reply` makes one from an error
   text that a script returned as data (``{0, "WRONGTYPE ..."}``);
 - :data:`ScriptMissing`: ``NOSCRIPT``, the script is not loaded and the call did not run;
-- :data:`CONNECTION_LOST`: the connection failed or timed out under a command;
-- :func:`is_cluster`: whether a client speaks to a cluster (one command per slot).
+- :data:`CONNECTION_LOST`: the connection failed or timed out under a command.
+
+Whether a client speaks to a cluster is :func:`redpromise.redis.kinds.is_cluster`.
 """
 
 from __future__ import annotations
 
 from redis import exceptions as _rex
-from redis.asyncio import RedisCluster
 
-from redpromise.redis.wire import AnyRedis
-
-__all__ = ["CONNECTION_LOST", "ErrorReply", "ScriptMissing", "error_reply", "is_cluster"]
+__all__ = ["CONNECTION_LOST", "ErrorReply", "ScriptMissing", "error_reply"]
 
 ErrorReply = _rex.ResponseError
 ScriptMissing = _rex.NoScriptError
@@ -34,7 +32,3 @@ def error_reply(text: str) -> ErrorReply:
     """The error reply ``text`` as redis-py raises one (so ``cause_of`` reads its code)."""
     return ErrorReply(text)
 
-
-def is_cluster(redis: AnyRedis) -> bool:
-    """Whether ``redis`` is a cluster client."""
-    return isinstance(redis, RedisCluster)

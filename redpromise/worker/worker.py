@@ -34,7 +34,8 @@ from redpromise.core.errors import LeaseLost, NondeterminismError, PayloadError
 from redpromise.core.hooks import Hooks
 from redpromise.core.options import Settings
 from redpromise.redis.classify import cause_of
-from redpromise.redis.replies import CONNECTION_LOST, ErrorReply, error_reply, is_cluster
+from redpromise.redis.kinds import is_cluster
+from redpromise.redis.replies import CONNECTION_LOST, ErrorReply, error_reply
 from redpromise.store.scripts import CODES, refusal
 from redpromise.store.store import Call, Store
 from redpromise.worker.acquisition import Acquirer
