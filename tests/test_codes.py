@@ -26,11 +26,23 @@ def documented(name: str) -> set[int]:
     return {int(c) for c in _DOCUMENTED.findall(_script(name)[0])}
 
 
+# includes/fenced_read.lua's checks that a nil argument turns off: (group) -5, (version) -3.
+_FENCED_READ = (resources.files("redpromise.store") / "lua" / "includes" / "fenced_read.lua")
+_FENCED_READ_CALL = re.compile(r"\bfenced_read\(\s*[^,]+,\s*([^,]+),\s*([^,)]+)")
+
+
 def returned(name: str) -> set[int]:
     """The codes the script returns, its includes' returns counted (acquire.lua and
-    take.lua answer with includes/acquire_entry.lua's replies)."""
+    take.lua answer with includes/acquire_entry.lua's replies); fenced_read's only as
+    the script calls it (no -5 without a group, no -3 without a version)."""
     body = _HEADER.sub("", _source(name), count=1)
-    return {int(c) for c in _RETURNED.findall(body)}
+    fenced = _FENCED_READ.read_text(encoding="utf-8")
+    codes = {int(c) for c in _RETURNED.findall(body.replace(fenced, ""))}
+    for group, version in _FENCED_READ_CALL.findall(body.replace(fenced, "")):
+        off = {-5} if group.strip() == "nil" else set()
+        off |= {-3} if version.strip() == "nil" else set()
+        codes |= {int(c) for c in _RETURNED.findall(fenced)} - off
+    return codes
 
 
 def test_every_lua_file_is_a_loaded_script() -> None:

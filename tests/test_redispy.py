@@ -200,7 +200,7 @@ async def test_without_an_in_use_set_no_connection_is_kept(
     try:
         for i in range(3):
             assert await send_batch(client, [["ECHO", str(i)]]) == [str(i).encode()]
-        assert _wire._kept(client.connection_pool) is None
+        assert _wire._kept_connections(client.connection_pool) is None
     finally:
         await client.aclose()
 

@@ -160,11 +160,7 @@ async def send_to_server(
     if packed is not None and len(commands) > n:
         packed = [*packed, None]  # the WAIT
     data = pack(commands, packed)
-    n = len(commands)
-    faults = getattr(redis, "_redpromise_faults", None)  # redpromise.testing.FaultyRedis
-    if faults is not None:
-        return check(await faults.exchange(commands, lambda: _send(redis, data, n, resend)))
-    return check(await _send(redis, data, n, resend))
+    return check(await _send(redis, data, len(commands), resend))
 
 
 # Connections kept out of the pool between batches: at most this many per pool, for at
@@ -174,7 +170,7 @@ _KEEP_IDLE = 1.0
 _KEEP_FROM = 64
 
 
-class _Kept:
+class _KeptConnections:
     """Connections of one pool kept (still checked out) between batches.
 
     Taking a connection from redis-py's pool and giving it back costs a lock, a
@@ -249,15 +245,15 @@ def _background(coro: Any) -> None:
     task.add_done_callback(_releasing.discard)
 
 
-def _kept(pool: Any) -> _Kept | None:
-    kept: _Kept | None = getattr(pool, "_redpromise_kept", None)
+def _kept_connections(pool: Any) -> _KeptConnections | None:
+    kept: _KeptConnections | None = getattr(pool, "_redpromise_kept", None)
     if kept is None:
         if (
             _redispy.in_use(pool) is None
             or (getattr(pool, "max_connections", 0) or 0) < _KEEP_FROM
         ):
             return None  # another pool layout, or a small pool: nothing kept
-        kept = _Kept(pool)
+        kept = _KeptConnections(pool)
         pool._redpromise_kept = kept
     return kept
 
@@ -266,7 +262,7 @@ async def _send(redis: Redis, packed: bytes, n: int, resend: bool) -> list[Any]:
     pool = redis.connection_pool
     # Not for a command that cannot be resent: a kept connection the server closed
     # unnoticed fails its write, where the pool's check would have reconnected first.
-    kept = _kept(pool) if resend else None
+    kept = _kept_connections(pool) if resend else None
     conn = kept.take() if kept is not None else None
     if conn is None:
         conn = await _redispy.checkout(pool)
@@ -314,7 +310,7 @@ async def roundtrip(conn: Any, packed: bytes, n: int) -> list[Any]:
                         reply = take()
                         if reply is not NOTHING_BUFFERED:
                             if _unusual(reply, push):
-                                reply = await _settle(conn, reply)
+                                reply = await _handle_unusual_reply(conn, reply)
                             out.append(reply)
                             continue
                     except BaseException:
@@ -381,7 +377,7 @@ def _unusual(reply: Any, push: type) -> bool:
     return isinstance(reply, (RedisConnectionError, push))
 
 
-async def _settle(conn: Any, reply: Any) -> Any:
+async def _handle_unusual_reply(conn: Any, reply: Any) -> Any:
     """What the hiredis parser's ``read_response`` does with an unusual reply: raise a
     connection error; hand a RESP3 push to the connection's handler and read on."""
     if isinstance(reply, RedisConnectionError):

@@ -13,20 +13,15 @@ checkpoint: record the outcome of step `seq` of the current execution.
     { -1 }       no such promise
     { -2, state } promise no longer pending (completed, canceled, timed out): stop
     { -3 }       fenced out: another execution owns the promise: stop
-  Fence rule: version must equal the stored version, checked before the write.
+  Fence rule: includes/fenced_read.lua, for the caller's version (a promise never
+  acquired is at version 0), checked before the write.
   Replay: HSETNX keeps the first outcome of a step, so a resend answers { 1 } and changes
   nothing; the fence is checked again, so a resend can never write for a stale version.
 ]]
-local h = redis.call('HMGET', KEYS[1], 'state', 'version')
-if not h[1] then
-  return { -1 }
-end
-if h[1] ~= 'pending' then
-  return { -2, h[1] }
-end
--- A promise never acquired has no version field: version 0 (create.lua writes no defaults).
-if (h[2] or '0') ~= ARGV[1] then
-  return { -3 }
+--- @include fenced_read
+local refused = fenced_read(KEYS[1], nil, ARGV[1])
+if refused then
+  return refused
 end
 redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
 return { 1 }

@@ -16,12 +16,14 @@ reconcile: re-dispatch a pending promise whose dispatch vanished.
     { 1 }        re-dispatched (new entry written)
     { 0 }        healthy: in the stream (pending or not yet delivered), or waiting in delayed
     { -1 }       no such promise
-    { -2 }       promise no longer pending
-    { -5 }       the promise targets another group
-  Fence rule: none needed; a promise whose entry is still live is never dispatched twice.
+    { -2, state } promise no longer pending (its completed state)
+    { -5 }       the promise targets another group (or ARGV[2] is '')
+  Fence rule: includes/fenced_read.lua for the group only (no execution, so no version);
+  a promise whose entry is still live is never dispatched twice.
   Replay: a resend finds the entry the first run wrote, newer than ARGV[3] (read before
   that run), so it answers { 0 } and writes nothing.
 ]]
+--- @include fenced_read
 local function older_or_equal(a, b)
   local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
   local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
@@ -33,17 +35,11 @@ local function older_or_equal(a, b)
   end
   return tonumber(aseq) <= tonumber(bseq)
 end
-local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'entry')
-if not h[1] then
-  return { -1 }
+local refused, entry = fenced_read(KEYS[1], ARGV[2], nil, 'entry')
+if refused then
+  return refused
 end
-if h[1] ~= 'pending' then
-  return { -2 }
-end
-if h[2] ~= ARGV[2] or ARGV[2] == '' then
-  return { -5 }
-end
-local entry = h[3] or ''
+entry = entry or ''
 if entry == '' then
   if redis.call('ZSCORE', KEYS[3], ARGV[2] .. '|' .. ARGV[1]) then
     return { 0 }

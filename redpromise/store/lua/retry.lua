@@ -26,34 +26,26 @@ retry: hand the promise back for another attempt after a delay: a retry after an
     { -1 }          no such promise
     { -2, state }   promise no longer pending (its completed state)
     { -3 }          fenced out
-    { -5 }          wrong group
-  Fence rule: version must equal the stored version, and the entry ARGV[7], checked
-  before any write. The version alone does not fence a replay: after the first run,
+    { -5 }          wrong group (or ARGV[2] is '')
+  Fence rule: includes/fenced_read.lua for the caller's group and version, then the
+  entry ARGV[7], all checked before any write. The version alone does not fence a replay: after the first run,
   promote dispatches a fresh entry under the same version (acquire has not bumped it
   yet), and only the entry tells that fresh dispatch from the caller's. If the caller's
   entry vanished and reconcile re-dispatched, the retry is dropped as well: the fresh
   dispatch runs the promise again, only without counting an attempt.
 ]]
 --- @include now
-local h = redis.call('HMGET', KEYS[1], 'state', 'group', 'version', 'entry')
-if not h[1] then
-  return { -1 }
-end
-if h[1] ~= 'pending' then
-  return { -2, h[1] }
-end
-if h[2] ~= ARGV[2] then
-  return { -5 }
-end
-if h[3] ~= ARGV[3] then
-  return { -3 }
+--- @include fenced_read
+local refused, entry = fenced_read(KEYS[1], ARGV[2], ARGV[3], 'entry')
+if refused then
+  return refused
 end
 local member = ARGV[2] .. '|' .. ARGV[1]
-if h[4] ~= ARGV[7] then
+if entry ~= ARGV[7] then
   return { 0, redis.call('ZSCORE', KEYS[3], member) }
 end
-redis.call('XACK', KEYS[2], ARGV[2], h[4])
-redis.call('XDEL', KEYS[2], h[4])
+redis.call('XACK', KEYS[2], ARGV[2], entry)
+redis.call('XDEL', KEYS[2], entry)
 local now = now_ms()
 local due = now + tonumber(ARGV[4])
 -- No entry while waiting in delayed: the field goes (a missing entry reads as '').

@@ -85,10 +85,13 @@ if read then
     rows = read[2]
   end
 end
--- acquire.lua's KEYS and ARGV (see its header), filled in per entry for acquire_entry().
-local K = { '', '', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7] }
-local A = { '', '', ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9],
-  ARGV[10], ARGV[11] }
+-- acquire_entry()'s keys and argv: acquire.lua's KEYS and ARGV layout (see its header),
+-- the partition's keys and this call's settings once, each entry's own slots (promise
+-- and steps keys, promise id, entry id) filled in per entry.
+local acquire_keys = { '', '', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+  KEYS[7] }
+local acquire_argv = { '', '', ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7],
+  ARGV[8], ARGV[9], ARGV[10], ARGV[11] }
 local out = {}
 for i = 1, #rows do
   local entry, fields = rows[i][1], rows[i][2] or {}
@@ -100,8 +103,9 @@ for i = 1, #rows do
     end
   end
   if id then
-    K[1], K[2], A[1], A[2] = ARGV[12] .. id, ARGV[13] .. id, id, entry
-    out[i] = { entry, id, acquire_entry(K, A) }
+    acquire_keys[1], acquire_keys[2] = ARGV[12] .. id, ARGV[13] .. id  -- promise, steps
+    acquire_argv[1], acquire_argv[2] = id, entry
+    out[i] = { entry, id, acquire_entry(acquire_keys, acquire_argv) }
   else
     out[i] = { entry, false, { 0 } }
   end
