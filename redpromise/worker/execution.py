@@ -22,7 +22,7 @@ from redpromise.store.scripts import CODES, refusal
 from redpromise.store.store import Store
 
 __all__ = ["ChildPromises", "Execution", "Runtime", "Slots", "id_field", "retry_through_outage",
-           "waitable"]  # fmt: skip
+           "worth_waiting_out"]  # fmt: skip
 
 log = logging.getLogger("redpromise.worker")
 
@@ -38,7 +38,7 @@ async def retry_through_outage(op: Callable[[], Awaitable[Any]], lease: float) -
     try:
         return await op()  # the usual case: no deadline or backoff to set up
     except Exception as exc:
-        if not waitable(exc):
+        if not worth_waiting_out(exc):
             raise
         failure = exc
     deadline = started + max(lease, 1.0)
@@ -48,7 +48,7 @@ async def retry_through_outage(op: Callable[[], Awaitable[Any]], lease: float) -
         try:
             return await op()
         except Exception as exc:
-            if not waitable(exc):
+            if not worth_waiting_out(exc):
                 raise
             failure = exc
     log.error(
@@ -60,7 +60,7 @@ async def retry_through_outage(op: Callable[[], Awaitable[Any]], lease: float) -
     return None
 
 
-def waitable(exc: BaseException) -> bool:
+def worth_waiting_out(exc: BaseException) -> bool:
     """A failure a write should wait out: Redis down or refusing for now, or a right
     an operator is expected to grant back."""
     return retryable(exc) or cause_of(exc) == "NOPERM"

@@ -40,7 +40,7 @@ from redpromise.store.scripts import CODES, refusal
 from redpromise.store.store import Call, Store
 from redpromise.worker.acquisition import Acquirer
 from redpromise.worker.context import Context, Suspend
-from redpromise.worker.execution import ChildPromises, Execution, Runtime, Slots, waitable
+from redpromise.worker.execution import ChildPromises, Execution, Runtime, Slots, worth_waiting_out
 from redpromise.worker.outcomes import Outcomes
 from redpromise.worker.reads import GroupReads, PartitionReads, StreamReads
 from redpromise.worker.registry import Function, Registry
@@ -400,7 +400,7 @@ class Worker:
         results = await self.store.run_calls(calls)
         for ex, res in zip(items, results, strict=True):
             if isinstance(res, BaseException):
-                if not waitable(res):
+                if not worth_waiting_out(res):
                     self.upkeep.key_fault(self.keys.promise(ex.id), res)
                 continue
             code = int(res[0])
@@ -416,7 +416,9 @@ class Worker:
                 # suspend), which counts its own refusal: a heartbeat racing it mostly
                 # sees that write already landed ("not pending"), no refusal at all.
         # One log line for Redis as a whole, not one per execution.
-        down = next((r for r in results if isinstance(r, BaseException) and waitable(r)), None)
+        down = next(
+            (r for r in results if isinstance(r, BaseException) and worth_waiting_out(r)), None
+        )
         if down is not None:
             raise down
 
