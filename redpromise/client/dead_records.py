@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redpromise.client.replies import fields, int_or_none
+from redpromise.client.fields import fields, int_or_none
 from redpromise.core.codec import as_text, decode
 from redpromise.core.keys import MAX_ID_BYTES
 from redpromise.redis.classify import translate_errors

@@ -19,7 +19,7 @@ from redpromise.client.dead_records import (
     NotRequeueable,
     requeue_id,
 )
-from redpromise.client.replies import fields, int_or_none
+from redpromise.client.fields import fields, int_or_none
 from redpromise.core.codec import as_text, call_of, decode, decode_error, readable
 from redpromise.core.errors import PayloadError, PromiseNotFound
 from redpromise.core.keys import validate_id
