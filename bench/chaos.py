@@ -46,7 +46,7 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from redpromise._keys import Keys  # noqa: E402
+from redpromise.core.keys import Keys  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 NAMESPACE = "chaos"

@@ -50,11 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # redpromise: from PYT
 
 import run as bench
 
-from redpromise._codec import encode
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._scripts import Command
-from redpromise._store import _FIELDS, _HMGET, Call, Store
+from redpromise.core.codec import encode
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.scripts import Command
+from redpromise.store.store import _FIELDS, _HMGET, Call, Store
 
 GROUP = "g"
 PHASES = ("create", "xreadgroup", "acquire", "take", "complete", "read")
@@ -189,7 +189,7 @@ async def one_run(
         results: list[Any] = []
         for i in range(0, len(calls), batch):
             part = calls[i : i + batch]
-            results += await (store.take(part) if take else store.pipelined(part))
+            results += await (store.take(part) if take else store.run_calls(part))
         after_cpu = bench.redis_cpu(sync)
         if meter is not None:
             after_cpu = before_cpu + meter.stop() / 1e6  # so "us" below is instructions

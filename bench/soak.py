@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chaos import NAMESPACE, Chaos
 
-from redpromise._keys import Keys
+from redpromise.core.keys import Keys
 
 
 async def sample(r: Redis, keys: Keys, group: str) -> dict[str, Any]:

@@ -45,7 +45,9 @@ def settings() -> Any:
 
 
 async def worker(url: str, out: Path) -> None:
-    from redpromise import Redpromise, _reads, _store
+    from redpromise import Redpromise
+    from redpromise.store import store as _store
+    from redpromise.worker import reads as _reads
 
     marks: dict[str, dict[str, float]] = {}
 
@@ -94,7 +96,7 @@ async def worker(url: str, out: Path) -> None:
 
 
 async def produce(url: str, n: int, snap: Any) -> dict[str, dict[str, float]]:
-    from redpromise import _waiter
+    from redpromise.client import waiter as _waiter
 
     marks: dict[str, dict[str, float]] = {}
     if not hasattr(_waiter.Waiter, "_heard_outcome"):  # before messages carried outcomes
@@ -131,9 +133,10 @@ async def produce(url: str, n: int, snap: Any) -> dict[str, dict[str, float]]:
 
 async def _sequential(url: str, n: int, marks: dict[str, dict[str, float]], snap: Any
                       ) -> dict[str, dict[str, float]]:
-    from redpromise import Redpromise, _wire
+    from redpromise import Redpromise
+    from redpromise.redis import wire as _wire
 
-    roundtrip = _wire._roundtrip
+    roundtrip = _wire.roundtrip
     current: list[str] = [""]
 
     async def traced_roundtrip(conn: Any, packed: bytes, n: int) -> Any:
@@ -146,7 +149,7 @@ async def _sequential(url: str, n: int, marks: dict[str, dict[str, float]], snap
             m["replied"] = now()  # type: ignore[index]
         return out
 
-    _wire._roundtrip = traced_roundtrip  # type: ignore[assignment]
+    _wire.roundtrip = traced_roundtrip  # type: ignore[assignment]
 
     rp = Redpromise(url, settings=settings())
     run = os.urandom(4).hex()

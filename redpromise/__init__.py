@@ -6,9 +6,9 @@ checkpointing each step (``ctx.run``); anyone re-attaches by id (:meth:`Redpromi
 and reads the outcome — after any process, or all of them, restarted.
 """
 
-from ._client import Handle, PromiseInfo, Redpromise, SearchPage
-from ._context import Context
-from ._errors import (
+from redpromise.cli.runner import run_worker
+from redpromise.client.client import Handle, PromiseInfo, Redpromise, SearchPage
+from redpromise.core.errors import (
     ApplicationError,
     ConfigurationError,
     CorruptRecord,
@@ -25,8 +25,16 @@ from ._errors import (
     StoreError,
     StoreUnavailable,
 )
-from ._options import Constant, Exponential, Linear, Never, Options, RetryPolicy, Settings
-from ._runner import run_worker
+from redpromise.core.options import (
+    Constant,
+    Exponential,
+    Linear,
+    Never,
+    Options,
+    RetryPolicy,
+    Settings,
+)
+from redpromise.worker.context import Context
 
 __all__ = [
     "ApplicationError",

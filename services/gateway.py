@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # run as a script: make `redpromise` importable f
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redpromise import ConfigurationError, Redpromise
-from redpromise._runner import event_loop_factory
 from redpromise.aiohttp import add_routes
+from redpromise.cli.runner import event_loop_factory
 
 __all__ = ["JSONFallback", "init", "json_errors", "main"]
 

@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `redpromise` importable f
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redpromise import ApplicationError, Context, Redpromise, RedpromiseError, run_worker
-from redpromise._runner import event_loop_factory
+from redpromise.cli.runner import event_loop_factory
 
 __all__ = ["foo", "main", "rp"]
 

@@ -154,13 +154,13 @@ class Backend:
         self.server = fakeredis.FakeServer() if kind == "fake" else None
         self.clients: list[Redis] = []
 
-    def client(self) -> Redis:
+    def client(self, **kwargs: Any) -> Redis:
         c: Redis
         if self.server is not None:
-            c = fakeredis.FakeAsyncRedis(server=self.server)
+            c = fakeredis.FakeAsyncRedis(server=self.server, **kwargs)
         else:
             assert self.url is not None
-            c = Redis.from_url(self.url)
+            c = Redis.from_url(self.url, **kwargs)
         self.clients.append(c)
         return c
 

@@ -42,14 +42,8 @@ from typing import Any, ClassVar
 import aiohttp
 import redis
 
-from redpromise import (
-    ConfigurationError,
-    Redpromise,
-    RedpromiseError,
-    Settings,
-    StoreUnavailable,
-)
-from redpromise._keys import Keys
+from redpromise import ConfigurationError, Redpromise, RedpromiseError, Settings, StoreUnavailable
+from redpromise.core.keys import Keys
 from tests.procs import WorkerProcess
 from tests.redis_server import RedisServer, free_port
 from tests.services import GatewayProcess

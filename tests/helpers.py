@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import inspect
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
 
-from redpromise._scripts import SCRIPT_NAMES, Script
+from redpromise.store.scripts import SCRIPT_NAMES, Script
+from redpromise.testing import tap
 
 __all__ = ["Counted", "CuttingProxy", "assert_eventually"]
 
@@ -137,17 +138,18 @@ class CuttingProxy:
 
 
 class Counted:
-    """Counts the commands (scripts by name) of the batches redpromise sends itself."""
+    """Counts the commands (scripts by name) written on a client's connections."""
 
     def __init__(self, redis: Redis) -> None:
         self.sent: Counter[str] = Counter()
         self._names = {Script(n).sha: n for n in SCRIPT_NAMES}
-        redis._redpromise_faults = self  # type: ignore[attr-defined]
+        tap(redis, self)
 
-    async def exchange(
-        self, commands: Sequence[Sequence[Any]], send: Callable[[], Awaitable[list[Any]]]
-    ) -> list[Any]:
+    async def on_write(
+        self, conn: Any, commands: list[list[bytes]], send: Callable[[], Awaitable[None]]
+    ) -> None:
         for c in commands:
-            name = str(c[0]).upper()
-            self.sent[self._names.get(str(c[1]), name) if name == "EVALSHA" else name] += 1
-        return await send()
+            name = c[0].decode().upper()
+            sha = c[1].decode() if len(c) > 1 else ""
+            self.sent[self._names.get(sha, name) if name == "EVALSHA" else name] += 1
+        await send()

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import Redpromise
-from redpromise._keys import Keys
+from redpromise.core.keys import Keys
 from tests.conftest import fast_settings
 from tests.procs import WorkerProcess
 from tests.redis_cluster import async_client

@@ -10,8 +10,8 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import strategies as st
 
-from redpromise._keys import MAX_ID_BYTES
-from redpromise._openapi import ID_FORMAT
+from redpromise.core.keys import MAX_ID_BYTES
+from redpromise.http.openapi import ID_FORMAT
 
 
 def _within_bytes(text: str) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from redpromise._codec import encode, encode_error
-from redpromise._store import Store
+from redpromise.core.codec import encode, encode_error
+from redpromise.store.store import Store
 
 __all__ = [
     "HOUR_MS",

@@ -21,8 +21,14 @@ import pytest
 from redis import exceptions as rex
 from redis.asyncio import Redis
 
-from redpromise import ConfigurationError, PromiseRejected, Redpromise, _acl, _client, _wire
-from redpromise._acl import (
+from redpromise import ConfigurationError, PromiseRejected, Redpromise
+from redpromise.client import client as _client
+from redpromise.core.codec import encode
+from redpromise.core.keys import LAYOUT_SPREAD, Keys
+from redpromise.core.options import Settings
+from redpromise.redis import acl as _acl
+from redpromise.redis import batch as _batch
+from redpromise.redis.acl import (
     CLIENT_RULES,
     CLUSTER_RULES,
     OPERATOR_RULES,
@@ -31,11 +37,8 @@ from redpromise._acl import (
     describe_noperm,
     setuser_line,
 )
-from redpromise._codec import encode
-from redpromise._faults import typed
-from redpromise._keys import LAYOUT_SPREAD, Keys
-from redpromise._options import Settings
-from redpromise._store import Store
+from redpromise.redis.classify import as_redpromise_error
+from redpromise.store.store import Store
 from tests.conftest import Backend, fast_settings
 from tests.helpers import assert_eventually
 from tests.procs import WorkerProcess
@@ -340,7 +343,7 @@ async def test_a_user_with_every_right_costs_one_round_trip(
     backend: Backend, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent: list[list[Any]] = []
-    real_exchange = _wire.exchange
+    real_exchange = _batch.send_batch
 
     async def counting(redis: Redis, commands: Any) -> list[Any]:
         sent.append([c[:2] for c in commands])
@@ -349,7 +352,7 @@ async def test_a_user_with_every_right_costs_one_round_trip(
     async def no_probe(*_: Any) -> None:
         raise AssertionError("a user with every right must not be probed")
 
-    monkeypatch.setattr(_acl, "exchange", counting)
+    monkeypatch.setattr(_acl, "send_batch", counting)
     monkeypatch.setattr(_acl, "_probe", no_probe)
     rp = Redpromise(settings=fast_settings(namespace), redis=backend.client())
     rp.register(lambda ctx: None, name="noop")  # checked as a worker: the most it needs
@@ -417,7 +420,7 @@ def test_other_errors_are_not_acl_refusals() -> None:
 
 def test_a_noperm_reply_is_typed_as_configuration_error_naming_the_right() -> None:
     exc = rex.NoPermissionError("this user has no permissions to run the 'hmget' command")
-    err = typed(exc)
+    err = as_redpromise_error(exc)
     assert isinstance(err, ConfigurationError) and "lacks the 'HMGET' command" in str(err)
 
 
@@ -431,7 +434,7 @@ def test_key_patterns_cover_the_hash_tagged_keys_and_escape_glob_characters() ->
 def test_acl_rules_cover_every_command_the_lua_scripts_run() -> None:
     """Commands named by a string and by a variable (whose values SCRIPT_VARIABLES lists):
     every one is granted, the sharded ones by the cluster rules."""
-    root = resources.files("redpromise") / "lua"
+    root = resources.files("redpromise.store") / "lua"
     files = [*root.iterdir(), *(root / "includes").iterdir()]
     texts = [f.read_text(encoding="utf-8") for f in files if f.name.endswith(".lua")]
     calls = [c for t in texts for c in re.findall(r"redis\.p?call\(\s*([^,)]+)", t)]

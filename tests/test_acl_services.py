@@ -1,6 +1,6 @@
 """The suggested ACL lines are enough for the whole seed flow and the operator's reads.
 
-A Redis ACL user made with exactly the lines redpromise suggests (redpromise/_acl.py, the
+A Redis ACL user made with exactly the lines redpromise suggests (redpromise/redis/acl.py, the
 README's "Running as an ACL user") runs, on a private redis-server and on the session
 Redis Cluster: the real gateway (services/gateway.py) and a real worker process, a
 begin and its result through ``/wait``, every read of the dashboard's API, ``/metrics``
@@ -22,8 +22,8 @@ import pytest
 import redis
 import redis.cluster
 
-from redpromise._acl import OPERATOR_RULES, setuser_line
-from redpromise._keys import Keys
+from redpromise.core.keys import Keys
+from redpromise.redis.acl import OPERATOR_RULES, setuser_line
 from tests.redis_server import RedisServer
 from tests.services import GatewayProcess, service_worker
 from tests.test_cli import run_cli

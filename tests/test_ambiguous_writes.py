@@ -11,14 +11,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError
 
 from redpromise import Context, Redpromise, StoreUnavailable
-from redpromise._codec import encode
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._store import Store
+from redpromise.core.codec import encode
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.store import Store
 from redpromise.testing import FaultyRedis
+from tests.conftest import Backend
 from tests.helpers import assert_eventually
 from tests.storeops import (
     G,
@@ -52,6 +55,26 @@ async def test_fault_wrapper_runs_the_command_before_losing_the_reply(
     assert faulty.lost == ["SET"]
     await faulty.redis.set("fx:k", "w")  # only the armed number of replies is lost
     assert faulty.lost == ["SET"]
+
+
+async def test_fault_wrapper_loses_the_reply_of_a_client_that_retries(
+    backend: Backend, namespace: str
+) -> None:
+    """A client that retries (as redpromise's own do) resends a command after a lost
+    connection: the reply the test chose to lose still reaches the caller as lost, and
+    the command ran once, for one command and for one of redpromise's batches."""
+    retrying = backend.client(retry=Retry(NoBackoff(), 3))
+    faulty = FaultyRedis(retrying)
+    faulty.lose_reply("RPUSH")
+    with pytest.raises(ConnectionError):
+        await retrying.rpush(f"{namespace}:l", "x")
+    assert await retrying.lrange(f"{namespace}:l", 0, -1) == [b"x"]  # ran once
+    store = Store(retrying, Keys(namespace), Settings(namespace=namespace))
+    _, v = await running(store, "p1")
+    faulty.lose_reply("checkpoint")
+    with pytest.raises(ConnectionError):
+        await store.checkpoint("p1", v, 1, b"outcome")
+    assert faulty.lost == ["RPUSH", "checkpoint"]
 
 
 # ---------------------------------------------------------------- the caller repeats

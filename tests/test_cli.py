@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from redpromise import Context, Redpromise
-from redpromise._inspect import requeue_id
-from redpromise._keys import Keys
+from redpromise.client.inspect import requeue_id
+from redpromise.core.keys import Keys
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.redis_server import RedisServer
@@ -316,7 +316,7 @@ async def test_dead_list_requeue_and_purge(rp: Redpromise, cli: Cli) -> None:
     k = 0
     stream = rp.keys.stream(k, "g")
     entry = await rp.redis.xadd(stream, {"junk": "1"})
-    await rp.store.pipelined([rp.store.bury_call(k, "g", entry.decode(), "no id")])
+    await rp.store.run_calls([rp.store.bury_call(k, "g", entry.decode(), "no id")])
     buried = next(r for r in out_json(cli("dead", "list", "--json"))["records"] if r["id"] is None)
     refused = out_json(cli("dead", "requeue", buried["key"], "--json"), 4)
     assert refused["results"][0]["error"] == "not_requeueable"

@@ -24,7 +24,7 @@ from redpromise import (
     Redpromise,
     Settings,
 )
-from redpromise._codec import decode
+from redpromise.core.codec import decode
 
 MakeRp = Callable[..., Awaitable[Redpromise]]
 

@@ -15,24 +15,24 @@ from typing import Any
 
 import pytest
 
-import redpromise._client
-import redpromise._clock
-import redpromise._context
-import redpromise._upkeep
-import redpromise._waiter
-import redpromise._worker
+import redpromise.client.client
+import redpromise.client.waiter
+import redpromise.redis.clock
+import redpromise.worker.context
+import redpromise.worker.upkeep
+import redpromise.worker.worker
 from redpromise import Constant, Context, PromiseTimedOut, Redpromise
 from tests.helpers import assert_eventually
 
 MakeRp = Callable[..., Awaitable[Redpromise]]
 
 _MODULES = (
-    redpromise._client,
-    redpromise._clock,
-    redpromise._context,
-    redpromise._upkeep,
-    redpromise._waiter,
-    redpromise._worker,
+    redpromise.client.client,
+    redpromise.redis.clock,
+    redpromise.worker.context,
+    redpromise.worker.upkeep,
+    redpromise.client.waiter,
+    redpromise.worker.worker,
 )
 
 

@@ -30,7 +30,7 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import Redpromise, StoreUnavailable
-from redpromise._codec import decode
+from redpromise.core.codec import decode
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.procs import WorkerProcess

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from redpromise._scripts import CODES, SCRIPT_NAMES, _source
+from redpromise.store.scripts import CODES, SCRIPT_NAMES, _source
 
 _HEADER = re.compile(r"\A--\[\[(.*?)\]\]", re.DOTALL)
 _DOCUMENTED = re.compile(r"^\s*\{\s*(-?\d+)\b", re.MULTILINE)
@@ -16,7 +16,7 @@ _RETURNED = re.compile(r"\breturn\s*\{\s*(-?\d+)\b")
 
 def _script(name: str) -> tuple[str, str]:
     """(header, body) of ``lua/<name>.lua``."""
-    text = (resources.files("redpromise") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+    text = (resources.files("redpromise.store") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
     match = _HEADER.match(text)
     assert match, f"{name}.lua must open with a --[[ … ]] header"
     return match.group(1), text[match.end() :]
@@ -26,17 +26,29 @@ def documented(name: str) -> set[int]:
     return {int(c) for c in _DOCUMENTED.findall(_script(name)[0])}
 
 
+# includes/fenced_read.lua's checks that a nil argument turns off: (group) -5, (version) -3.
+_FENCED_READ = (resources.files("redpromise.store") / "lua" / "includes" / "fenced_read.lua")
+_FENCED_READ_CALL = re.compile(r"\bfenced_read\(\s*[^,]+,\s*([^,]+),\s*([^,)]+)")
+
+
 def returned(name: str) -> set[int]:
     """The codes the script returns, its includes' returns counted (acquire.lua and
-    take.lua answer with includes/acquire_entry.lua's replies)."""
+    take.lua answer with includes/acquire_entry.lua's replies); fenced_read's only as
+    the script calls it (no -5 without a group, no -3 without a version)."""
     body = _HEADER.sub("", _source(name), count=1)
-    return {int(c) for c in _RETURNED.findall(body)}
+    fenced = _FENCED_READ.read_text(encoding="utf-8")
+    codes = {int(c) for c in _RETURNED.findall(body.replace(fenced, ""))}
+    for group, version in _FENCED_READ_CALL.findall(body.replace(fenced, "")):
+        off = {-5} if group.strip() == "nil" else set()
+        off |= {-3} if version.strip() == "nil" else set()
+        codes |= {int(c) for c in _RETURNED.findall(fenced)} - off
+    return codes
 
 
 def test_every_lua_file_is_a_loaded_script() -> None:
     files = {
         p.name.removesuffix(".lua")
-        for p in (resources.files("redpromise") / "lua").iterdir()
+        for p in (resources.files("redpromise.store") / "lua").iterdir()
         if p.name.endswith(".lua")
     }
     assert files == set(SCRIPT_NAMES)

@@ -15,14 +15,8 @@ from typing import Any
 
 import pytest
 
-from redpromise import (
-    Constant,
-    Context,
-    PromiseNotFound,
-    PromiseRejected,
-    Redpromise,
-)
-from redpromise._context import _name
+from redpromise import Constant, Context, PromiseNotFound, PromiseRejected, Redpromise
+from redpromise.worker.context import _name
 from tests.helpers import assert_eventually
 
 MakeRp = Callable[..., Awaitable[Redpromise]]

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import test_utils, web
 
 from redpromise import Context, Redpromise
-from redpromise import _ui as ui_module
 from redpromise.aiohttp import add_routes
+from redpromise.http import dashboard as ui_module
 from tests.conftest import fast_settings
 from tests.redis_server import RedisServer
 

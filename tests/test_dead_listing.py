@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from redpromise import Redpromise
-from redpromise._inspect import Inspector
+from redpromise.client.inspect import Inspector
 from tests.conftest import fast_settings
 from tests.redis_server import RedisServer
 

@@ -10,9 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import ConfigurationError
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._store import Store
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.store import Store
 from redpromise.testing import FaultyRedis
 from tests.helpers import assert_eventually
 from tests.storeops import G, acquire, claim, create, deliver, text
@@ -60,7 +60,7 @@ async def test_buried_entries_keep_at_most_dead_max_entries(redis: Redis, namesp
     await redis.xgroup_create(s, G, id="0", mkstream=True)
     entries = [text(await redis.xadd(s, {"junk": "1"})) for _ in range(8)]
     calls = [store.bury_call(0, G, e, "entry without a promise id") for e in entries]
-    assert await store.pipelined(calls) == [[1]] * 8
+    assert await store.run_calls(calls) == [[1]] * 8
     raw: Any = await redis.xrange(store.keys.dead(0))
     assert [text(f[b"entry"]) for _, f in raw] == entries[-3:]
     assert await redis.xlen(s) == 0
@@ -98,7 +98,7 @@ async def test_bury_resent_by_transport_writes_one_dead_record(
     await redis.xgroup_create(s, G, id="0", mkstream=True)
     entry = text(await redis.xadd(s, {"junk": "1"}))
     faulty.lose_reply("bury", resend=True)
-    assert await store.pipelined([store.bury_call(0, G, entry, "junk")]) == [[0]]
+    assert await store.run_calls([store.bury_call(0, G, entry, "junk")]) == [[0]]
     assert faulty.lost == ["bury"]
     assert await redis.xlen(store.keys.dead(0)) == 1
     assert await redis.xlen(s) == 0

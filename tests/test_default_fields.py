@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from redpromise import Redpromise
-from redpromise._codec import encode
-from redpromise._inspect import Inspector
-from redpromise._scripts import _INCLUDE, DURABLE, SCRIPT_NAMES, Script
-from redpromise._store import Store
+from redpromise.client.inspect import Inspector
+from redpromise.core.codec import encode
+from redpromise.store.scripts import _INCLUDE, DURABLE, SCRIPT_NAMES, Script
+from redpromise.store.store import Store
 from tests.storeops import HOUR_MS, LIMIT, G, acquire, deliver, fields, promote, stream, text
 
 MakeRp = Callable[..., Awaitable[Redpromise]]

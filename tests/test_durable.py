@@ -16,14 +16,7 @@ from typing import Any
 
 import pytest
 
-from redpromise import (
-    Constant,
-    Context,
-    Never,
-    PromiseCanceled,
-    PromiseRejected,
-    Redpromise,
-)
+from redpromise import Constant, Context, Never, PromiseCanceled, PromiseRejected, Redpromise
 from tests.conftest import Backend
 from tests.helpers import assert_eventually
 

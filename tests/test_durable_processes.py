@@ -24,8 +24,8 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import PromiseCanceled, Redpromise
-from redpromise._codec import decode
-from redpromise._keys import Keys
+from redpromise.core.codec import decode
+from redpromise.core.keys import Keys
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.procs import ROOT, WorkerProcess

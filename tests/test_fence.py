@@ -19,8 +19,8 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import Context, Redpromise
-from redpromise._codec import decode
-from redpromise._store import Call
+from redpromise.core.codec import decode
+from redpromise.store.store import Call
 from tests.helpers import assert_eventually
 from tests.proctools import MakeClient, StartWorker, client, fx_equals, keys_of, owner_pid, raw
 
@@ -87,7 +87,7 @@ async def test_worker_stalled_on_its_acquire_reply_runs_no_step(make_rp: MakeRp)
     stalled = await make_rp()
     stalled.register(two_steps, name="two_steps")
     acquiring, woke = asyncio.Event(), asyncio.Event()
-    original = stalled.store.pipelined
+    original = stalled.store.run_calls
 
     async def slow_reply(batch: Sequence[Call]) -> list[Any]:
         results = await original(batch)
@@ -98,7 +98,7 @@ async def test_worker_stalled_on_its_acquire_reply_runs_no_step(make_rp: MakeRp)
             woke.set()
         return results
 
-    stalled.store.pipelined = slow_reply  # type: ignore[method-assign]
+    stalled.store.run_calls = slow_reply  # type: ignore[method-assign]
     await stalled.start()
     handle = await stalled.begin_rpc("p", "two_steps")
     await asyncio.wait_for(acquiring.wait(), 10)

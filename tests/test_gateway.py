@@ -18,8 +18,9 @@ import fakeredis
 import pytest
 from aiohttp import test_utils, web
 
-from redpromise import Context, Redpromise, _metrics
+from redpromise import Context, Redpromise
 from redpromise.aiohttp import GATEWAYS, REDPROMISE, Gateway, add_routes, openapi
+from redpromise.observe import metrics as _metrics
 from services import gateway as gateway_service
 from services import worker as worker_service
 from tests.conftest import fast_settings

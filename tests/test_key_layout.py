@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from redpromise import ConfigurationError, Context, Redpromise
-from redpromise._keys import (
+from redpromise.core.keys import (
     LAYOUT_LEGACY,
     LAYOUT_SPREAD,
     SLOTS,
@@ -23,7 +23,7 @@ from redpromise._keys import (
     slot_range,
     spread_tags,
 )
-from redpromise._store import STATES
+from redpromise.store.store import STATES
 from tests.conftest import fast_settings
 from tests.redis_cluster import RedisCluster
 

@@ -330,7 +330,7 @@ async def _lacks(url: str, name: str, **labels: str) -> bool:
 def test_worker_refuses_a_metrics_port_without_prometheus_client(real_url: str) -> None:
     code = (
         "import sys; sys.modules['prometheus_client'] = None\n"
-        "from redpromise._runner import main\n"
+        "from redpromise.cli.runner import main\n"
         "sys.exit(main(['worker', 'tests.workers:make', '--metrics-port', '1']))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "REDPROMISE_URL": real_url,

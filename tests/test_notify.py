@@ -20,9 +20,10 @@ import msgpack
 import pytest
 from redis.asyncio import Redis
 
-from redpromise import PromiseNotFound, Redpromise, _waiter
-from redpromise._client import Handle
-from redpromise._store import Store
+from redpromise import PromiseNotFound, Redpromise
+from redpromise.client import waiter as _waiter
+from redpromise.client.client import Handle
+from redpromise.store.store import Store
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.redis_cluster import RedisCluster

@@ -17,8 +17,8 @@ import pytest
 from aiohttp import test_utils, web
 
 from redpromise import Constant, Context, Redpromise
-from redpromise._inspect import Inspector
 from redpromise.aiohttp import add_routes
+from redpromise.client.inspect import Inspector
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.test_cli import ROOT, Cli, out_json, table_rows
@@ -171,7 +171,7 @@ async def test_a_consumer_that_stopped_reading_is_listed_as_gone(
 
 
 def test_every_refusal_code_has_words() -> None:
-    from redpromise._scripts import CODES, WORDS, refusal
+    from redpromise.store.scripts import CODES, WORDS, refusal
 
     assert set(WORDS) == set(CODES)
     assert refusal(-2, b"rejected_canceled") == "already completed (canceled)"
@@ -294,7 +294,7 @@ async def test_a_failure_the_previous_release_recorded_shows_without_its_times(
 ) -> None:
     """During a rolling upgrade the previous release's retry.lua writes ``last_error``
     alone: the promise is failing all the same, its times read as unknown."""
-    from redpromise._codec import encode_error
+    from redpromise.core.codec import encode_error
     from tests.storeops import G, acquire, create, deliver
     from tests.test_default_fields import PREVIOUS_RELEASE, release_scripts
 

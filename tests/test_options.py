@@ -21,8 +21,8 @@ from redpromise import (
     RetryPolicy,
     Settings,
 )
-from redpromise._codec import decode, encode
-from redpromise._options import _policy_from_wire, parse_target
+from redpromise.core.codec import decode, encode
+from redpromise.core.options import _policy_from_wire, parse_target
 
 
 def s(seconds: float) -> timedelta:

@@ -1,4 +1,4 @@
-"""The worker's reads (redpromise._reads), on one server for speed: PartitionReads (a
+"""The worker's reads (redpromise.worker.reads), on one server for speed: PartitionReads (a
 cluster's, one stream per command) and StreamReads take entries in bulk while they flow
 (take.lua: read and acquired in one call), block when quiet, and lose nothing around an
 error."""
@@ -12,11 +12,11 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from redpromise._faults import cause_of
-from redpromise._keys import LAYOUT_LEGACY, Keys
-from redpromise._options import Settings
-from redpromise._reads import PartitionReads, StreamReads
-from redpromise._store import Store
+from redpromise.core.keys import LAYOUT_LEGACY, Keys
+from redpromise.core.options import Settings
+from redpromise.redis.classify import cause_of
+from redpromise.store.store import Store
+from redpromise.worker.reads import PartitionReads, StreamReads
 from tests.conftest import Backend
 from tests.helpers import Counted
 from tests.storeops import POISON, text

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from redpromise import Redpromise, Settings, _prepack
-from redpromise._keys import LAYOUT_LEGACY, LAYOUT_SPREAD, Keys
-from redpromise._prepack import CreatePacker
-from redpromise._scripts import Script
-from redpromise._wire import pack
+from redpromise import Redpromise, Settings
+from redpromise.core.keys import LAYOUT_LEGACY, LAYOUT_SPREAD, Keys
+from redpromise.redis.wire import pack
+from redpromise.store import prepack as _prepack
+from redpromise.store.prepack import CreatePacker
+from redpromise.store.scripts import Script
 
 CREATE = Script("create")
 

@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import PromiseRejected, PromiseTimedOut
-from redpromise._codec import decode, decode_error
+from redpromise.core.codec import decode, decode_error
 from tests.helpers import assert_eventually
 from tests.procs import WorkerProcess
 from tests.proctools import (

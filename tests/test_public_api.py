@@ -6,7 +6,7 @@ import inspect
 from types import ModuleType
 
 import redpromise
-from redpromise import _errors
+from redpromise.core import errors as _errors
 
 
 def test_all_imports_are_exported() -> None:

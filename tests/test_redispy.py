@@ -1,4 +1,4 @@
-"""The redis-py internals redpromise relies on (redpromise/_redispy.py), one test each.
+"""The redis-py internals redpromise relies on (redpromise/redis/redispy.py), one test each.
 
 Each test checks, on the installed redis-py, that the internal its accessor reads still
 exists and behaves as the accessor says; a redis-py release that changed it fails here,
@@ -21,13 +21,15 @@ from redis.asyncio import RedisCluster as ClusterClient
 from redis.crc import key_slot
 from redis.exceptions import ResponseError, SlotNotCoveredError
 
-from redpromise import _redispy, _wire
-from redpromise._connect import connect
-from redpromise._wire import exchange, pack
+from redpromise.redis import redispy as _redispy
+from redpromise.redis import wire as _wire
+from redpromise.redis.batch import send_batch
+from redpromise.redis.connect import connect
+from redpromise.redis.wire import pack
 from tests.helpers import assert_eventually
 from tests.redis_cluster import RedisCluster
 
-CHANGED = "redis-py changed an internal redpromise relies on: redpromise._redispy."
+CHANGED = "redis-py changed an internal redpromise relies on: redpromise.redis.redispy."
 
 
 @pytest.fixture
@@ -122,7 +124,7 @@ async def test_batches_are_answered_without_any_buffered_reader(
     monkeypatch.setattr(_redispy, "push_type", lambda c: None)
     client = connect(real_url)
     try:
-        got = await exchange(client, [["ECHO", "x"], ["NOSUCHCOMMAND"], ["ECHO", "y"]])
+        got = await send_batch(client, [["ECHO", "x"], ["NOSUCHCOMMAND"], ["ECHO", "y"]])
         assert got[0] == b"x" and isinstance(got[1], ResponseError) and got[2] == b"y"
     finally:
         await client.aclose()
@@ -197,8 +199,8 @@ async def test_without_an_in_use_set_no_connection_is_kept(
     client = connect(real_url)
     try:
         for i in range(3):
-            assert await exchange(client, [["ECHO", str(i)]]) == [str(i).encode()]
-        assert _wire._kept(client.connection_pool) is None
+            assert await send_batch(client, [["ECHO", str(i)]]) == [str(i).encode()]
+        assert _wire._kept_connections(client.connection_pool) is None
     finally:
         await client.aclose()
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from redpromise import Context, Redpromise
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._store import Store
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.store import Store
 from redpromise.testing import FaultyRedis
 from tests.storeops import (
     POISON,
@@ -42,7 +42,7 @@ def store(faulty: FaultyRedis, namespace: str) -> Store:
 async def acquire_batched(store: Store, id: str, entry: str, consumer: str = "c1") -> list[Any]:
     """Acquire as the worker does: one call in a batch (the path redis-py's Retry resends)."""
     call = store.acquire_call(store.keys.partition(id), G, entry, id, consumer, POISON)
-    [res] = await store.pipelined([call])
+    [res] = await store.run_calls([call])
     assert not isinstance(res, BaseException), res
     out: list[Any] = res
     return out

@@ -11,10 +11,10 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import Context, PromiseInfo, Redpromise, SearchPage
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._search import IndexSweep
-from redpromise._store import Store
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.index_sweep import IndexSweep
+from redpromise.store.store import Store
 from tests.helpers import assert_eventually
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer

@@ -1,4 +1,4 @@
-"""The worker's slot gate (redpromise._execution.Slots): what asyncio.Semaphore guaranteed
+"""The worker's slot gate (redpromise.worker.execution.Slots): what asyncio.Semaphore guaranteed
 the executions before — at most n at once, first come first served, and a slot handed to
 a waiter that is cancelled at that moment is not lost."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from redpromise._execution import Slots
+from redpromise.worker.execution import Slots
 
 
 async def _hold(slots: Slots, running: list[int], peak: list[int], order: list[int], i: int,

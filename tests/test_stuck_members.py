@@ -14,10 +14,9 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import Redpromise
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._store import Store
-from redpromise._worker import Worker
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.store import Store
 from tests.helpers import assert_eventually
 from tests.storeops import G, create, dkey, fields, promote, running, stream, tkey
 
@@ -49,7 +48,7 @@ async def test_orphaned_timeout_members_do_not_freeze_the_partitions_timeouts(
     # 150 members whose hash is gone (expired, deleted), all due before the real one.
     orphans = ids_in_partition(keys, k, 150, "orphan")
     await redis.zadd(keys.timeouts(k), {f"worker|{o}": i for i, o in enumerate(orphans)})
-    worker = Worker(rp)  # its loops are not started: promote runs only when called here
+    worker = rp._new_worker()  # its loops are not started: promote runs only when called here
 
     async def timed_out() -> bool:
         await worker.upkeep.promote()
@@ -111,7 +110,7 @@ async def test_orphaned_delayed_members_do_not_freeze_the_partitions_retries(
     await store.redis.hset(keys.promise("real"), "entry", "")  # waiting in delayed
     orphans = ids_in_partition(keys, k, 150, "orphan")
     await redis.zadd(keys.delayed(k), {f"g|{o}": i for i, o in enumerate(orphans)})
-    worker = Worker(rp)
+    worker = rp._new_worker()
 
     async def dispatched() -> bool:
         await worker.upkeep.promote()

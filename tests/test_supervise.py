@@ -12,8 +12,8 @@ from redis import exceptions as rex
 from redis._parsers.base import BaseParser
 
 from redpromise import ConfigurationError, CorruptRecord, StoreError, StoreUnavailable
-from redpromise._faults import cause_of, retryable, typed
-from redpromise._supervise import Supervisor
+from redpromise.redis.classify import as_redpromise_error, cause_of, retryable
+from redpromise.worker.supervise import Supervisor
 from tests.helpers import assert_eventually
 
 
@@ -73,7 +73,7 @@ def test_every_error_reply_gets_its_cause_and_typed_error(
 ) -> None:
     exc = reply(text)
     assert cause_of(exc) == cause
-    err = typed(exc)
+    err = as_redpromise_error(exc)
     assert type(err) is kind
     assert cause_of(err) == cause
     assert retryable(exc) == (kind is StoreUnavailable)
@@ -85,7 +85,7 @@ def test_connection_loss_and_timeouts_are_store_unavailable() -> None:
         (rex.TimeoutError("Timeout reading from socket"), "TimeoutError"),
         (ConnectionResetError(104, "reset"), "ConnectionError"),
     ]:
-        err = typed(exc)
+        err = as_redpromise_error(exc)
         assert isinstance(err, StoreUnavailable)
         assert err.reason == cause
 

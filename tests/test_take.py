@@ -12,12 +12,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from redpromise import Context, Redpromise
-from redpromise._codec import decode_error
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._reads import parse_take
-from redpromise._store import Store
+from redpromise.core.codec import decode_error
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.store import Store
 from redpromise.testing import FaultyRedis
+from redpromise.worker.reads import parse_take
 from tests.helpers import Counted, CuttingProxy, assert_eventually
 from tests.redis_server import RedisServer
 from tests.storeops import (

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from redpromise import ConfigurationError, Context, Never, Options, PromiseRejected, Redpromise
-from redpromise._store import Record
+from redpromise.store.store import Record
 from tests.helpers import assert_eventually
 
 MakeRp = Callable[..., Awaitable[Redpromise]]

@@ -112,7 +112,7 @@ async def test_worker_spans_join_the_gateway_requests_trace(
 
 
 def test_without_a_configured_provider_no_span_and_no_context_is_added() -> None:
-    from redpromise import _tracing
+    from redpromise.observe import tracing as _tracing
 
     assert _tracing.AVAILABLE and not _tracing.active()
     assert _tracing.with_context({"a": [], "k": {}}) == {"a": [], "k": {}}
@@ -124,7 +124,9 @@ sys.modules["prometheus_client"] = None
 sys.modules["opentelemetry"] = None
 import fakeredis
 from aiohttp import test_utils, web
-from redpromise import Context, Redpromise, _metrics, _tracing
+from redpromise import Context, Redpromise
+from redpromise.observe import metrics as _metrics
+from redpromise.observe import tracing as _tracing
 from redpromise.aiohttp import add_routes
 from tests.conftest import fast_settings
 

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from redis.asyncio import Redis
 
-from redpromise._codec import decode, decode_error
-from redpromise._keys import Keys
-from redpromise._options import Settings
-from redpromise._store import Store
+from redpromise.core.codec import decode, decode_error
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
+from redpromise.store.store import Store
 from tests.helpers import assert_eventually
 from tests.storeops import (
     HOUR_MS,
@@ -301,6 +301,30 @@ async def test_checkpoint_after_completion_is_refused(store: Store) -> None:
     assert await store.checkpoint("p1", v, 1, b"late") == -2
     assert await store.redis.exists(store.keys.steps("p1")) == 0
     assert await store.checkpoint("nope", 1, 1, b"x") == -1
+
+
+async def test_checkpoint_heartbeat_retry_and_reconcile_share_one_fence(store: Store) -> None:
+    """All four open with includes/fenced_read.lua: a missing version reads as 0 for each
+    fenced one, and each refuses a completed promise naming its state."""
+    await create(store, "p1")
+    entry = await deliver(store, "p1")  # delivered, never acquired: no version stored
+    assert "version" not in await fields(store, "p1")
+    assert await store.checkpoint("p1", 1, 1, b"x") == -3
+    assert await heartbeat(store, "p1", "c1", 1, entry) == [-3]
+    assert await store.retry("p1", G, 1, 60_000, b"err", entry=entry) == -3
+    assert await store.checkpoint("p1", 0, 1, b"x") == 1
+    assert await heartbeat(store, "p1", "c1", 0, entry) == [1]
+    assert await store.retry("p1", G, 0, 60_000, b"err", entry=entry) == 1
+
+    await store.complete("p1", None, None, "resolved", b"v")
+    reconcile = store.reconcile_call(store.keys.partition("p1"), G, "p1", "")
+    replies = [
+        await store.checkpoint_reply("p1", 0, 2, b"late"),
+        await heartbeat(store, "p1", "c1", 0, entry),
+        await store.retry_reply("p1", G, 0, 60_000, b"err", entry=entry),
+        *(await store.run_calls([reconcile])),
+    ]
+    assert replies == [[-2, b"resolved"]] * 4
 
 
 # ---------------------------------------------------------------- heartbeat

@@ -11,7 +11,9 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
-from redpromise import Redpromise, _waiter
+from redpromise import Redpromise
+from redpromise.client import subscription as _subscription
+from redpromise.client import waiter as _waiter
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.redis_server import RedisServer
@@ -83,7 +85,7 @@ async def test_quiet_subscription_is_pinged_without_being_dropped(
 ) -> None:
     # A client with a short health check: redis-py's own check must not race the
     # listener for the PONG of the listener's ping (it did, and dropped the link).
-    monkeypatch.setattr(_waiter, "_PING_AFTER", 0.3)
+    monkeypatch.setattr(_subscription, "_PING_AFTER", 0.3)
     admin = Redis.from_url(own_redis_server.url)
     client = Redis.from_url(own_redis_server.url, health_check_interval=1)
     rp = Redpromise(group="nobody", settings=fast_settings(namespace, **NO_POLL), redis=client)

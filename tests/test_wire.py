@@ -9,9 +9,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import DataError, NoScriptError, ResponseError
 
-from redpromise import _redispy
-from redpromise._connect import connect
-from redpromise._wire import exchange, pack
+from redpromise.redis import redispy as _redispy
+from redpromise.redis.batch import send_batch
+from redpromise.redis.connect import connect
+from redpromise.redis.wire import pack
 from tests.helpers import CuttingProxy, assert_eventually
 from tests.redis_server import RedisServer
 
@@ -32,7 +33,7 @@ async def test_replies_come_back_in_order_with_errors_in_their_slots(
     redis: Redis, namespace: str
 ) -> None:
     key = f"{namespace}:w"
-    out = await exchange(
+    out = await send_batch(
         redis,
         [
             ["SET", key, "v"],
@@ -52,7 +53,7 @@ async def test_connection_is_reusable_after_a_batch_with_errors(
 ) -> None:
     key = f"{namespace}:c"
     for i in range(3):
-        out = await exchange(redis, [["INCR", key], ["NOSUCHCOMMAND"], ["GET", key]])
+        out = await send_batch(redis, [["INCR", key], ["NOSUCHCOMMAND"], ["GET", key]])
         assert out[0] == i + 1
         assert isinstance(out[1], ResponseError)
         assert out[2] == str(i + 1).encode()
@@ -69,10 +70,10 @@ async def test_a_batch_on_a_pooled_connection_killed_while_idle_is_answered(
     client = connect(own_redis_server.url)
     admin = Redis.from_url(own_redis_server.url)
     try:
-        await exchange(client, [["SET", "r", "1"]])  # a pooled connection now exists
+        await send_batch(client, [["SET", "r", "1"]])  # a pooled connection now exists
         killed = await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         assert killed >= 1
-        out = await exchange(client, [["INCR", "r"], ["GET", "r"]])
+        out = await send_batch(client, [["INCR", "r"], ["GET", "r"]])
         assert out == [2, b"2"]
     finally:
         await client.aclose()
@@ -100,10 +101,10 @@ async def test_a_batch_whose_connection_is_cut_mid_exchange_is_resent_and_answer
     client = connect(await proxy.start())  # redpromise's own client: pool + Retry
     key = f"{namespace}:resend-me"
     try:
-        assert await exchange(client, [["SET", key, 0]]) in ([b"OK"], [True])
+        assert await send_batch(client, [["SET", key, 0]]) in ([b"OK"], [True])
         assert proxy.accepted == 1
         proxy.cut(key.encode(), after_reply=after_reply)
-        out = await exchange(client, [["INCR", key], ["GET", key]])
+        out = await send_batch(client, [["INCR", key], ["GET", key]])
         assert proxy.cuts == 1  # the batch's own connection was cut under it…
         assert proxy.accepted == 2  # …and the batch went again on a new one
         assert out == [runs, str(runs).encode()]
@@ -129,7 +130,7 @@ async def test_replies_split_over_many_socket_reads_come_back_whole_and_in_order
         for i in range(60):
             commands += [["GET", key], ["INCR", f"{namespace}:n"], ["HGET", key, "f"]]
             commands.append(["ECHO", str(i)])
-        out = await exchange(client, commands)
+        out = await send_batch(client, commands)
         assert len(out) == len(commands)
         for i in range(60):
             got, n, wrong, echo = out[4 * i : 4 * i + 4]
@@ -138,7 +139,7 @@ async def test_replies_split_over_many_socket_reads_come_back_whole_and_in_order
             assert isinstance(wrong, ResponseError) and "WRONGTYPE" in str(wrong)
             assert echo == str(i).encode()
         # The connection is left clean: the next batch's replies are its own.
-        assert await exchange(client, [["ECHO", "after"]]) == [b"after"]
+        assert await send_batch(client, [["ECHO", "after"]]) == [b"after"]
     finally:
         await client.aclose()
 
@@ -151,13 +152,13 @@ async def test_a_connection_closed_under_a_batch_is_a_connection_error(real_url:
     AttributeError that stopped a worker in a failover."""
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from redpromise._wire import _roundtrip
+    from redpromise.redis.wire import roundtrip
 
     client = Redis.from_url(real_url)
     conn = client.connection_pool.make_connection()
     await conn.connect()
     try:
-        batch = asyncio.create_task(_roundtrip(conn, pack([["PING"]]), 1))
+        batch = asyncio.create_task(roundtrip(conn, pack([["PING"]]), 1))
         # Runs while the batch's write waits its turn (what ClusterNode's
         # disconnect_connections does to a connection in use).
         closing = asyncio.create_task(conn.disconnect(nowait=True))
@@ -177,7 +178,7 @@ async def test_replies_whole_in_the_buffer_are_taken_in_order_and_errors_raised(
 ) -> None:
     """What the completion listener reads a burst of messages with: after one
     read_response, the rest of the burst straight from the parser's buffer."""
-    from redpromise._wire import NOTHING_BUFFERED, buffered
+    from redpromise.redis.wire import NOTHING_BUFFERED, buffered
 
     client = Redis.from_url(real_url, protocol=2)
     conn = client.connection_pool.make_connection()
@@ -225,19 +226,19 @@ async def test_batches_in_a_row_reuse_one_kept_connection_given_back_when_idle(
 ) -> None:
     """Checking a connection out of redis-py's pool and back costs more than a small
     batch: one that served a batch in full serves the next, until batches stop."""
-    from redpromise import _wire
+    from redpromise.redis import wire as _wire
 
     monkeypatch.setattr(_wire, "_KEEP_IDLE", 0.1)
     client = connect(real_url)
     checkouts = _count_checkouts(client)
     try:
         for i in range(5):
-            assert await exchange(client, [["ECHO", str(i)]]) == [str(i).encode()]
+            assert await send_batch(client, [["ECHO", str(i)]]) == [str(i).encode()]
         assert checkouts == [1]
         pool: Any = client.connection_pool
         assert len(_redispy.in_use(pool) or ()) == 1
         await assert_eventually(lambda: len(_redispy.in_use(pool) or ()) == 0)
-        assert await exchange(client, [["ECHO", "again"]]) == [b"again"]
+        assert await send_batch(client, [["ECHO", "again"]]) == [b"again"]
         assert checkouts == [2]
     finally:
         await client.aclose()
@@ -260,13 +261,13 @@ async def test_a_kept_connection_the_server_closed_is_not_written_to(
     client = Redis.from_url(own_redis_server.url, retry=Retry(NoBackoff(), 0))
     admin = sync_redis.Redis.from_url(own_redis_server.url)
     try:
-        await exchange(client, [["SET", "r", "1"]])
+        await send_batch(client, [["SET", "r", "1"]])
         kept: Any = client.connection_pool._redpromise_kept  # type: ignore[attr-defined]
         assert len(kept.conns) == 1
         # No await between the kill and the batch: nothing of the loop runs in between.
         killed = admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         assert killed == 1
-        assert await exchange(client, [["INCR", "r"], ["GET", "r"]]) == [2, b"2"]
+        assert await send_batch(client, [["INCR", "r"], ["GET", "r"]]) == [2, b"2"]
     finally:
         await client.aclose()
         admin.close()
@@ -280,7 +281,7 @@ async def test_kept_connections_survive_pool_reset_and_disconnect_unshared_and_u
     in use) and ``disconnect()`` closes them, kept ones included, between batches or
     under one: batches go on answered each with its own replies, no connection serves
     two batches at once, and none stays open once the client is closed."""
-    from redpromise import _wire
+    from redpromise.redis import wire as _wire
 
     monkeypatch.setattr(_wire, "_KEEP_IDLE", 0.05)
     client = connect(own_redis_server.url)
@@ -290,7 +291,7 @@ async def test_kept_connections_survive_pool_reset_and_disconnect_unshared_and_u
     async def burst(tag: str) -> None:
         # Concurrent batches: a connection shared by two would mix their replies.
         got = await asyncio.gather(
-            *(exchange(client, [["ECHO", f"{tag}{i}"], ["ECHO", f"{tag}{i}+"]]) for i in range(8))
+            *(send_batch(client, [["ECHO", f"{tag}{i}"], ["ECHO", f"{tag}{i}+"]]) for i in range(8))
         )
         assert got == [[f"{tag}{i}".encode(), f"{tag}{i}+".encode()] for i in range(8)]
 
@@ -311,7 +312,7 @@ async def test_kept_connections_survive_pool_reset_and_disconnect_unshared_and_u
         await pool.disconnect()
         await burst("d")
         # A reset while a batch is in flight: its connection is no longer the pool's.
-        blocked = asyncio.create_task(exchange(client, [["BLPOP", "q", 0]]))
+        blocked = asyncio.create_task(send_batch(client, [["BLPOP", "q", 0]]))
         await assert_eventually(blocking, message="the batch never reached Redis")
         await pool.disconnect(inuse_connections=False)
         pool.reset()
@@ -332,7 +333,7 @@ async def test_a_small_pool_keeps_no_connection_between_batches(real_url: str) -
     checkouts = _count_checkouts(client)
     try:
         for _ in range(3):
-            await exchange(client, [["PING"]])
+            await send_batch(client, [["PING"]])
         assert checkouts == [3]
         assert len(_redispy.in_use(client.connection_pool) or ()) == 0
     finally:

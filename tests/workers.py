@@ -118,7 +118,7 @@ async def fragile(ctx: Context, key: str, trap: str) -> str:
 def make_with_promote_bug() -> Redpromise:
     """``make()``, but the worker's promote loop hits a bug (not Redis) on its third
     iteration: the process must exit non-zero with the reason, not live on half-working."""
-    from redpromise._upkeep import Upkeep
+    from redpromise.worker.upkeep import Upkeep
 
     original = Upkeep.promote
     calls = 0

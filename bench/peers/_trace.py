@@ -70,7 +70,7 @@ def _origin() -> str:
 def install(directory: str, role: str) -> None:
     from redis.asyncio import connection as aconn
 
-    from redpromise._scripts import load_scripts
+    from redpromise.store.scripts import load_scripts
 
     _SHAS.update({s.sha: s.name for s in load_scripts().values()})
     orig = aconn.AbstractConnection.send_packed_command
