@@ -7,8 +7,12 @@ begins 300 promises to warm up, then, under ``valgrind --tool=callgrind`` with
 instrumentation on only for that part, begins ``--n`` more (``--window`` at a time) and,
 with ``--mode rpc``, waits for each result (a worker of the same tree runs them in another
 process). Prints user-space instructions per promise: about 0.5 % from run to run, where a
-CPU time moves by +-15 % on a shared machine. ``PROF=tottime`` (or ``cumulative``) runs it
-under cProfile instead and prints the top functions.
+CPU time moves by +-15 % on a shared machine. A full collection before the window puts every
+run (and every tree) at the same GC phase: otherwise whether one gen-2 pass (~50k objects,
+~20M instructions, ~10k per promise) lands inside the window depends on what was allocated
+before it (imports, warm-up), and two trees differ by that pass rather than by their code.
+``PROF=tottime`` (or ``cumulative``) runs it under cProfile instead and prints the top
+functions.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from run import ROOT, redis_server  # noqa: E402
 
 INNER = r"""
-import asyncio, os, subprocess, sys, uuid
+import asyncio, gc, os, subprocess, sys, uuid
 root, url, mode = sys.argv[1:4]
 n, window = int(sys.argv[4]), int(sys.argv[5])
 sys.path[:0] = [root]
@@ -53,6 +57,7 @@ async def main():
                 await hs[i].result()
             await windowed(count, window, r)
     await cycle("warm", 300)
+    gc.collect()  # every run starts the window at the same GC phase (see the docstring)
     if os.environ.get("PROF"):
         import cProfile, pstats
         pr = cProfile.Profile(); pr.enable()
