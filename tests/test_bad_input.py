@@ -6,6 +6,7 @@ garbage still resolves.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 
 from redpromise import Context, CorruptRecord, PayloadTooLarge, PromiseRejected, Redpromise
 from redpromise.testing import FaultyRedis
+from tests.conftest import Backend
 from tests.helpers import assert_eventually
 
 MakeRp = Callable[..., Awaitable[Redpromise]]
@@ -168,4 +170,41 @@ async def test_an_acquire_call_that_fails_never_buries_its_entry_the_poison_boun
     assert info.value.type == "PoisonError"
     dead = await redis.xrange(rp.keys.dead(rp.keys.partition("bad-steps")))
     assert [f[b"id"] for _, f in dead] == [b"bad-steps"]  # the poison record, no bury
+    await still_serving(rp)
+
+
+def _id_on(rp: Redpromise, k: int, prefix: str) -> str:
+    return next(f"{prefix}{i}" for i in range(1000) if rp.keys.partition(f"{prefix}{i}") == k)
+
+
+async def test_a_stream_key_repaired_after_reads_found_it_wrong_gets_its_lost_dispatches_back(
+    backend: Backend, make_rp: MakeRp, redis: Redis
+) -> None:
+    """A promise is dispatched to partition 1 while the worker is busy; then partition 1's
+    stream key is overwritten with a string (its entry lost) and the worker's reads find it
+    WRONGTYPE and leave it out. Once an operator deletes the key, the upkeep takes the
+    partition back (reconcile re-dispatches the lost entry) and the promise runs."""
+    if backend.kind == "fake":
+        pytest.skip("fakeredis answers XREADGROUP on a string with AttributeError")
+    rp = await started_worker(make_rp, partitions=2, concurrency=1)
+    release = asyncio.Event()
+
+    @rp.register
+    async def hold(ctx: Context) -> str:
+        await release.wait()
+        return "held"
+
+    held = await rp.begin_rpc(_id_on(rp, 0, "hold"), "hold")
+    worker = rp.worker
+    assert worker is not None
+    await assert_eventually(lambda: worker.inflight == 1)  # its one slot taken: no reads
+    lost = await rp.begin_rpc(_id_on(rp, 1, "lost"), "echo", "back")
+    stream = rp.keys.stream(1, "worker")
+    await redis.delete(stream)
+    await redis.set(stream, "not a stream")
+    release.set()
+    assert await held.result(timeout=15) == "held"
+    await assert_eventually(lambda: worker.bad_partitions == {1})  # found by a read
+    await redis.delete(stream)  # the operator's repair
+    assert await lost.result(timeout=15) == "back"
     await still_serving(rp)

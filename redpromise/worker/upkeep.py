@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from redpromise.core.codec import as_text
 from redpromise.core.hooks import Metrics
@@ -56,7 +56,7 @@ class Upkeep:
         self.group = group
         self.consumer = consumer
         self.streams = streams
-        self.bad_partitions = bad_partitions
+        self.bad_partitions: Final[set[int]] = bad_partitions
         self._inflight = inflight
         self._stopping = stopping
         self._acquire = acquire

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Final
 
 from redpromise.core.codec import as_text, decode, encode_error
 from redpromise.core.errors import LeaseLost, NondeterminismError, PayloadError
@@ -88,7 +88,8 @@ class Worker:
         self.streams = [self.keys.stream(k, group) for k in range(self.keys.partitions)]
         # Partitions whose stream key holds something else (WRONGTYPE): left out of
         # every read until the key is fixed, so the other partitions go on being served.
-        self.bad_partitions: set[int] = set()
+        # Final: the upkeep holds this same set, so it is only ever updated in place.
+        self.bad_partitions: Final[set[int]] = set()
         self._poison = encode_error(
             "PoisonError",
             f"delivered more than {self.settings.max_deliveries} times without completing "
@@ -210,7 +211,8 @@ class Worker:
         if bad != self.bad_partitions:
             if self.bad_partitions - bad:
                 log.info("streams usable again: %s", sorted(self.bad_partitions - bad))
-            self.bad_partitions = bad
+            self.bad_partitions.clear()
+            self.bad_partitions.update(bad)
             self._use_partitions()
 
     # -- reading and acquiring ----------------------------------------------------------
@@ -258,7 +260,7 @@ class Worker:
                 self.streams[k],
                 error_reply(f"WRONGTYPE {self.streams[k]} holds a {types[k]}, not a stream"),
             )
-        self.bad_partitions |= bad
+        self.bad_partitions.update(bad)
         self._use_partitions()
 
     def _begin(self, ex: Execution) -> None:
