@@ -139,6 +139,42 @@ async def test_second_acquire_of_same_entry_bumps_again(store: Store) -> None:
     assert (await fields(store, "p1"))["owner"] == b"c2"
 
 
+async def test_acquire_starts_the_lease_in_redis_when_it_runs_not_at_delivery(
+    store: Store,
+) -> None:
+    # Found by the chaos run in CI: a worker whose acquire went out well after its
+    # XREADGROUP delivered the entry counted its lease from the acquire, while Redis
+    # counted it from the delivery; another worker reclaimed it inside the first one's
+    # lease and step 1 ran twice. Acquiring restarts the entry's idle time, so the lease
+    # Redis enforces never ends before the one the worker counts.
+    await create(store, "p1")
+    entry = await deliver(store, "p1")
+
+    async def idle_for_a_while() -> int:
+        [p] = await pel(store, "p1")
+        return int(p["time_since_delivered"]) if p["time_since_delivered"] >= 300 else 0
+
+    idle_before = await assert_eventually(idle_for_a_while)
+    assert (await acquire(store, "p1", entry))[0] == 1
+    [p] = await pel(store, "p1")
+    assert p["time_since_delivered"] < idle_before - 200
+    assert (p["times_delivered"], text(p["consumer"])) == (1, "c1")
+
+
+async def test_acquire_of_an_entry_another_consumer_reclaimed_is_refused(store: Store) -> None:
+    # c1's delivery is reclaimed by c2 (XAUTOCLAIM after the lease) before c1's acquire
+    # runs: c1 must neither bump the version nor take the entry back.
+    await create(store, "p1")
+    entry = await deliver(store, "p1")
+    await claim(store, "p1", entry, "c2")
+    assert (await acquire(store, "p1", entry, "c2"))[:2] == [1, 1]
+    before = await fields(store, "p1")
+    assert await acquire(store, "p1", entry, "c1") == [-6]
+    assert await fields(store, "p1") == before
+    [p] = await pel(store, "p1")
+    assert text(p["consumer"]) == "c2"
+
+
 async def test_acquire_of_completed_promise_acks_and_deletes_entry(store: Store) -> None:
     await create(store, "p1")
     await store.complete("p1", None, None, "resolved", b"v")

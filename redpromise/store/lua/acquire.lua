@@ -39,6 +39,8 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
                  delivered more than ARGV[5] times: promise rejected as poison, entry
                  moved to the dead stream (with the function and arguments); the
                  record's function and Redis timestamps are returned for metrics
+      { -6 }       another consumer holds the entry (it reclaimed it after the caller's
+                 delivery had lapsed): nothing written, the entry left to its holder
     { 0, error } the promise hash could not be read (a key of another type: the text
                  is Redis' WRONGTYPE error); nothing written, the entry left pending.
                  The only reply that blames the entry: the worker buries it (bury.lua)
@@ -48,6 +50,13 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
   (XREADGROUP, or XAUTOCLAIM by any consumer after the lease lapsed) is a new call with a
   new token, so it counts toward ARGV[5] and bumps the version, fencing out the previous
   holder; a resend of the same call (the client's retry after a lost reply) does neither.
+  The lease: an acquisition restarts the entry's idle time (XCLAIM ... JUSTID to the
+  caller), so the lease Redis enforces (XAUTOCLAIM's min-idle) starts when acquire runs,
+  never before the moment the worker counts its own lease from (when it sent acquire).
+  Counted from the delivery instead, a worker whose acquire went out late (a busy or
+  frozen event loop between XREADGROUP and acquire) lost the entry to a reclaim while
+  its local deadline still let it start steps. take.lua needs no such reset: its
+  XREADGROUP delivers in the same script.
   Replay: the refusals ack and delete the entry, which a replay does again (harmless); a
   replayed poison rejection answers { -2 } and writes no second dead record.
   The logic is includes/acquire_entry.lua, which take.lua runs for each entry it reads.
@@ -57,4 +66,14 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
 --- @include settle
 --- @include dead
 --- @include acquire_entry
-return acquire_entry(KEYS, ARGV)
+-- Ownership first: XCLAIM checks no owner, so resetting the idle time of an entry another
+-- consumer reclaimed would steal it back (and acquiring would fence out its execution).
+local p = redis.call('XPENDING', KEYS[3], ARGV[3], ARGV[2], ARGV[2], 1)
+if #p > 0 and p[1][2] ~= ARGV[4] then
+  return { -6 }
+end
+local reply = acquire_entry(KEYS, ARGV)
+if reply[1] == 1 and #p > 0 then
+  redis.call('XCLAIM', KEYS[3], ARGV[3], ARGV[4], 0, ARGV[2], 'JUSTID')
+end
+return reply
