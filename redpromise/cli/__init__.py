@@ -158,6 +158,9 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_promises(sub)
     _add_operations(sub)
+    from redpromise.cli import serve
+
+    serve.add_parser(sub)
     return top
 
 
@@ -170,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return worker_main(args_list)
     top = parser()
     args = top.parse_args(args_list)
+    if args.command == "serve":
+        from redpromise.cli.serve import serve
+
+        return serve(args)
     # Before connecting: a wrong command line must not reach Redis, nor depend on it.
     if args.command == "dead" and args.action in ("requeue", "purge"):
         given = bool(args.entries) if args.action == "requeue" else args.older_than is not None

@@ -51,7 +51,6 @@ import asyncio
 import contextlib
 import copy
 import functools
-import hmac
 import logging
 import math
 import uuid
@@ -62,6 +61,7 @@ from typing import Any
 from aiohttp import web
 
 from redpromise.client.client import Handle, Redpromise
+from redpromise.core.auth import bearer_allows
 from redpromise.core.errors import (
     ConfigurationError,
     CorruptRecord,
@@ -142,13 +142,7 @@ class Gateway:
         """Whether ``request`` may read and act: no ``token`` is set, or it carries it as
         ``Authorization: Bearer <token>``. The one token check of the gateway's routes
         and its dashboard's."""
-        if self.token is None:
-            return True
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("utf-8", "replace"), self.token.encode("utf-8")
-        )
+        return bearer_allows(request.headers.get("Authorization"), self.token)
 
     def _check_token(self, request: web.Request) -> None:
         if not self.authorized(request):
