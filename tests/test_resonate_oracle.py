@@ -40,11 +40,15 @@ def ledger(tmp_path: Path) -> Path:
     return tmp_path / "steps.jsonl"
 
 
-def steps_of(ledger: Path, id: str) -> list[int]:
+def entries_of(ledger: Path, id: str) -> list[dict[str, Any]]:
     if not ledger.exists():
         return []
     entries = [json.loads(line) for line in ledger.read_text().splitlines() if line]
-    return sorted(e["step"] for e in entries if e["id"] == id)
+    return [e for e in entries if e["id"] == id]
+
+
+def steps_of(ledger: Path, id: str) -> list[int]:
+    return sorted(e["step"] for e in entries_of(ledger, id))
 
 
 class Gateway:
@@ -126,6 +130,27 @@ async def test_a_rejected_function_is_reported_with_its_message(
 
 async def test_wait_on_an_unknown_id_answers_404(seed: Gateway) -> None:
     assert await seed.wait("never-begun") == (404, {"error": "never-begun not found"})
+
+
+async def test_a_killed_workers_function_finishes_on_another_worker(
+    resonate_programs: Programs,  # noqa: F811
+    server_url: str,
+    ledger: Path,
+    http: aiohttp.ClientSession,
+) -> None:
+    # A short lease, so the server offers the dead worker's task again soon.
+    env = {"STEP_LEDGER": str(ledger), "WORKER_TTL_MS": "1000"}
+    first = resonate_programs.start_ts_worker(server_url, env=env)
+    seed = Gateway(http, resonate_programs.start_ts_gateway(server_url).url)
+    await seed.begin("order-4", {"input": "crash", "steps": 2, "stepMs": 500})
+    await assert_eventually(lambda: steps_of(ledger, "order-4") == [1], timeout=30)
+    first.kill()
+    second = resonate_programs.start_ts_worker(server_url, env=env)
+    outcome = await assert_eventually(lambda: seed.settled("order-4"), timeout=30)
+    assert outcome["status"] == "resolved"
+    assert outcome["result"]["result"] == 'Processed: "crash"'
+    by_step = {e["step"]: e["pid"] for e in entries_of(ledger, "order-4")}
+    assert by_step[2] == second.pid  # the step the first worker never finished
 
 
 async def test_the_python_sdk_worker_and_client_resolve_foo(

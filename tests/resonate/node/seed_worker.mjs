@@ -5,7 +5,9 @@
 // Each step appends {"id", "step", "pid"} as a JSON line to the file in env STEP_LEDGER
 // (when set) BEFORE it returns, so a test counts executions of every step; data.stepMs
 // makes each step sleep that many milliseconds first (a window to kill the worker in).
-// Env: RESONATE_URL (the server), RESONATE_TOKEN (optional), WORKER_PID (optional pid).
+// Env: RESONATE_URL (the server), RESONATE_TOKEN (optional), WORKER_PID (optional pid),
+// WORKER_TTL_MS (the task lease, default the SDK's 60 s; short in crash tests so a killed
+// worker's task is offered again soon).
 // Prints READY once registered.
 import { appendFileSync } from "node:fs";
 import { Resonate } from "@resonatehq/sdk";
@@ -17,6 +19,7 @@ const resonate = new Resonate({
   group: "worker",
   pid: process.env.WORKER_PID || undefined,
   token: process.env.RESONATE_TOKEN || undefined,
+  ttl: process.env.WORKER_TTL_MS ? Number(process.env.WORKER_TTL_MS) : undefined,
 });
 
 async function step(_ctx, id, k, stepMs) {
