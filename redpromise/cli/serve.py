@@ -92,7 +92,8 @@ async def _serve(rp: Redpromise, options: ServeOptions, host: str, port: int) ->
     await site.start()
     if options.token is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without a token: anyone who reaches it can act", host)
-    print(f"redpromise serve: listening on http://{host}:{port}", flush=True)
+    bound = app_runner.addresses[0][1] if app_runner.addresses else port  # port 0: the one taken
+    print(f"redpromise serve: listening on http://{host}:{bound}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

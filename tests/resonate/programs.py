@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,8 @@ from tests.resonate.env import node_bin, node_dir, py312_bin, py_dir
 __all__ = ["OracleStdio", "Program", "Programs", "oracle_stdio", "resonate_programs"]
 
 _READY = re.compile(r"^READY(?: (\d+))?\s*$", re.MULTILINE)
+_LISTENING = re.compile(r"^redpromise serve: listening on http://[^\s:]+:(\d+)\s*$", re.MULTILINE)
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Program:
@@ -40,8 +43,10 @@ class Program:
         cwd: Path,
         log_dir: Path,
         env: Mapping[str, str] | None = None,
+        ready: re.Pattern[str] = _READY,
     ) -> None:
         self.name = name
+        self.ready = ready
         self.argv = list(argv)
         self.cwd = cwd
         self.log = log_dir / f"{name}-{time.monotonic_ns()}.log"
@@ -62,7 +67,7 @@ class Program:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = _READY.search(self.output())
+            found = self.ready.search(self.output())
             if found:
                 self.port = int(found.group(1)) if found.group(1) else None
                 return self
@@ -132,8 +137,9 @@ class Programs:
         cwd: Path,
         env: Mapping[str, str] | None,
         timeout: float = 30.0,
+        ready: re.Pattern[str] = _READY,
     ) -> Program:
-        program = Program(name, argv, cwd=cwd, log_dir=self.log_dir, env=env)
+        program = Program(name, argv, cwd=cwd, log_dir=self.log_dir, env=env, ready=ready)
         self.started.append(program)
         return program.start(timeout)
 
@@ -145,6 +151,28 @@ class Programs:
         every request and message to; ``ORACLE_TOKEN`` = a bearer token to require."""
         argv = [str(node_bin()), "oracle_server.mjs", "--port", str(port)]
         return self._start("oracle", [*argv, "--debug"] if debug else argv, node_dir(), env)
+
+    def start_serve(
+        self,
+        redis_url: str,
+        namespace: str,
+        port: int = 0,
+        *,
+        debug: bool = False,
+        token: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Program:
+        """``redpromise serve`` (this interpreter, this checkout) on ``redis_url`` and
+        ``namespace`` (``.url``); ``port`` 0 = a free one. A second call with the first
+        one's port restarts it on the same address."""
+        argv = [sys.executable, "-m", "redpromise", "serve", "--port", str(port)]
+        argv += ["--url", redis_url, "--namespace", namespace]
+        if debug:
+            argv.append("--debug")
+        if token is not None:
+            argv += ["--token", token]
+        full_env = {"PYTHONPATH": str(_ROOT), **(env or {})}
+        return self._start("serve", argv, _ROOT, full_env, ready=_LISTENING)
 
     def start_ts_worker(self, url: str, env: Mapping[str, str] | None = None) -> Program:
         """The seed's TypeScript worker (group "worker", function ``foo``). Env

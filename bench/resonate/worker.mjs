@@ -1,0 +1,30 @@
+// The benchmark's worker: group "worker", function "foo" with `data.steps` ctx.run steps
+// (each returns at once: the figures are the protocol's cost, not the work's).
+//
+//   node worker.mjs <url>
+import { Resonate } from "@resonatehq/sdk";
+
+const [url] = process.argv.slice(2);
+const resonate = new Resonate({ url, group: "worker" });
+
+function step(_ctx, i) {
+  return i;
+}
+
+function* foo(ctx, data) {
+  const out = [];
+  for (let i = 0; i < (data?.steps ?? 0); i++) {
+    out.push(yield* ctx.run(step, i));
+  }
+  return { i: data?.i, steps: out };
+}
+
+resonate.register("foo", foo);
+console.log("READY");
+
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.on(sig, async () => {
+    await resonate.stop();
+    process.exit(0);
+  });
+}
