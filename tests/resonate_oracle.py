@@ -92,6 +92,9 @@ class Generator:
 
     def __init__(self, seed: int) -> None:
         self.r = random.Random(seed)
+        # Every other seed is calm: small clock steps and far timeouts, so tasks live long
+        # enough to reach suspension, resumption and fencing.
+        self.calm = seed % 2 == 0
         self.now = 1_000_000 + self.r.randrange(1000)
         self.versions: dict[str, int] = {}
         self.known: set[str] = set()  # ids of promises the replies showed
@@ -164,6 +167,8 @@ class Generator:
 
     def _create_data(self, id: str, target: bool | None = None) -> dict[str, Any]:
         offset = self.r.choice([-100, 0, 1, 50, 1000, 5000, 40000, 200000, 10**9, 10**9])
+        if self.calm and self.r.random() < 0.7:
+            offset = 10**9
         return {
             "id": id,
             "timeoutAt": self.now + offset,
@@ -178,7 +183,10 @@ class Generator:
     def step(self) -> tuple[int, dict[str, Any]]:
         """Advance the clock a random step; the next (now, request)."""
         r = self.r
-        self.now += r.choice([0, 0, 1, 10, 100, 100, 1000, 1000, 5000, 31000, 70000])
+        if self.calm:
+            self.now += r.choice([0, 1, 10, 100, 1000, 1000, 5000, 31000])
+        else:
+            self.now += r.choice([0, 0, 1, 10, 100, 100, 1000, 1000, 5000, 31000, 70000])
         kind = r.choices(
             [
                 "promise.get", "promise.create", "promise.settle", "promise.register_callback",
@@ -192,6 +200,14 @@ class Generator:
         wanted = {"task.acquire": "pending", "task.continue": "halted"}.get(kind, "acquired")
         if kind.startswith("task.") and r.random() < 0.6:
             id = self._id({t for t, s in self.task_states.items() if s == wanted})
+        if kind.startswith("task.") and kind not in ("task.get", "task.halt", "task.continue"):
+            data = self._task_data(kind, id)
+        else:
+            data = self._other_data(kind, id)
+        return self.now, {"kind": kind, "head": _HEAD, "data": data}
+
+    def _other_data(self, kind: str, id: str) -> dict[str, Any]:
+        r = self.r
         data: dict[str, Any]
         if kind in ("promise.get", "task.get", "task.halt", "task.continue"):
             data = {"id": id}
@@ -204,7 +220,16 @@ class Generator:
             data = {"awaited": self._id(self.pending - {awaiter}), "awaiter": awaiter}
         elif kind == "promise.register_listener":
             data = {"awaited": id, "address": r.choice(_TARGETS)}
-        elif kind == "task.create":
+        elif kind == "debug.tick":
+            data = {"time": self.now}
+        else:
+            data = {}
+        return data
+
+    def _task_data(self, kind: str, id: str) -> dict[str, Any]:
+        r = self.r
+        data: dict[str, Any]
+        if kind == "task.create":
             data = {"pid": r.choice(["p1", "p2"]), "ttl": r.choice([1000, 5000, 60000]),
                     "action": {"kind": "promise.create", "head": _HEAD,
                                "data": self._create_data(id, r.random() < 0.95)}}
@@ -239,8 +264,6 @@ class Generator:
             ids = {self._id() for _ in range(r.choice([0, 1, 2, 3]))}
             data = {"pid": r.choice(["p1", "p2"]),
                     "tasks": [{"id": t, "version": self._version(t)} for t in sorted(ids)]}
-        elif kind == "debug.tick":
-            data = {"time": self.now}
         else:
-            data = {}
-        return self.now, {"kind": kind, "head": _HEAD, "data": data}
+            raise AssertionError(kind)
+        return data

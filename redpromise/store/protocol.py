@@ -215,8 +215,9 @@ class ProtocolStore:
         if code == 404:
             return 404, "Awaited promise not found"
         if code == 422:
-            why = as_text(r[1])
-            return 422, "Awaiter promise not found" if why == "awaiter" else "Awaiter has no address"
+            if as_text(r[1]) == "awaiter":
+                return 422, "Awaiter promise not found"
+            return 422, "Awaiter has no address"
         return 200, {"promise": promise_record(r[1])}
 
     async def _register_listener(self, data: Mapping[str, Any], now: str) -> Reply:

@@ -49,49 +49,78 @@ async def snapshot(store: Store) -> dict[str, Any]:
     """The protocol records of the namespace as the reference's debug.snap shows them
     (each list sorted by id; messages are not kept, so always [])."""
     promises: list[str] = []
-    callbacks: list[tuple[str, str]] = []
-    listeners: list[tuple[str, str]] = []
+    sets: dict[str, list[tuple[str, str]]] = {"rc": [], "rl": []}
     zsets: list[tuple[str, str]] = []
     async for tag, rest in _partition_keys(store):
         kind, _, id = rest[1:].partition(":")
         if kind == "p":
             promises.append(tag + rest)
-        elif kind in ("rc", "rl"):
-            (callbacks if kind == "rc" else listeners).append((tag + rest, id))
+        elif kind in sets:
+            sets[kind].append((tag + rest, id))
         elif kind in ("rpt", "rtt") and not id:
             zsets.append((tag, kind))
     out: dict[str, Any] = {"promises": [], "promiseTimeouts": [], "callbacks": [],
                            "listeners": [], "tasks": [], "taskTimeouts": [], "messages": []}
+    t_types = await _records(store, promises, out)
+    await _sets(store, sets["rc"], sets["rl"], out)
+    await _timeouts(store, zsets, t_types, out)
+    for name in ("promises", "tasks", "promiseTimeouts", "taskTimeouts", "listeners"):
+        out[name].sort(key=lambda r: (r["id"], r.get("address", "")))
+    out["callbacks"].sort(key=lambda r: (r["awaited"], r["awaiter"]))
+    return out
+
+
+def _id_of(key: str) -> str:
+    return key[key.find("}") + 4 :]
+
+
+async def _records(store: Store, promises: list[str], out: dict[str, Any]) -> dict[str, Any]:
+    """Fill out's promises and tasks; the task timeout type of each task."""
     raws = await run_calls(store.redis, [(_HMGET, [k], _FIELDS) for k in promises])
     t_types: dict[str, Any] = {}
     for key, raw in zip(promises, raws, strict=True):
         if as_text(raw[7] or b"") != "resonate":
-            continue
-        id = key[key.find("}") + 4 :]
+            continue  # a redpromise promise of the namespace, not a protocol one
+        id = _id_of(key)
         out["promises"].append(promise_record([id, *raw[:7]]))
         if raw[8] is not None:
             resumes = await store.redis.smembers(store.keys.rs_resumes(id))
             out["tasks"].append(task_record([id, raw[8], raw[9] or b"0", raw[10] or b"",
                                              raw[11] or b"", list(resumes)]))
             t_types[id] = raw[12]
-    sets = await run_calls(store.redis, [(_SMEMBERS, [k], []) for k, _ in callbacks + listeners])
-    for (_, id), members in zip(callbacks, sets[: len(callbacks)], strict=True):
-        for m in members:
-            awaiter = as_text(m)
-            out["callbacks"].append({"awaiter": awaiter[awaiter.find("}") + 4 :], "awaited": id})
-    for (_, id), members in zip(listeners, sets[len(callbacks) :], strict=True):
-        out["listeners"].extend({"id": id, "address": as_text(m)} for m in members)
+    return t_types
+
+
+async def _sets(
+    store: Store, callbacks: list[tuple[str, str]], listeners: list[tuple[str, str]],
+    out: dict[str, Any],
+) -> None:
+    members = await run_calls(
+        store.redis, [(_SMEMBERS, [k], []) for k, _ in callbacks + listeners]
+    )
+    for (_, id), awaiters in zip(callbacks, members[: len(callbacks)], strict=True):
+        out["callbacks"].extend({"awaiter": _id_of(as_text(m)), "awaited": id} for m in awaiters)
+    for (_, id), addresses in zip(listeners, members[len(callbacks) :], strict=True):
+        out["listeners"].extend({"id": id, "address": as_text(m)} for m in addresses)
+
+
+def _pairs(flat: Any) -> list[tuple[Any, Any]]:
+    """A ZRANGE WITHSCORES reply as (member, score) pairs, whichever shape it came in."""
+    if isinstance(flat, dict):
+        return list(flat.items())
+    if flat and isinstance(flat[0], list | tuple):
+        return [(m, s) for m, s in flat]
+    return list(zip(flat[::2], flat[1::2], strict=True))
+
+
+async def _timeouts(
+    store: Store, zsets: list[tuple[str, str]], t_types: dict[str, Any], out: dict[str, Any]
+) -> None:
     ranges = await run_calls(
         store.redis, [(_ZRANGE, [f"{tag}:{kind}"], [0, -1, "WITHSCORES"]) for tag, kind in zsets]
     )
     for (_, kind), flat in zip(zsets, ranges, strict=True):
-        if isinstance(flat, dict):
-            pairs = list(flat.items())
-        elif flat and isinstance(flat[0], list | tuple):
-            pairs = [(m, s) for m, s in flat]
-        else:
-            pairs = list(zip(flat[::2], flat[1::2], strict=True))
-        for member, score in pairs:
+        for member, score in _pairs(flat):
             id = as_text(member)
             if kind == "rpt":
                 out["promiseTimeouts"].append({"id": id, "timeout": _score(score)})
@@ -99,7 +128,3 @@ async def snapshot(store: Store) -> dict[str, Any]:
                 tt = t_types.get(id)
                 out["taskTimeouts"].append({"id": id, "type": int(tt) if tt is not None else -1,
                                             "timeout": _score(score)})
-    for name in ("promises", "tasks", "promiseTimeouts", "taskTimeouts", "listeners"):
-        out[name].sort(key=lambda r: (r["id"], r.get("address", "")))
-    out["callbacks"].sort(key=lambda r: (r["awaited"], r["awaiter"]))
-    return out
