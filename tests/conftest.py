@@ -23,6 +23,7 @@ from tests.redis_server import RedisServer
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
+    _add_conformance_options(parser)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -243,3 +244,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client for tests that talk to a real gateway."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         yield session
+
+
+def _add_conformance_options(parser: pytest.Parser) -> None:
+    """Options of tests/test_protocol_conformance.py (called from pytest_addoption)."""
+    parser.addoption(
+        "--conformance-sequences",
+        action="store",
+        default=None,
+        help="random request sequences the Resonate conformance test runs (default 200)",
+    )

@@ -27,6 +27,7 @@ __all__ = [
     "ApplicationError",
     "ConfigurationError",
     "CorruptRecord",
+    "CrossSlot",
     "InvalidId",
     "LeaseLost",
     "NondeterminismError",
@@ -56,6 +57,12 @@ class ConfigurationError(RedpromiseError):
     def __init__(self, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class CrossSlot(RedpromiseError):
+    """A protocol request joins two promise families whose keys live in different slots of
+    a Redis Cluster (a callback or a fence across families): one script cannot touch both.
+    """
 
 
 class InvalidId(RedpromiseError, ValueError):

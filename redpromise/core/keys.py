@@ -246,3 +246,54 @@ class Keys:
 
     def channels(self) -> list[str]:
         return [self.channel(k) for k in range(self.partitions)]
+
+    # -- the Resonate protocol's keys (docs/resonate.md, redpromise/store/protocol.py) ----
+    # A protocol promise lives in its family's partition: the family is the id up to its
+    # first dot, so a root, its `.n` children, their callbacks and its task share a slot.
+    # The scripts derive per-promise keys from a promise key's tag; these builders are the
+    # one place Python spells them.
+
+    def family_partition(self, id: str) -> int:
+        """The partition of protocol promise ``id``: that of its family ``id.split('.')[0]``
+        (a root id without a dot is where :meth:`promise` puts it)."""
+        return crc32(id.split(".", 1)[0].encode()) % self.partitions
+
+    def tag(self, k: int) -> str:
+        """Partition ``k``'s hash tag, braces included."""
+        return self._tags[k]
+
+    def rs_promise(self, id: str) -> str:
+        """Protocol promise ``id``'s hash (the same layout as :meth:`promise`)."""
+        return f"{self._tags[self.family_partition(id)]}:p:{id}"
+
+    def rs_callbacks(self, id: str) -> str:
+        """Set of the promise keys of the tasks awaiting ``id``."""
+        return f"{self._tags[self.family_partition(id)]}:rc:{id}"
+
+    def rs_awaits(self, id: str) -> str:
+        """Set of the promise keys ``id``'s task has callbacks on (rc's reverse)."""
+        return f"{self._tags[self.family_partition(id)]}:ra:{id}"
+
+    def rs_listeners(self, id: str) -> str:
+        """Set of the addresses to unblock when ``id`` settles."""
+        return f"{self._tags[self.family_partition(id)]}:rl:{id}"
+
+    def rs_resumes(self, id: str) -> str:
+        """Set of task ``id``'s buffered resumes (promise ids)."""
+        return f"{self._tags[self.family_partition(id)]}:rr:{id}"
+
+    def rs_branch(self, id: str, branch: str) -> str:
+        """Set of the promise keys of ``id``'s family tagged with ``branch``."""
+        return f"{self._tags[self.family_partition(id)]}:rb:{branch}"
+
+    def rs_promise_timeouts(self, k: int) -> str:
+        """Partition ``k``'s zset of protocol promise timeouts (id -> timeoutAt)."""
+        return f"{self._tags[k]}:rpt"
+
+    def rs_task_timeouts(self, k: int) -> str:
+        """Partition ``k``'s zset of protocol task timeouts (id -> due time)."""
+        return f"{self._tags[k]}:rtt"
+
+    def rs_channel(self) -> str:
+        """The channel of the protocol's unicast (``poll://uni@…``) messages."""
+        return f"{self.namespace}:rs:poll"
