@@ -78,7 +78,7 @@ def normalized(data: Any) -> Any:
     return data
 
 
-_IDS = ["a", "a.1", "a.1.2", "a.2", "b", "b.1", "c"]
+_IDS = ["a", "a:1", "a:1:2", "a:2", "b", "b:1", "c", "c.d"]
 _TARGETS = ["poll://any@g", "poll://uni@g/p1", "poll://any@g/p2"]
 _HEAD = {"corrId": "c", "version": "2026-04-01"}
 
@@ -153,8 +153,8 @@ class Generator:
         if r.random() < 0.2:
             tags["resonate:timer"] = "true"
         if r.random() < 0.6:
-            family = id.split(".")[0]
-            tags["resonate:branch"] = r.choice([family, id, f"{family}.1"])
+            family = id.split(":")[0]
+            tags["resonate:branch"] = r.choice([family, id, f"{family}:1"])
         if r.random() < 0.15:
             tags["resonate:scope"] = "global"
         if r.random() < 0.1:
@@ -252,7 +252,7 @@ class Generator:
                     "actions": [{"kind": "promise.register_callback", "head": _HEAD,
                                  "data": {"awaited": a, "awaiter": awaiter}} for a in awaited]}
         elif kind == "task.fence":
-            child = r.choice([f"{id}.{r.randrange(1, 3)}", self._id()])
+            child = r.choice([f"{id}:{r.randrange(1, 3)}", self._id()])
             if r.random() < 0.5:
                 action = {"kind": "promise.create", "head": _HEAD,
                           "data": self._create_data(child)}

@@ -105,21 +105,21 @@ async def test_a_read_past_the_timeout_settles_the_promise_eagerly(ps: ProtocolS
 
 
 async def test_register_callback_checks_both_sides(ps: ProtocolStore) -> None:
-    await ps.apply("promise.create", create("a.1"), 1000)
+    await ps.apply("promise.create", create("a:1"), 1000)
     await ps.apply("promise.create", create("b"), 1000)
     cb = "promise.register_callback"
-    assert await ps.apply(cb, {"awaited": "a.1", "awaiter": "a.1"}, 1) == (
+    assert await ps.apply(cb, {"awaited": "a:1", "awaiter": "a:1"}, 1) == (
         400, "Awaited and awaiter must be different")
     assert await ps.apply(cb, {"awaited": "x", "awaiter": "b"}, 1) == (
         404, "Awaited promise not found")
-    assert await ps.apply(cb, {"awaited": "a.1", "awaiter": "x"}, 1) == (
+    assert await ps.apply(cb, {"awaited": "a:1", "awaiter": "x"}, 1) == (
         422, "Awaiter promise not found")
-    assert await ps.apply(cb, {"awaited": "a.1", "awaiter": "b"}, 1) == (
+    assert await ps.apply(cb, {"awaited": "a:1", "awaiter": "b"}, 1) == (
         422, "Awaiter has no address")
     await ps.apply("promise.create", target("a"), 1000)
-    status, _ = await ps.apply(cb, {"awaited": "a.1", "awaiter": "a"}, 1000)
+    status, _ = await ps.apply(cb, {"awaited": "a:1", "awaiter": "a"}, 1000)
     assert status == 200
-    assert (await ps.snap())["callbacks"] == [{"awaiter": "a", "awaited": "a.1"}]
+    assert (await ps.snap())["callbacks"] == [{"awaiter": "a", "awaited": "a:1"}]
 
 
 async def test_a_listener_gets_one_unblock_message_on_settlement(ps: ProtocolStore) -> None:
@@ -151,22 +151,22 @@ async def test_acquire_suspend_resume_and_fulfill(ps: ProtocolStore) -> None:
     assert data["task"] == {"id": "a", "version": 1, "state": "acquired", "resumes": [],
                             "pid": "p", "ttl": 5000}
     fence = {"id": "a", "version": 1, "action": {"kind": "promise.create", "head": HEAD,
-             "data": create("a.1", **{"resonate:branch": "a"})}}
+             "data": create("a:1", **{"resonate:branch": "a"})}}
     status, data = await ps.apply("task.fence", fence, 1100)
     assert status == 200 and data["preload"] == []
     assert data["action"]["head"] == {"corrId": "c1", "status": 200, "version": "2026-04-01"}
-    assert data["action"]["data"]["promise"]["id"] == "a.1"
+    assert data["action"]["data"]["promise"]["id"] == "a:1"
     suspend = {"id": "a", "version": 1, "actions": [
         {"kind": "promise.register_callback", "head": HEAD,
-         "data": {"awaited": "a.1", "awaiter": "a"}}]}
+         "data": {"awaited": "a:1", "awaiter": "a"}}]}
     assert await ps.apply("task.suspend", suspend, 1200) == (200, {})
-    await ps.apply("promise.settle", settle("a.1"), 1300)
+    await ps.apply("promise.settle", settle("a:1"), 1300)
     _, data = await ps.apply("task.get", {"id": "a"}, 1300)
-    assert data["task"] == {"id": "a", "version": 1, "state": "pending", "resumes": ["a.1"]}
+    assert data["task"] == {"id": "a", "version": 1, "state": "pending", "resumes": ["a:1"]}
     assert [m[b"k"] for m in await stream(ps, "a")] == [b"e", b"e"]
     status, data = await ps.apply("task.acquire", {"id": "a", "version": 1, "pid": "p",
                                                    "ttl": 5000}, 1400)
-    assert [p["id"] for p in data["preload"]] == ["a.1"]
+    assert [p["id"] for p in data["preload"]] == ["a:1"]
     fulfill = {"id": "a", "version": 2, "action": {"kind": "promise.settle", "head": HEAD,
                "data": settle("a", value={"ok": True})}}
     status, data = await ps.apply("task.fulfill", fulfill, 1500)
@@ -178,9 +178,9 @@ async def test_acquire_suspend_resume_and_fulfill(ps: ProtocolStore) -> None:
 async def test_suspend_on_a_settled_promise_answers_300(ps: ProtocolStore) -> None:
     await ps.apply("task.create", {"pid": "p", "ttl": 5000, "action": {
         "kind": "promise.create", "head": HEAD, "data": target("a")}}, 1000)
-    await ps.apply("promise.create", create("a.1"), 1000)
-    await ps.apply("promise.settle", settle("a.1"), 1000)
-    suspend = {"id": "a", "version": 1, "actions": [{"data": {"awaited": "a.1",
+    await ps.apply("promise.create", create("a:1"), 1000)
+    await ps.apply("promise.settle", settle("a:1"), 1000)
+    suspend = {"id": "a", "version": 1, "actions": [{"data": {"awaited": "a:1",
                                                               "awaiter": "a"}}]}
     assert await ps.apply("task.suspend", suspend, 1100) == (300, {"preload": []})
     bad = {"id": "a", "version": 1, "actions": []}

@@ -254,9 +254,11 @@ class Keys:
     # one place Python spells them.
 
     def family_partition(self, id: str) -> int:
-        """The partition of protocol promise ``id``: that of its family ``id.split('.')[0]``
-        (a root id without a dot is where :meth:`promise` puts it)."""
-        return crc32(id.split(".", 1)[0].encode()) % self.partitions
+        """The partition of protocol promise ``id``: that of its family, the text before its
+        first ``:``. Both Resonate SDKs name a child ``<parent>:<n>`` and refuse ``:`` in a
+        root id, so a root, its children and its task share one slot, and a root sits where
+        :meth:`promise` puts it (redpromise's own API finds it by id)."""
+        return crc32(id.split(":", 1)[0].encode()) % self.partitions
 
     def tag(self, k: int) -> str:
         """Partition ``k``'s hash tag, braces included."""
