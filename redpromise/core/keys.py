@@ -246,3 +246,13 @@ class Keys:
 
     def channels(self) -> list[str]:
         return [self.channel(k) for k in range(self.partitions)]
+
+    # -- Resonate protocol schedules: a schedule lives in :meth:`partition` of its id --
+
+    def rs_schedule(self, k: int, id: str) -> str:
+        """The hash of protocol schedule ``id`` (``k`` = ``partition(id)``)."""
+        return f"{self._tags[k]}:rs:{id}"
+
+    def rs_schedules_due(self, k: int) -> str:
+        """Partition ``k``'s zset of protocol schedules: member id, score next_run_at."""
+        return f"{self._tags[k]}:rst"

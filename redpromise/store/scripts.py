@@ -45,6 +45,9 @@ SCRIPT_NAMES = (
     "promote",
     "reconcile",
     "retry",
+    "rs_schedule_advance",
+    "rs_schedule_create",
+    "rs_schedule_delete",
     "scan",
     "take",
 )
