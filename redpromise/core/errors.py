@@ -6,6 +6,7 @@
     ├── ConfigurationError        bad settings, a namespace made with other settings, or
     │                             a Redis user without a right redpromise needs (NOPERM)
     ├── InvalidId                 (also ValueError) an id or group name we refuse to store
+    ├── InvalidCron               (also ValueError) a cron expression we cannot read
     ├── PayloadError              (also ValueError) a value msgpack cannot carry
     │   └── PayloadTooLarge       an encoded payload over the configured limit
     ├── StoreUnavailable          Redis unreachable, timing out, or refusing for now
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigurationError",
     "CorruptRecord",
     "CrossSlot",
+    "InvalidCron",
     "InvalidId",
     "LeaseLost",
     "NondeterminismError",
@@ -67,6 +69,11 @@ class CrossSlot(RedpromiseError):
 
 class InvalidId(RedpromiseError, ValueError):
     """An id, group or function name that redpromise refuses before writing anything."""
+
+
+class InvalidCron(RedpromiseError, ValueError):
+    """A cron expression that :meth:`redpromise.core.cron.Cron.parse` refuses: it is
+    malformed, uses a form we do not support, or never fires."""
 
 
 class PayloadError(RedpromiseError, ValueError):

@@ -299,3 +299,13 @@ class Keys:
     def rs_channel(self) -> str:
         """The channel of the protocol's unicast (``poll://uni@…``) messages."""
         return f"{self.namespace}:rs:poll"
+
+    # -- Resonate protocol schedules: a schedule lives in :meth:`partition` of its id --
+
+    def rs_schedule(self, k: int, id: str) -> str:
+        """The hash of protocol schedule ``id`` (``k`` = ``partition(id)``)."""
+        return f"{self._tags[k]}:rs:{id}"
+
+    def rs_schedules_due(self, k: int) -> str:
+        """Partition ``k``'s zset of protocol schedules: member id, score next_run_at."""
+        return f"{self._tags[k]}:rst"
