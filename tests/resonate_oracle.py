@@ -78,6 +78,7 @@ def normalized(data: Any) -> Any:
     return data
 
 
+_SCHEDULES = ["s1", "s2"]
 _IDS = ["a", "a:1", "a:1:2", "a:2", "b", "b:1", "c", "c.d"]
 _TARGETS = ["poll://any@g", "poll://uni@g/p1", "poll://any@g/p2"]
 _HEAD = {"corrId": "c", "version": "2026-04-01"}
@@ -193,8 +194,9 @@ class Generator:
                 "promise.register_listener", "task.get", "task.create", "task.acquire",
                 "task.release", "task.fulfill", "task.suspend", "task.halt", "task.continue",
                 "task.fence", "task.heartbeat", "debug.tick", "promise.search",
+                "schedule.create", "schedule.get", "schedule.delete",
             ],
-            weights=[3, 12, 4, 5, 3, 3, 6, 10, 3, 4, 8, 2, 2, 8, 3, 4, 1],
+            weights=[3, 12, 4, 5, 3, 3, 6, 10, 3, 4, 8, 2, 2, 8, 3, 4, 1, 2, 1, 1],
         )[0]
         id = self._task_id() if kind.startswith("task.") else self._id(self.known)
         wanted = {"task.acquire": "pending", "task.continue": "halted"}.get(kind, "acquired")
@@ -222,6 +224,17 @@ class Generator:
             data = {"awaited": id, "address": r.choice(_TARGETS)}
         elif kind == "debug.tick":
             data = {"time": self.now}
+        elif kind in ("schedule.get", "schedule.delete"):
+            data = {"id": r.choice(_SCHEDULES)}
+        elif kind == "schedule.create":
+            data = {
+                "id": r.choice(_SCHEDULES),
+                "cron": r.choice(["* * * * *", "*/2 * * * *", "*/20 * * * * *", "0 * * * *", "x"]),
+                "promiseId": r.choice(["{{.id}}:{{.timestamp}}", "s-{{.id}}"]),
+                "promiseTimeout": r.choice([1000, 60000]),
+                "promiseParam": {"headers": {}, "data": ""},
+                "promiseTags": r.choice([{"resonate:target": "poll://any@g"}, {}]),
+            }
         else:
             data = {}
         return data

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redpromise.core.keys import Keys
 from redpromise.core.options import Settings
 from redpromise.store.protocol import ProtocolStore
+from redpromise.store.protocol_schedules import ProtocolSchedules
 from redpromise.store.store import Store
 from tests.resonate_oracle import LOCAL_JS, NODE, Generator, Oracle, normalized
 
@@ -42,7 +43,8 @@ def oracle() -> Iterator[Oracle]:
 @pytest.fixture
 async def protocol(real_url: str, namespace: str) -> AsyncIterator[ProtocolStore]:
     redis = Redis.from_url(real_url)
-    ps = ProtocolStore(Store(redis, Keys(namespace), Settings(namespace=namespace)))
+    store = Store(redis, Keys(namespace), Settings(namespace=namespace))
+    ps = ProtocolStore(store, schedules=ProtocolSchedules(store))
     try:
         yield ps
     finally:

@@ -48,8 +48,11 @@ class ScheduleFiring(Protocol):
     async def apply(self, kind: str, data: Mapping[str, Any], now: int | None) -> Reply:
         """Answer one ``schedule.*`` request."""
 
-    async def fire_due(self, now: int) -> int:
-        """Create the promises of the schedules due at ``now``; how many fired."""
+    async def fire_due(
+        self, now: int | None, create: Callable[[dict[str, Any]], Awaitable[Any]]
+    ) -> int:
+        """Create (by ``create``: promise.create) the promises of the schedules due at
+        ``now``; how many runs fired."""
 
 
 class ProtocolStore:
@@ -135,7 +138,13 @@ class ProtocolStore:
                 raise reply
             n += int(reply[1])
         if self.schedules is not None:
-            n += await self.schedules.fire_due(now)
+            at = now
+
+            async def create(data: dict[str, Any]) -> Any:
+                # As the reference's tick: the run's promise is created at the tick's time.
+                return await self.apply("promise.create", data, at)
+
+            n += await self.schedules.fire_due(now, create)
         return n
 
     async def reset(self) -> None:
