@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+from typing import Any
 
 from aiohttp import web
 
@@ -29,16 +30,14 @@ DEFAULT_PORT = 8001
 """The port the Resonate SDKs use by default (``http://localhost:8001``)."""
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "serve",
         help="serve Resonate's protocol (2026-04-01) on Redis for the Resonate SDKs",
         description="Serve Resonate's protocol on Redis: point the Resonate SDKs' url at it.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
-    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument(
         "--token",
         help="bearer token every request must carry (default: $REDPROMISE_SERVE_TOKEN; none)",
@@ -81,7 +80,7 @@ def serve(args: argparse.Namespace) -> int:
 async def _serve(rp: Redpromise, options: ServeOptions, host: str, port: int) -> int:
     app = web.Application()
     add_resonate_routes(app, rp, options)
-    app_runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
+    app_runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
     try:
         await app_runner.setup()
     except RedpromiseError as exc:

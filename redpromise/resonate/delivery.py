@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redpromise.core.keys import Keys
-from redpromise.redis.kinds import is_cluster
 from redpromise.redis.classify import cause_of
+from redpromise.redis.kinds import is_cluster
 from redpromise.redis.replies import ErrorReply
 from redpromise.resonate.pollers import Pollers, parse_address
 
@@ -152,7 +152,11 @@ class GroupFeed:
         items = resp.items() if isinstance(resp, dict) else resp
         got = 0
         for key, entries in items:
-            if entries and isinstance(entries[0], list) and not isinstance(entries[0][0], bytes | str):
+            if (
+                entries
+                and isinstance(entries[0], list)
+                and not isinstance(entries[0][0], bytes | str)
+            ):
                 entries = entries[0]  # RESP3 nesting
             got += await self._offer(_text(key), entries)
         return got
@@ -168,7 +172,9 @@ class GroupFeed:
             if id is None:
                 done.append(entry_id)  # not a protocol message: nothing to offer
                 continue
-            message = await _message_frame(fields.get("k", "e"), id, fields.get("v", "0"), self.record_of)
+            message = await _message_frame(
+                fields.get("k", "e"), id, fields.get("v", "0"), self.record_of
+            )
             if message is None or self.pollers.anycast(self.group, fields.get("p"), message):
                 done.append(entry_id)
             # else: no connection took it (all gone meanwhile): left pending, claimed later

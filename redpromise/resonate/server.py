@@ -125,7 +125,12 @@ class ResonateFace:
             return
         store = self.rp.store
         feed = GroupFeed(
-            store.redis, store.keys, group, self.consumer, self.pollers, self.protocol.promise_record
+            store.redis,
+            store.keys,
+            group,
+            self.consumer,
+            self.pollers,
+            self.protocol.promise_record,
         )
         self._feeds[group] = feed
         self.supervisor.spawn(f"read {group}", feed.read_once, 0)
