@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from redpromise import Redpromise
+from redpromise.client.inspect import Inspector
 from redpromise.core.errors import PromiseRejected, PromiseTimedOut
 from redpromise.core.keys import Keys
 from redpromise.core.options import Settings
@@ -275,3 +276,23 @@ async def test_redpromise_sees_protocol_rejections_and_timeouts(
     await ps.apply("promise.get", {"id": "t"}, 2000)
     with pytest.raises(PromiseTimedOut):
         await (await rp.get("t")).result()
+
+
+async def test_the_inspector_shows_a_protocol_promise_as_the_sdk_passed_it(
+    ps: ProtocolStore, make_rp: Callable[..., Awaitable[Redpromise]]
+) -> None:
+    # The CLI's `promises get` and the dashboard's detail read through the Inspector: a
+    # protocol promise shows the SDK's function, arguments and tags, not the internal
+    # encoding (no redpromise `args` field exists for it).
+    rp = await make_rp()
+    data = target("insp", 4 * 10**12, **{"resonate:origin": "insp"})
+    data["param"] = {"headers": {}, "data": b64({"func": "foo", "args": [{"x": 1}, "y"]})}
+    assert (await ps.apply("promise.create", data, None))[0] == 200
+    detail = await Inspector(rp).detail("insp")
+    assert detail["function"] == "foo"
+    assert detail["protocol"] == "resonate"
+    assert detail["args"] == {"args": [{"x": 1}, "y"], "kwargs": {}}
+    assert detail["tags"] == {"resonate:target": ANY, "resonate:origin": "insp"}
+    assert (await ps.apply("promise.settle", settle("insp", value={"ok": True}), None))[0] == 200
+    settled = await Inspector(rp).detail("insp")
+    assert (settled["state"], settled["result"]) == ("resolved", {"ok": True})

@@ -8,6 +8,7 @@ whose rules are in :mod:`redpromise.client.dead_records`, with the dead-record l
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from redpromise.core.keys import validate_id
 from redpromise.redis.classify import translate_errors
 from redpromise.redis.kinds import primaries_info
 from redpromise.redis.wire import short_of_replicas
+from redpromise.store.protocol_records import call_of_param
 from redpromise.store.queues import depth
 from redpromise.store.search import LastError
 from redpromise.store.store import PENDING
@@ -197,11 +199,18 @@ class Inspector(DeadRecords):
             state == PENDING,
         )
         out["last_error"] = last.to_dict() if last is not None else None
+        protocol = h.get("codec") == b"resonate"
+        if protocol:  # made through the Resonate face: its tags and call as the SDK sent them
+            out["protocol"] = "resonate"
+            out["tags"] = json.loads(h["rs_tags"]) if h.get("rs_tags") else {}
         if values:
             rejected = state.startswith("rejected")
-            args = _value(h.get("args"))
-            unreadable = isinstance(args, dict) and "unreadable" in args
-            out["args"] = None if args is None else args if unreadable else call_of(args)
+            if protocol:
+                out["args"] = call_of_param(h.get("rs_param"))
+            else:
+                args = _value(h.get("args"))
+                unreadable = isinstance(args, dict) and "unreadable" in args
+                out["args"] = None if args is None else args if unreadable else call_of(args)
             out["result"] = readable(_value(h.get("value"))) if state == "resolved" else None
             out["error"] = _value(h.get("value"), error=True) if rejected else None
         elif last is not None:

@@ -186,6 +186,26 @@ def func_of(param: Mapping[str, Any] | None) -> str:
     return ""
 
 
+def call_of_param(param_text: str | bytes | None) -> dict[str, Any] | None:
+    """A stored protocol param (``rs_param``) shaped as redpromise shows arguments
+    (``{"args": [...], "kwargs": {}}``, as :func:`redpromise.core.codec.call_of`): the SDK's
+    ``args`` when the data decodes as ``{func, args}``, else ``[<the decoded JSON>]``;
+    ``None`` when there is none or it does not decode."""
+    if not param_text:
+        return None
+    try:
+        param = json.loads(param_text)
+    except ValueError:
+        return None
+    ok, v = _decoded(param) if isinstance(param, dict) else (False, None)
+    if not ok or v is None:
+        return None
+    if isinstance(v, dict) and isinstance(v.get("func"), str):
+        args = v.get("args", [])
+        return {"args": args if isinstance(args, list) else [args], "kwargs": {}}
+    return {"args": [v], "kwargs": {}}
+
+
 def redpromise_value(state: str, value: Mapping[str, Any] | None) -> bytes:
     """redpromise's stored outcome of a protocol value, so ``Redpromise.result()`` reads
     it: resolved -> the decoded JSON; rejected* -> an error whose message is the SDK
