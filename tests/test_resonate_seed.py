@@ -1,14 +1,12 @@
-"""The Resonate harness, proven against the reference: the seed's TypeScript gateway and
-worker, and the Python SDK's worker and client, run as real processes against the SDK's
-in-memory protocol server (tests/resonate/node/oracle_server.mjs).
-
-The programs take the server by URL (the ``server_url`` fixture), so the same tests can
-point at ``redpromise serve``.
+"""The seed, end to end on two protocol servers: the seed's TypeScript gateway and worker,
+and the Python SDK's worker and client, run as real processes against the SDK's in-memory
+reference server (tests/resonate/node/oracle_server.mjs) and against ``redpromise serve``
+on a real Redis. Every test of this file runs on both (the ``server_url`` fixture): whatever
+the reference does for the seed, redpromise does too.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,56 +20,31 @@ from tests.resonate.programs import (
     oracle_stdio,  # noqa: F401  (fixture)
     resonate_programs,  # noqa: F401  (fixture)
 )
+from tests.resonate.seed import Gateway, entries_of, steps_of, unrepeated_except_in_flight
 
 pytestmark = pytest.mark.resonate
 
 VERSION = "2026-04-01"
 
 
-@pytest.fixture
-def server_url(resonate_programs: Programs) -> str:  # noqa: F811
-    """The protocol server under test: the reference oracle over HTTP + SSE."""
-    return resonate_programs.start_oracle().url
+@pytest.fixture(params=["reference", pytest.param("redpromise", marks=pytest.mark.real)])
+def server_url(
+    request: pytest.FixtureRequest,
+    resonate_programs: Programs,  # noqa: F811
+    namespace: str,
+) -> str:
+    """The protocol server under test: the reference oracle over HTTP + SSE, or
+    ``redpromise serve`` on the session's real Redis (a fresh namespace)."""
+    if request.param == "reference":
+        return resonate_programs.start_oracle().url
+    real_url: str = request.getfixturevalue("real_url")
+    return resonate_programs.start_serve(real_url, namespace).url
 
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
     """The file every worker step appends ``{"id", "step", "pid"}`` to."""
     return tmp_path / "steps.jsonl"
-
-
-def entries_of(ledger: Path, id: str) -> list[dict[str, Any]]:
-    if not ledger.exists():
-        return []
-    entries = [json.loads(line) for line in ledger.read_text().splitlines() if line]
-    return [e for e in entries if e["id"] == id]
-
-
-def steps_of(ledger: Path, id: str) -> list[int]:
-    return sorted(e["step"] for e in entries_of(ledger, id))
-
-
-class Gateway:
-    """The seed gateway's two routes, over HTTP."""
-
-    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
-        self.http = http
-        self.url = url
-
-    async def begin(self, id: str, data: Any) -> tuple[int, Any]:
-        params = {"id": id, "data": json.dumps(data)}
-        async with self.http.post(f"{self.url}/begin", params=params) as resp:
-            return resp.status, await resp.json()
-
-    async def wait(self, id: str) -> tuple[int, Any]:
-        async with self.http.get(f"{self.url}/wait", params={"id": id}) as resp:
-            return resp.status, await resp.json()
-
-    async def settled(self, id: str) -> dict[str, Any] | None:
-        """The /wait body once it is no longer pending (for assert_eventually)."""
-        status, body = await self.wait(id)
-        assert status == 200, body
-        return None if body == {"status": "pending"} else body
 
 
 @pytest.fixture
@@ -142,15 +115,16 @@ async def test_a_killed_workers_function_finishes_on_another_worker(
     env = {"STEP_LEDGER": str(ledger), "WORKER_TTL_MS": "1000"}
     first = resonate_programs.start_ts_worker(server_url, env=env)
     seed = Gateway(http, resonate_programs.start_ts_gateway(server_url).url)
-    await seed.begin("order-4", {"input": "crash", "steps": 2, "stepMs": 500})
-    await assert_eventually(lambda: steps_of(ledger, "order-4") == [1], timeout=30)
+    await seed.begin("order-4", {"input": "crash", "steps": 4, "stepMs": 300})
+    await assert_eventually(lambda: 2 in steps_of(ledger, "order-4"), timeout=30)
     first.kill()
     second = resonate_programs.start_ts_worker(server_url, env=env)
     outcome = await assert_eventually(lambda: seed.settled("order-4"), timeout=30)
     assert outcome["status"] == "resolved"
     assert outcome["result"]["result"] == 'Processed: "crash"'
+    assert unrepeated_except_in_flight(ledger, "order-4", first.pid, steps=4)
     by_step = {e["step"]: e["pid"] for e in entries_of(ledger, "order-4")}
-    assert by_step[2] == second.pid  # the step the first worker never finished
+    assert by_step[4] == second.pid  # the steps the first worker never reached
 
 
 async def test_the_python_sdk_worker_and_client_resolve_foo(
