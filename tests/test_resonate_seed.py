@@ -7,6 +7,7 @@ the reference does for the seed, redpromise does too.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,25 @@ def test_the_stdio_oracle_answers_each_request_at_the_time_given(
     assert late["data"]["promise"]["state"] == "rejected_timedout"
     assert late["data"]["promise"]["settledAt"] == 5_000
     assert oracle_stdio.apply(6_000, req("promise.get", {"id": "q"}))["status"] == 404
+
+
+async def test_a_killed_python_workers_function_finishes_on_another_python_worker(
+    resonate_programs: Programs,  # noqa: F811
+    server_url: str,
+    ledger: Path,
+) -> None:
+    env = {"STEP_LEDGER": str(ledger), "WORKER_TTL_MS": "1000"}
+    first = resonate_programs.start_py_worker(server_url, env=env)
+    data = {"input": "py-crash", "steps": 4, "stepMs": 300}
+    client = asyncio.create_task(
+        asyncio.to_thread(resonate_programs.run_py_client, server_url, "py-order-3", data)
+    )
+    await assert_eventually(lambda: 2 in steps_of(ledger, "py-order-3"), timeout=30)
+    first.kill()
+    second = resonate_programs.start_py_worker(server_url, env=env)
+    outcome = await asyncio.wait_for(client, 60)
+    assert outcome["status"] == "resolved", outcome
+    assert outcome["result"]["result"] == 'Processed: "py-crash"'
+    assert unrepeated_except_in_flight(ledger, "py-order-3", first.pid, steps=4)
+    by_step = {e["step"]: e["pid"] for e in entries_of(ledger, "py-order-3")}
+    assert by_step[4] == second.pid

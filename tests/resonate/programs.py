@@ -219,6 +219,23 @@ class Programs:
         result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         return result
 
+    def run_py_schedule(
+        self, url: str, *args: str, env: Mapping[str, str] | None = None, timeout: float = 60.0
+    ) -> None:
+        """Run ``py/seed_schedule.py`` to the end (``create <id> <cron> [<data>]`` or
+        ``delete <id>``): the Python SDK's schedule API on ``url``."""
+        done = subprocess.run(
+            [str(py312_bin()), "seed_schedule.py", *args],
+            cwd=py_dir(),
+            env={**os.environ, "RESONATE_URL": url, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0 or "OK" not in done.stdout:
+            raise RuntimeError(f"seed_schedule.py exited {done.returncode}:\n{done.stderr}")
+
     def close(self) -> None:
         for program in reversed(self.started):
             program.kill()
