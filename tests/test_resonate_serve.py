@@ -7,6 +7,8 @@ client, CLI and dashboard.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import subprocess
 import sys
@@ -61,7 +63,7 @@ async def post(
 ) -> tuple[int, Any]:
     """POST ``body`` (bytes as they are, anything else as JSON) to the protocol route."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    async with http.post(f"{url}/", data=raw, headers=headers) as resp:
+    async with http.post(f"{url}/", data=io.BytesIO(raw), headers=headers) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
@@ -338,6 +340,44 @@ async def test_bad_bodies_are_answered_4xx_with_a_json_reason_and_serving_goes_o
     assert (status, reply["data"]["promise"]["tags"]) == (200, {"note": "\U0001f600"})
 
 
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8", "surrogatepass")).decode()
+
+
+# Values as an SDK may send them (base64 of JSON text) that Python cannot hold as it holds
+# other values: nested deeper than its parser recurses, a lone surrogate in a string, a
+# number beyond double. The protocol keeps any value as given; only redpromise's own copy
+# (for Redpromise.result) falls back to the value's JSON text.
+ODD_VALUES = {
+    "deep": _deep(3000),
+    "deep-func": '{"func":' + _deep(3000) + "}",
+    "deep-message": '{"message":' + _deep(900) + "}",
+    "surrogate": '"\\ud800"',
+    "surrogate-message": '{"message":"\\udfff"}',
+    "beyond-double": "1e400",
+}
+
+
+async def test_values_python_cannot_decode_are_kept_as_given(
+    serve: Program, http: aiohttp.ClientSession
+) -> None:
+    for name, text in ODD_VALUES.items():
+        for state in ("resolved", "rejected"):
+            id = f"odd-{name}-{state}"
+            value = {"headers": {}, "data": _b64(text)}
+            created = request(
+                "promise.create", {"id": id, "timeoutAt": 2**52, "param": value, "tags": {}}
+            )
+            assert (await post(http, serve.url, created))[0] == 200, id
+            settle = request("promise.settle", {"id": id, "state": state, "value": value})
+            status, reply = await post(http, serve.url, settle)
+            assert status == 200, (id, reply)
+            status, reply = await post(http, serve.url, request("promise.get", {"id": id}))
+            assert status == 200, (id, reply)
+            record = reply["data"]["promise"]
+            assert (record["state"], record["param"], record["value"]) == (state, value, value)
+
+
 async def test_a_body_over_max_body_is_refused_413(
     serve: Program, http: aiohttp.ClientSession
 ) -> None:
@@ -379,8 +419,19 @@ async def test_a_promise_begun_by_the_typescript_gateway_is_read_by_redpromise(
     assert await handle.result(timeout=30) == FOO_2_STEPS
     # The CLI.
     cli = subprocess.run(
-        [sys.executable, "-m", "redpromise", "promises", "get", "inter-1", "--json"]
-        + ["--url", real_url, "--namespace", namespace],
+        [
+            sys.executable,
+            "-m",
+            "redpromise",
+            "promises",
+            "get",
+            "inter-1",
+            "--json",
+            "--url",
+            real_url,
+            "--namespace",
+            namespace,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

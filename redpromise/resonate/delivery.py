@@ -98,6 +98,7 @@ class GroupFeed:
         self.record_of = record_of
         self.streams = [keys.stream(k, group) for k in range(keys.partitions)]
         self._grouped = False
+        self._backlog = True  # this consumer's entries read earlier and never acknowledged
 
     async def ensure_groups(self) -> None:
         """Create the consumer group on every stream of the group, from the start of the
@@ -114,6 +115,15 @@ class GroupFeed:
         """One read of new entries (blocking up to a second on one server); offers them."""
         if not self._grouped:
             await self.ensure_groups()
+        if self._backlog:
+            # A feed stopped when its group's last connection went, with entries read but
+            # taken by no connection (they were closing): the next feed of this replica
+            # offers them first, rather than leaving them to the claim of idle entries.
+            got = 0
+            for key in self.streams:
+                got += await self._offer_all(await self._read({key: "0"}, block=None))
+            self._backlog = False
+            return got
         if is_cluster(self.redis):
             got = 0
             for key in self.streams:  # one slot per call on a cluster
@@ -164,7 +174,10 @@ class GroupFeed:
     async def _offer(self, key: str, entries: Sequence[Any]) -> int:
         done: list[Any] = []
         for entry in entries:
-            if entry is None or entry[1] is None:
+            if entry is None:
+                continue
+            if entry[1] is None:  # deleted while pending: nothing to offer, only to ack
+                done.append(entry[0])
                 continue
             entry_id, raw = entry[0], entry[1]
             fields = {_text(k): _text(v) for k, v in raw.items()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 __all__ = ["Address", "Poller", "Pollers", "parse_address"]
@@ -38,17 +38,28 @@ def parse_address(text: str) -> Address | None:
     return Address(m.group(1), m.group(2), m.group(3) or None)
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass(eq=False)
 class Poller:
-    """One open SSE connection: frames queued for it are written by its request handler."""
+    """One open SSE connection: frames queued for it are written by its request handler.
+
+    ``closed`` tells whether the peer has gone: a process killed with SIGKILL closes its
+    socket at once, but its handler only learns it on its next write, and a message queued
+    for it meanwhile would be lost (acknowledged in Redis, written nowhere)."""
 
     group: str
     pid: str
     frames: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    closed: Callable[[], bool] = _never
 
     def offer(self, frame: bytes) -> bool:
-        """Queue ``frame``; false when the connection is too far behind to take it (the
-        message is then left to be offered again: a pending task is re-sent by the tick)."""
+        """Queue ``frame``; false when the connection is gone or too far behind to take it
+        (the message is then offered to another connection, or left to be offered again)."""
+        if self.closed():
+            return False
         try:
             self.frames.put_nowait(frame)
         except asyncio.QueueFull:

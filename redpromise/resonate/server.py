@@ -60,6 +60,7 @@ __all__ = ["ResonateFace", "ServeOptions", "add_resonate_routes"]
 log = logging.getLogger("redpromise.resonate")
 
 _KEEPALIVE = 15.0
+_LIVENESS = 1.0  # how soon the handler of a connection whose peer went away ends
 _JSON = "application/json"
 
 
@@ -213,16 +214,21 @@ class ResonateFace:
             }
         )
         await response.prepare(request)
-        poller = Poller(group, pid)
+        poller = Poller(group, pid, closed=lambda: _gone(request))
         self.pollers.add(poller)
         self._feed_for(group)
         try:
             await response.write(b": connected\n\n")
-            while True:
+            idle = 0.0
+            while not poller.closed():
                 try:
-                    data = await asyncio.wait_for(poller.frames.get(), _KEEPALIVE)
+                    data = await asyncio.wait_for(poller.frames.get(), _LIVENESS)
                 except TimeoutError:
+                    idle += _LIVENESS
+                    if idle < _KEEPALIVE:
+                        continue
                     data = b": keepalive\n\n"
+                idle = 0.0
                 await response.write(data)
         except (ConnectionResetError, ConnectionError):
             pass  # the process went away
@@ -243,6 +249,13 @@ class ResonateFace:
 
 class _TooLarge(Exception):
     pass
+
+
+def _gone(request: web.Request) -> bool:
+    """Whether the peer of ``request`` has closed its connection (aiohttp does not cancel
+    the handler then: it learns it only on a write)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

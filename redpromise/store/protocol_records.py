@@ -174,7 +174,7 @@ def _decoded(value: Mapping[str, Any] | None) -> tuple[bool, Any]:
         return False, None
     try:
         return True, json.loads(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # deeper than Python's parser goes
         return False, None
 
 
@@ -225,8 +225,14 @@ def redpromise_value(state: str, value: Mapping[str, Any] | None) -> bytes:
     elif isinstance(v, dict) and isinstance(v.get("message"), str):
         message = str(v["message"])
     else:
-        message = v if isinstance(v, str) else dumps(v)
-    return encode_error(type_name, message, _NO_LIMIT)
+        try:
+            message = v if isinstance(v, str) else dumps(v)
+        except (ValueError, RecursionError):  # NaN-free JSON text cannot always be made
+            message = raw
+    try:
+        return encode_error(type_name, message, _NO_LIMIT)
+    except PayloadError:  # a lone surrogate: the value's own JSON text is plain ASCII
+        return encode_error(type_name, raw, _NO_LIMIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +283,16 @@ class CreateArgs:
 
     def argv(self) -> list[str]:
         return [
-            str(self.timeout_at), self.param, self.tags, self.target,
-            "1" if self.timer else "0", "1" if self.external else "0", self.branch,
-            self.delay, self.group, self.func,
+            str(self.timeout_at),
+            self.param,
+            self.tags,
+            self.target,
+            "1" if self.timer else "0",
+            "1" if self.external else "0",
+            self.branch,
+            self.delay,
+            self.group,
+            self.func,
         ]
 
 
