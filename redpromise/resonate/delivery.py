@@ -111,6 +111,11 @@ class GroupFeed:
                     raise
         self._grouped = True
 
+    def member_joined(self) -> None:
+        """A connection of the group opened here: offer this consumer's entries that no
+        connection took (their connections were closing) before new ones."""
+        self._backlog = True
+
     async def read_once(self) -> int:
         """One read of new entries (blocking up to a second on one server); offers them."""
         if not self._grouped:

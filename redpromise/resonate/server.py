@@ -123,6 +123,7 @@ class ResonateFace:
     def _feed_for(self, group: str) -> None:
         """Read group ``group``'s messages while this replica holds a connection of it."""
         if group in self._feeds:
+            self._feeds[group].member_joined()
             return
         store = self.rp.store
         feed = GroupFeed(
