@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (  # noqa: E402
+from run import (
     cmd_delta,
     commandstats,
     cpu_seconds,
@@ -276,7 +276,7 @@ class Bench:
 
     def pg_url(self) -> str:
         """A fresh database with resonate-pg installed (the SQL read at run time)."""
-        from resonate_pg import fresh_database  # noqa: PLC0415  (optional case)
+        from resonate_pg import fresh_database  # the optional case's module
 
         return fresh_database(self.a.pg_sql, self.a.pg_base)
 
@@ -373,12 +373,12 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
 
 def fmt(v: Any, digits: int = 0) -> str:
     if v is None:
-        return "–"
+        return "-"
     return f"{v:,.{digits}f}"
 
 
 def table(summary: dict[str, Any], kinds: dict[str, Any], systems: list[str]) -> str:
-    lines = ["| case | system | promises/s (runs) | × oracle | p50 ms | p99 ms | "
+    lines = ["| case | system | promises/s (runs) | x oracle | p50 ms | p99 ms | "
              "CPU µs/promise: driver / worker / server / Redis-or-PG | Redis cmds/promise | "
              "cmdstat µs/promise |",
              "|---|---|---:|---:|---:|---:|---|---:|---:|"]
@@ -393,11 +393,11 @@ def table(summary: dict[str, Any], kinds: dict[str, Any], systems: list[str]) ->
                 continue
             ratio = s["ratio_to_oracle"]
             rr = s["runs_per_second"]
-            runs = f" [{rr[0]:,}–{rr[-1]:,}]" if len(rr) > 1 else ""
+            runs = f" [{rr[0]:,}-{rr[-1]:,}]" if len(rr) > 1 else ""
             cpu = s["cpu_us"]
             cpu_cell = " / ".join(fmt(cpu[k]) for k in ("driver", "worker", "server", "db"))
             x = (f"{ratio['per_second']:.2f}" if system != "oracle" and ratio["per_second"]
-                 else ("1" if system == "oracle" else "–"))
+                 else ("1" if system == "oracle" else "-"))
             if case == "w1" and system != "oracle" and ratio["p50_ms"]:
                 x += f" (p50 {ratio['p50_ms']:.2f})"
             lines.append(f"| {CASE_TITLES[case]} | {system} | {fmt(s['per_second'])}{runs} | {x} "

@@ -9,6 +9,7 @@ of its own (``rp_rsbench_<random>``), dropped when the bench ends.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import subprocess
 import uuid
 
@@ -36,7 +37,5 @@ def drop_all() -> None:
     """Drop every database this process made (their connections are closed by then)."""
     while _made:
         base, db = _made.pop()
-        try:
+        with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
             _psql(base, "postgres", "-c", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        except (RuntimeError, OSError, subprocess.TimeoutExpired):
-            pass
