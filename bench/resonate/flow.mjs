@@ -1,6 +1,7 @@
 // The seed's flow as a benchmark, on the TypeScript Resonate SDK: one process plays the
 // gateway (beginRpc "foo" on poll://any@worker, then result()), keeping `window` promises in
 // flight; the worker is another process (worker.mjs). Prints one JSON line of figures.
+// A postgres:// <url> runs the same flow on resonate-pg through @resonatehq/sdk/postgres.
 //
 //   node flow.mjs <url> <count> <window> <steps> [<warmup>]
 //
@@ -15,7 +16,16 @@ const steps = Number(stepsArg ?? 0);
 const warmup = Number(warmupArg ?? 200);
 const run = `${process.pid}-${Date.now()}`;
 
-const resonate = new Resonate({ url, group: "gateway" });
+// A postgres:// url: Resonate's Postgres connector (resonate-pg) instead of a server.
+const resonate = url.startsWith("postgres")
+  ? new Resonate({
+      group: "gateway",
+      network: new (await import("@resonatehq/sdk/postgres")).PostgresNetwork({
+        connectionString: url,
+        group: "gateway",
+      }),
+    })
+  : new Resonate({ url, group: "gateway" });
 
 async function one(i, latencies) {
   const started = performance.now();

@@ -5,7 +5,16 @@
 import { Resonate } from "@resonatehq/sdk";
 
 const [url] = process.argv.slice(2);
-const resonate = new Resonate({ url, group: "worker" });
+// A postgres:// url: Resonate's Postgres connector (resonate-pg) instead of a server.
+const resonate = url.startsWith("postgres")
+  ? new Resonate({
+      group: "worker",
+      network: new (await import("@resonatehq/sdk/postgres")).PostgresNetwork({
+        connectionString: url,
+        group: "worker",
+      }),
+    })
+  : new Resonate({ url, group: "worker" });
 
 function step(_ctx, i) {
   return i;
