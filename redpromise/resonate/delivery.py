@@ -238,7 +238,7 @@ class UnicastFeed:
         address = parse_address(address_text)
         if address is None or address.pid is None:
             return False
-        if not any(True for _ in self.pollers._of(address.group, address.pid)):
+        if not self.pollers.holds(address.group, address.pid):
             return False
         message = await _message_frame(kind, id, version, self.record_of)
         return message is not None and self.pollers.unicast(address, message)

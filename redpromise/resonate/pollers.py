@@ -100,6 +100,10 @@ class Pollers:
     def count(self) -> int:
         return sum(len(c) for pids in self._by_group.values() for c in pids.values())
 
+    def holds(self, group: str, pid: str) -> bool:
+        """Whether process ``pid`` of ``group`` has a connection here."""
+        return bool(self._by_group.get(group, {}).get(pid))
+
     def _of(self, group: str, pid: str) -> Iterator[Poller]:
         yield from self._by_group.get(group, {}).get(pid, [])
 
