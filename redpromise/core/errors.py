@@ -13,6 +13,8 @@
     │                             (BUSY, LOADING, MISCONF, READONLY, OOM, TRYAGAIN, …): retry
     ├── StoreError                Redis answered an error redpromise does not expect
     ├── CorruptRecord             a record in Redis that redpromise did not write
+    ├── CrossSlot                 a Resonate request joining two promise families that
+    │                             live in different Redis Cluster slots
     ├── PromiseNotFound           (also KeyError) no promise with this id
     ├── PromiseRejected           the promise was rejected; carries the remote error
     │   ├── PromiseCanceled       … by cancel()

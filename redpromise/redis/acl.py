@@ -66,6 +66,8 @@ CLIENT_RULES = (
     # inside the scripts
     "time", "hset", "hdel", "hgetall", "hincrby", "del", "publish", "xadd", "xack",
     "xdel", "xclaim", "xpending", "xrange", "zadd", "zrem", "zscore", "pttl",
+    # inside the Resonate face's scripts (store/lua/rs_*.lua) too
+    "srem", "exists",
     # search (scan.lua and reads of the state indexes)
     "zrangebyscore", "zrevrangebyscore",
 )  # fmt: skip
