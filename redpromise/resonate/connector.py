@@ -160,6 +160,9 @@ class _Hub:
         feed = GroupFeed(
             store.redis, store.keys, self.group, self.consumer, self.pollers, record_of
         )
+        with contextlib.suppress(RedpromiseError):  # else the read loop makes them
+            async with translate_errors():
+                await feed.ensure_groups()  # before the claim loop's first XAUTOCLAIM
         self.supervisor.spawn("unicast", self._unicast.listen_once, 0)
         self.supervisor.spawn(f"read {self.group}", feed.read_once, 0)
         self.supervisor.spawn(f"claim {self.group}", feed.claim_once, 2.0)

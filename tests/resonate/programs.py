@@ -25,7 +25,14 @@ import pytest
 
 from tests.resonate.env import node_bin, node_dir, py312_bin, py_dir
 
-__all__ = ["OracleStdio", "Program", "Programs", "oracle_stdio", "resonate_programs"]
+__all__ = [
+    "OracleStdio",
+    "Program",
+    "Programs",
+    "connector_env",
+    "oracle_stdio",
+    "resonate_programs",
+]
 
 _READY = re.compile(r"^READY(?: (\d+))?\s*$", re.MULTILINE)
 _LISTENING = re.compile(r"^redpromise serve: listening on http://[^\s:]+:(\d+)\s*$", re.MULTILINE)
@@ -188,14 +195,15 @@ class Programs:
         full_env = {"RESONATE_URL": url, "PORT": str(port), **(env or {})}
         return self._start("ts-gateway", argv, node_dir(), full_env)
 
-    def start_py_worker(self, url: str, env: Mapping[str, str] | None = None) -> Program:
-        """The Python SDK worker (group "worker", ``foo`` as the TypeScript one)."""
+    def start_py_worker(self, url: str | None, env: Mapping[str, str] | None = None) -> Program:
+        """The Python SDK worker (group "worker", ``foo`` as the TypeScript one). ``url``
+        None: on Redis through the connector (``env`` from :func:`connector_env`)."""
         argv = [str(py312_bin()), "seed_worker.py"]
-        return self._start("py-worker", argv, py_dir(), {"RESONATE_URL": url, **(env or {})})
+        return self._start("py-worker", argv, py_dir(), {**_server(url), **(env or {})})
 
     def run_py_client(
         self,
-        url: str,
+        url: str | None,
         id: str,
         data: Any = None,
         *,
@@ -208,7 +216,7 @@ class Programs:
         done = subprocess.run(
             argv,
             cwd=py_dir(),
-            env={**os.environ, "RESONATE_URL": url, **(env or {})},
+            env={**os.environ, **_server(url), **(env or {})},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -220,14 +228,18 @@ class Programs:
         return result
 
     def run_py_schedule(
-        self, url: str, *args: str, env: Mapping[str, str] | None = None, timeout: float = 60.0
+        self,
+        url: str | None,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
     ) -> None:
         """Run ``py/seed_schedule.py`` to the end (``create <id> <cron> [<data>]`` or
         ``delete <id>``): the Python SDK's schedule API on ``url``."""
         done = subprocess.run(
             [str(py312_bin()), "seed_schedule.py", *args],
             cwd=py_dir(),
-            env={**os.environ, "RESONATE_URL": url, **(env or {})},
+            env={**os.environ, **_server(url), **(env or {})},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -239,6 +251,17 @@ class Programs:
     def close(self) -> None:
         for program in reversed(self.started):
             program.kill()
+
+
+def _server(url: str | None) -> dict[str, str]:
+    """The Python programs' server: ``url``, or none (Redis through the connector)."""
+    return {"RESONATE_URL": url or ""}
+
+
+def connector_env(redis_url: str, namespace: str) -> dict[str, str]:
+    """The env of a Python program on Redis through redpromise's connector (no server):
+    pass it with ``url=None``."""
+    return {"RESONATE_URL": "", "REDPROMISE_URL": redis_url, "REDPROMISE_NAMESPACE": namespace}
 
 
 @pytest.fixture

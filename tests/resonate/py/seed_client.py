@@ -3,7 +3,8 @@
     python seed_client.py <id> [<data as JSON>]
 
 Prints one JSON line: ``{"id", "status": "resolved", "result"}`` or
-``{"id", "status": "rejected", "error": <message>}``. Env: ``RESONATE_URL``,
+``{"id", "status": "rejected", "error": <message>}``. Env: ``RESONATE_URL`` (else
+``REDPROMISE_URL`` + ``REDPROMISE_NAMESPACE``: Redis through the connector, see connect.py),
 ``RESONATE_TOKEN`` (optional), ``CLIENT_REFRESH_SECS`` (listener re-registration, default 1).
 Runs under the 3.12 venv (.venv-resonate).
 """
@@ -16,13 +17,13 @@ import os
 import sys
 from typing import Any
 
+from connect import resonate_kwargs
 from resonate.resonate import Resonate
 
 
 async def main(id: str, data: Any) -> dict[str, Any]:
     resonate = Resonate(
-        url=os.environ.get("RESONATE_URL"),
-        group="client",
+        **resonate_kwargs("client"),
         token=os.environ.get("RESONATE_TOKEN") or None,
         # The first promise.register_listener can reach the server before this process's
         # SSE stream is open, and an unblock sent then is lost; re-registering every second

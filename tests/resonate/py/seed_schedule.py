@@ -5,7 +5,8 @@
 
 ``create`` makes schedule ``id`` fire ``foo(data)`` on ``poll://any@worker`` by ``cron``
 (the fired promises are named ``<id>-<timestamp>`` by the SDK); prints ``OK``. Env:
-``RESONATE_URL``, ``RESONATE_TOKEN`` (optional). Runs under the 3.12 venv (.venv-resonate).
+``RESONATE_URL`` (else ``REDPROMISE_URL``: the connector, see connect.py),
+``RESONATE_TOKEN`` (optional). Runs under the 3.12 venv (.venv-resonate).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import json
 import os
 import sys
 
+from connect import resonate_kwargs
 from resonate.resonate import Resonate
 
 
 async def main(argv: list[str]) -> None:
     resonate = Resonate(
-        url=os.environ.get("RESONATE_URL"),
-        group="scheduler",
+        **resonate_kwargs("scheduler"),
         token=os.environ.get("RESONATE_TOKEN") or None,
     )
     try:

@@ -6,7 +6,8 @@ Registers ``foo(ctx, data)`` with the TypeScript worker's behaviour: ``data["ste
 before it returns, sleeping ``data["stepMs"]`` ms first when given; then raises
 ``RuntimeError(data["fail"])`` when ``fail`` is a string, else returns
 ``{"result": "Processed: <JSON of data.input or data>", "steps": [...]}``.
-Env: ``RESONATE_URL``, ``RESONATE_TOKEN`` (optional), ``WORKER_PID`` (optional),
+Env: ``RESONATE_URL`` (else ``REDPROMISE_URL`` + ``REDPROMISE_NAMESPACE``: Redis through
+redpromise's connector, see connect.py), ``RESONATE_TOKEN`` (optional), ``WORKER_PID`` (optional),
 ``WORKER_TTL_MS`` (the task lease; default the SDK's).
 Prints ``READY`` once registered and started.
 """
@@ -20,6 +21,7 @@ import signal
 from datetime import timedelta
 from typing import Any
 
+from connect import resonate_kwargs
 from resonate.context import Context
 from resonate.resonate import Resonate
 
@@ -58,9 +60,7 @@ async def foo(ctx: Context, data: Any) -> dict[str, Any]:
 async def main() -> None:
     ttl_ms = os.environ.get("WORKER_TTL_MS")
     resonate = Resonate(
-        url=os.environ.get("RESONATE_URL"),
-        group="worker",
-        pid=os.environ.get("WORKER_PID") or None,
+        **resonate_kwargs("worker", os.environ.get("WORKER_PID") or None),
         token=os.environ.get("RESONATE_TOKEN") or None,
         ttl=timedelta(milliseconds=int(ttl_ms)) if ttl_ms else None,
         autostart=False,
