@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from redpromise.core.errors import StoreUnavailable
 from redpromise.resonate.connector import RedisNetwork, RedisSource, redis_connections
 from tests.helpers import assert_eventually
 from tests.resonate.programs import (
@@ -152,3 +153,22 @@ async def test_send_answers_the_envelope_serve_answers(real_url: str, namespace:
         assert debug["head"]["status"] == 403
     finally:
         await network.stop()
+
+
+async def test_a_request_waits_while_redis_is_unreachable_and_fails_once_stopped(
+    namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    network, _ = redis_connections("redis://127.0.0.1:1/0", "g", "p1", namespace)
+    req = {"kind": "promise.get", "head": {"corrId": "c1", "version": VERSION}, "data": {}}
+    sending = asyncio.create_task(network.send(json.dumps({**req, "data": {"id": "x"}})))
+
+    def retrying() -> bool:
+        assert not sending.done()
+        return "Redis unavailable, retrying" in caplog.text
+
+    await assert_eventually(retrying, timeout=10)
+    await network.stop()
+    # Without the SDK installed (this interpreter) the error is redpromise's own; with it,
+    # the SDK's ConnectorError (what its seam expects).
+    with pytest.raises((RuntimeError, StoreUnavailable), match=r"stopped|unavailable"):
+        await asyncio.wait_for(sending, 10)

@@ -114,10 +114,15 @@ class _Hub:
         )
         if self._ready is None or failed:
             self._ready = asyncio.ensure_future(self._connect())
+        task = self._ready
         try:
-            await asyncio.shield(self._ready)
+            await asyncio.shield(task)
         except RedpromiseError as exc:
             raise _connector_error(exc) from exc
+        except asyncio.CancelledError:
+            if task.cancelled() and self.closed:  # stop() ended the connecting, not our caller
+                raise _connector_error(RuntimeError("the Redis connector is stopped")) from None
+            raise
 
     async def _connect(self) -> None:
         delay = _RETRY_FIRST
