@@ -11,8 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from redpromise.core.errors import StoreUnavailable
+from redpromise.core.keys import Keys
+from redpromise.core.options import Settings
 from redpromise.resonate.connector import RedisNetwork, RedisSource, redis_connections
 from tests.helpers import assert_eventually
 from tests.resonate.programs import (
@@ -43,6 +46,8 @@ async def test_a_connector_worker_and_client_resolve_and_reject_foo_without_a_se
     resonate_programs: Programs,  # noqa: F811
     on_redis: dict[str, str],
     ledger: Path,
+    real_url: str,
+    namespace: str,
 ) -> None:
     resonate_programs.start_py_worker(None, env={**on_redis, "STEP_LEDGER": str(ledger)})
     outcome = await asyncio.to_thread(
@@ -59,6 +64,14 @@ async def test_a_connector_worker_and_client_resolve_and_reject_foo_without_a_se
     )
     assert rejected == {"id": "c-2", "status": "rejected", "error": "no stock"}
     assert steps_of(ledger, "c-2") == [1, 2]
+    # The clients left their group's consumer list when they stopped.
+    keys = Keys(namespace, Settings().partitions)
+    redis = Redis.from_url(real_url)
+    try:
+        for k in range(keys.partitions):
+            assert await redis.xinfo_consumers(keys.stream(k, "client"), "client") == []
+    finally:
+        await redis.aclose()
 
 
 async def test_a_killed_connector_workers_function_finishes_on_another_connector_worker(

@@ -90,6 +90,7 @@ class _Hub:
         self._poller: Poller | None = None
         self._pump: asyncio.Task[None] | None = None
         self._unicast: UnicastFeed | None = None
+        self._feed: GroupFeed | None = None
         self._ready: asyncio.Task[None] | None = None
         self._users: set[str] = set()
         self.closed = False
@@ -165,6 +166,7 @@ class _Hub:
         feed = GroupFeed(
             store.redis, store.keys, self.group, self.consumer, self.pollers, record_of
         )
+        self._feed = feed
         with contextlib.suppress(RedpromiseError):  # else the read loop makes them
             async with translate_errors():
                 await feed.ensure_groups()  # before the claim loop's first XAUTOCLAIM
@@ -185,6 +187,20 @@ class _Hub:
                 except Exception:  # one receiver's bug must not stop the delivery
                     log.exception("a Resonate receiver failed on a message")
 
+    async def _leave(self, feed: GroupFeed) -> None:
+        """Delete this process's consumer from the streams where it holds no entry (one it
+        holds stays pending under it, for a live process to claim)."""
+        redis = self.rp.store.redis
+        pipe = redis.pipeline(transaction=False)
+        for key in feed.streams:
+            pipe.xpending_range(key, self.group, "-", "+", 1, consumername=self.consumer)
+        pending = await pipe.execute(raise_on_error=False)
+        pipe = redis.pipeline(transaction=False)
+        for key, held in zip(feed.streams, pending, strict=True):
+            if isinstance(held, list) and not held:
+                pipe.xgroup_delconsumer(key, self.group, self.consumer)
+        await pipe.execute(raise_on_error=False)
+
     async def close(self, part: str) -> None:
         """Stop ``part`` ("network" or "source"); the last one closes the Redis client."""
         self._users.discard(part)
@@ -197,11 +213,16 @@ class _Hub:
                 )
             if self._unicast is not None:
                 await self._unicast.close()
+            if self._feed is not None:
+                # A courtesy, so exited processes do not pile up in the group's consumer
+                # list: never hang on it (Redis may be the reason we stop).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._leave(self._feed), 5)
             if self._pump is not None:
                 self._pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._pump
-            self._poller = self._pump = self._unicast = None
+            self._poller = self._pump = self._unicast = self._feed = None
         elif self._supervisor is not None:
             await self._supervisor.stop(["tick"])
         if self._users:
