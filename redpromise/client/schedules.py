@@ -50,6 +50,7 @@ class Scheduling:
         id: str,
         cron: str,
         function: str,
+        /,
         *args: Any,
         target: str | None = None,
         timeout: Timeout | None = None,
@@ -65,7 +66,8 @@ class Scheduling:
         5 fields, or 6 with a leading seconds field, in UTC (docs/resonate.md, "Cron").
         ``target``: ``poll://any@<group>`` or a group name (default ``poll://any@worker``,
         as ``begin_rpc``). Creating an id that exists (of either kind) changes nothing
-        and returns the stored schedule. Raises :class:`InvalidCron`, :class:`InvalidId`
+        and returns the stored schedule. ``id``, ``cron`` and ``function`` are positional
+        only, so any other keyword but ``target`` and ``timeout`` is the call's. Raises :class:`InvalidCron`, :class:`InvalidId`
         (the id, or ``function``), :class:`ConfigurationError` (target, timeout), and
         :class:`PayloadError`/:class:`PayloadTooLarge` (the arguments).
         """
