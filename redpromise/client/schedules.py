@@ -67,9 +67,10 @@ class Scheduling:
         ``target``: ``poll://any@<group>`` or a group name (default ``poll://any@worker``,
         as ``begin_rpc``). Creating an id that exists (of either kind) changes nothing
         and returns the stored schedule. ``id``, ``cron`` and ``function`` are positional
-        only, so any other keyword but ``target`` and ``timeout`` is the call's. Raises :class:`InvalidCron`, :class:`InvalidId`
-        (the id, or ``function``), :class:`ConfigurationError` (target, timeout), and
-        :class:`PayloadError`/:class:`PayloadTooLarge` (the arguments).
+        only, so any other keyword but ``target`` and ``timeout`` is the call's. Raises
+        :class:`InvalidCron`, :class:`InvalidId` (the id, or ``function``),
+        :class:`ConfigurationError` (target, timeout), and :class:`PayloadError` /
+        :class:`PayloadTooLarge` (the arguments).
         """
         validate_id(id)
         validate_id(run_id(id, _LONGEST_RUN))
