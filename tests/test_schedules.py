@@ -143,3 +143,18 @@ async def test_workers_fire_schedules_of_both_kinds_by_themselves(make_rp: MakeR
         return got == 200 and reply["promise"]["tags"]["resonate:schedule"] == "theirs"
 
     await assert_eventually(both_ran, timeout=15)
+
+
+async def test_serves_tick_fires_a_redpromise_schedule_as_a_redpromise_promise(
+    make_rp: MakeRp,
+) -> None:
+    rp = await make_rp()
+    made = await rp.schedule("s", "* * * * *", "f", 5, target="g")
+    run = made["next_run_at"]
+    protocol = ProtocolStore(rp.store, ProtocolSchedules(rp.store))
+    await protocol.tick(run)  # what each `redpromise serve` replica runs every second
+    record = await rp.store.read(f"s.{run}")
+    assert record is not None and (record.func, record.group) == ("f", "g")
+    assert record.pending
+    after = await rp.schedule_get("s")
+    assert after is not None and after["last_run_at"] == run
