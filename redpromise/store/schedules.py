@@ -160,7 +160,8 @@ async def list_schedules(store: Store) -> list[dict[str, Any]]:
     keys = store.keys
     pipe = store.redis.pipeline(transaction=False)
     for k in range(keys.partitions):
-        pipe.zrange(keys.rs_schedules_due(k), 0, -1)
+        # ZRANGEBYSCORE, not ZRANGE: a client's ACL rules have it (redis/acl.py).
+        pipe.zrangebyscore(keys.rs_schedules_due(k), "-inf", "+inf")
     members: list[Any] = await pipe.execute()
     ids = sorted({as_text(m) for ms in members for m in ms})
     if not ids:
