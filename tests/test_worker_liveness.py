@@ -51,7 +51,7 @@ async def test_health_port_shows_live_through_a_redis_outage_and_ready_after_it(
     try:
         status, body = await assert_eventually(lambda: get(port, "/healthz"))
         assert status == 200 and body["live"] and body["ready"]
-        assert set(body["loops"]) == {"read", "heartbeat", "reclaim", "promote"}
+        assert set(body["loops"]) == {"read", "heartbeat", "reclaim", "promote", "schedules"}
 
         own_redis_server.kill()
         # Waiting out Redis is not a reason to restart the process: live, not ready.

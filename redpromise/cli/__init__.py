@@ -18,7 +18,7 @@ __all__ = ["EXIT_CODES", "main"]
 
 EXIT_CODES = {
     0: "ok (found, done)",
-    1: "not found (a promise, a dead record, or the namespace itself)",
+    1: "not found (a promise, a schedule, a dead record, or the namespace itself)",
     2: "usage or configuration error (bad arguments, bad settings, Redis refused the "
     "credentials or a right redpromise needs)",
     3: "Redis unavailable (unreachable, timing out, loading, read-only…): try again later",
@@ -144,6 +144,44 @@ def _add_operations(sub: argparse._SubParsersAction[_Parser]) -> None:
         _common(q)
 
 
+def _seconds(text: str) -> float:
+    try:
+        n = float(text)
+    except ValueError:
+        n = 0.0
+    if not 0 < n < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return n
+
+
+def _add_schedules(sub: argparse._SubParsersAction[_Parser]) -> None:
+    from redpromise.cli import schedules as cmd
+
+    p = sub.add_parser("schedules", help="list, create and delete cron schedules")
+    psub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ls = psub.add_parser("list", help="every schedule of the namespace (both kinds)")
+    ls.set_defaults(run=cmd.list_)
+    g = psub.add_parser("get", help="one schedule")
+    g.add_argument("id")
+    g.set_defaults(run=cmd.get)
+    c = psub.add_parser("create", help="call FUNCTION at every time of CRON (UTC)")
+    c.add_argument("id")
+    c.add_argument("cron", help='5 fields, or 6 with seconds first; e.g. "0 3 * * *"')
+    c.add_argument("function")
+    c.add_argument("--args", metavar="JSON_ARRAY", help="positional arguments (default [])")
+    c.add_argument("--kwargs", metavar="JSON_OBJECT", help="keyword arguments (default {})")
+    c.add_argument("--target", help="poll://any@GROUP or GROUP (default poll://any@worker)")
+    c.add_argument(
+        "--timeout", type=_seconds, help="each run's promise timeout, seconds (default: settings)"
+    )
+    c.set_defaults(run=cmd.create)
+    d = psub.add_parser("delete", help="delete a schedule: no later run fires")
+    d.add_argument("id")
+    d.set_defaults(run=cmd.delete)
+    for q in (ls, g, c, d):
+        _common(q)
+
+
 def parser() -> argparse.ArgumentParser:
     top = _Parser(
         prog="redpromise",
@@ -158,6 +196,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_promises(sub)
     _add_operations(sub)
+    _add_schedules(sub)
     from redpromise.cli import serve
 
     serve.add_parser(sub)

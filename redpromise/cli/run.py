@@ -9,6 +9,7 @@ import sys
 
 from redpromise.cli.ops import EXIT_REFUSED
 from redpromise.cli.output import UsageError
+from redpromise.cli.schedules import ScheduleNotFound
 from redpromise.cli.session import NamespaceNotFound, open_namespace, redact, resolve_url
 from redpromise.client.inspect import DeadRecordNotFound, NotRequeueable
 from redpromise.core.errors import (
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     url = resolve_url(args.url)
     try:
         return asyncio.run(_command(args, url))
-    except (PromiseNotFound, NamespaceNotFound, DeadRecordNotFound) as exc:
+    except (PromiseNotFound, NamespaceNotFound, DeadRecordNotFound, ScheduleNotFound) as exc:
         message = f"promise {exc.id!r} not found" if isinstance(exc, PromiseNotFound) else exc
         return _fail(1, str(message))
     except StoreUnavailable as exc:

@@ -14,6 +14,7 @@ from redpromise.client.children import ClientChildPromises, cancel_children
 from redpromise.client.handle import Handle, seconds
 from redpromise.client.namespace import pinned_layout, sharded_pubsub
 from redpromise.client.registration import Registration
+from redpromise.client.schedules import Scheduling
 from redpromise.client.waiter import Waiter
 from redpromise.core.codec import encode, encode_error, error_of
 from redpromise.core.errors import ConfigurationError, PromiseNotFound
@@ -46,14 +47,16 @@ _NO_OPTIONS = Options()
 _DEFAULT_GROUP = parse_target(DEFAULT_TARGET)
 
 
-class Redpromise(Registration):
+class Redpromise(Registration, Scheduling):
     """Durable promises and durable dispatch on Redis; one per process.
 
     A process that registers functions is a worker of ``group``: :meth:`start` makes it
     consume the group's dispatches. Any process can create (:meth:`begin_rpc`),
     re-attach to (:meth:`get`) and settle (:meth:`resolve`, :meth:`reject`,
-    :meth:`cancel`) promises.
+    :meth:`cancel`) promises, and schedule calls (:meth:`schedule`).
     """
+
+    _default_group = _DEFAULT_GROUP  # where begin_rpc and schedule send without a target
 
     def __init__(
         self,

@@ -205,6 +205,10 @@ class Dashboard:
             raise HTTPError(400, str(exc)) from exc
         return json_response(page)
 
+    async def schedules(self, request: web.Request) -> web.StreamResponse:
+        """Every schedule of the namespace (``Redpromise.schedules``' shape), read-only."""
+        return json_response({"schedules": await self.gw.rp.schedules()})
+
     # -- actions ------------------------------------------------------------------------
 
     async def requeue(self, request: web.Request) -> web.StreamResponse:
@@ -231,6 +235,7 @@ def add_ui(app: web.Application, gw: Gateway) -> Dashboard:
     r.add_get(gw.path("/ui/api/promises"), gw.guard(ui.promises, **api))
     r.add_get(gw.path("/ui/api/promise"), gw.guard(ui.promise, **api))
     r.add_get(gw.path("/ui/api/dead"), gw.guard(ui.dead, **api))
+    r.add_get(gw.path("/ui/api/schedules"), gw.guard(ui.schedules, **api))
     r.add_post(gw.path("/ui/api/cancel"), gw.guard(gw.cancel, **api))
     r.add_post(gw.path("/ui/api/resolve"), gw.guard(gw.resolve, **api))
     r.add_post(gw.path("/ui/api/requeue"), gw.guard(ui.requeue, **api))

@@ -22,6 +22,7 @@ from typing import Any
 
 from redpromise.core.cron import Cron
 from redpromise.core.errors import InvalidCron
+from redpromise.store.schedules import fire_run, is_redpromise
 from redpromise.store.store import Store
 
 __all__ = ["SCHEDULE_KINDS", "ProtocolSchedules"]
@@ -163,7 +164,9 @@ class ProtocolSchedules:
         this call advanced.
 
         For each due run: ``create({"id", "timeoutAt", "param", "tags"})`` (the caller's
-        ``promise.create``; it must be idempotent by id), then the advance script, fenced
+        ``promise.create``; it must be idempotent by id), or for a redpromise schedule
+        (:mod:`redpromise.store.schedules`) its redpromise promise, created and dispatched
+        by :func:`fire_run` (idempotent by id too); then the advance script, fenced
         on the run, moves ``next_run_at`` to the cron's next time after the run. A replica
         that loses the fence created the same promise id, so nothing is doubled; a crash
         between the two steps leaves the run due, and the next call creates (idempotently)
@@ -173,8 +176,13 @@ class ProtocolSchedules:
         keys = self.store.keys
         redis = self.store.redis
         advanced = 0
+        # One round trip for every partition's due zset: every ticker (each worker's
+        # upkeep, each serve replica) asks this every second.
+        pipe = redis.pipeline(transaction=False)
         for k in range(keys.partitions):
-            due: Any = await redis.zrangebyscore(keys.rs_schedules_due(k), "-inf", at, 0, limit)
+            pipe.zrangebyscore(keys.rs_schedules_due(k), "-inf", at, 0, limit)
+        dues: list[Any] = await pipe.execute()
+        for k, due in enumerate(dues):
             for member in due:
                 id = _text(member)
                 raw: Any = await redis.hgetall(keys.rs_schedule(k, id))
@@ -189,19 +197,26 @@ class ProtocolSchedules:
                 except InvalidCron as exc:  # stored by create, so never expected
                     log.error("schedule %r: its cron cannot be read: %s", id, exc)
                     continue
-                tags = json.loads(h["promise_tags"])
-                promise: dict[str, Any] = {
-                    "id": promise_id(h["promise_id"], id, run),
-                    "timeoutAt": run + json.loads(h["promise_timeout"]),
-                    "param": json.loads(h["promise_param"]) if "promise_param" in h else None,
-                    "tags": {**tags, "resonate:schedule": id},
-                }
-                if "promise_param" not in h:
-                    del promise["param"]
-                await create(promise)
+                if is_redpromise(h):
+                    await fire_run(self.store, id, h, run)
+                else:
+                    await create(self._protocol_promise(id, h, run))
                 reply = await self.store.scripts["rs_schedule_advance"](
                     redis, [keys.rs_schedule(k, id), keys.rs_schedules_due(k)],
                     [id, str(run), str(following)],
                 )  # fmt: skip
                 advanced += int(reply[0]) == 1
         return advanced
+
+    @staticmethod
+    def _protocol_promise(id: str, h: Mapping[str, str], run: int) -> dict[str, Any]:
+        """promise.create's data for run ``run`` of protocol schedule ``id``."""
+        tags = json.loads(h["promise_tags"])
+        promise: dict[str, Any] = {
+            "id": promise_id(h["promise_id"], id, run),
+            "timeoutAt": run + json.loads(h["promise_timeout"]),
+            "tags": {**tags, "resonate:schedule": id},
+        }
+        if "promise_param" in h:
+            promise["param"] = json.loads(h["promise_param"])
+        return promise

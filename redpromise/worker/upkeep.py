@@ -1,5 +1,5 @@
 """The worker's upkeep: reclaim from silent workers, reconcile, sweep consumers and expired
-search-index entries, promote, time out.
+search-index entries, promote, time out, fire due schedules.
 
 Kept apart from :class:`~redpromise.worker.worker.Worker` because none of it runs a function:
 it only moves entries and promises between states. Each method is one iteration of a
@@ -21,10 +21,14 @@ from redpromise.core.hooks import Metrics
 from redpromise.redis.classify import cause_of, retryable
 from redpromise.redis.replies import ErrorReply
 from redpromise.store.index_sweep import IndexSweep
+from redpromise.store.protocol import ProtocolStore
+from redpromise.store.protocol_schedules import ProtocolSchedules
 from redpromise.store.store import Store
 from redpromise.worker.supervise import CauseLog
 
-__all__ = ["Upkeep"]
+__all__ = ["SCHEDULE_TICK", "Upkeep"]
+
+SCHEDULE_TICK = 1.0  # seconds between two looks at the due schedules (cron's resolution)
 
 log = logging.getLogger("redpromise.worker")
 
@@ -72,6 +76,8 @@ class Upkeep:
         self._reconcile_at = (0, 0)  # (partition, offset) in the timeouts zsets
         self._key_faults: dict[str, CauseLog] = {}
         self.index_sweep = IndexSweep(store)
+        self._schedules = ProtocolSchedules(store)
+        self._protocol = ProtocolStore(store)
 
     def key_fault(self, key: str, exc: BaseException) -> None:
         """Log a problem confined to one key, once per key and cause (rate-limited)."""
@@ -245,3 +251,25 @@ class Upkeep:
         promises = [str(keys[1] if s.name == "promote" else keys[0]) for s, keys, _ in calls]
         self.raise_first(results, promises)
         return done
+
+    # -- schedules ----------------------------------------------------------------------
+
+    async def fire_schedules(self) -> int:
+        """Fire the namespace's due schedules, of every group and both kinds (one run per
+        schedule per call); returns how many runs this call advanced.
+
+        Every worker of every group does it (and every ``redpromise serve`` replica):
+        :meth:`ProtocolSchedules.fire_due` creates each run's promise idempotently by id
+        and advances the schedule fenced on the run, so each run makes one promise
+        however many tickers race. A redpromise schedule's run is a redpromise promise; a
+        protocol schedule's (``schedule.create``) is the protocol's ``promise.create``.
+        """
+        if self._stopping():
+            return 0
+
+        async def create(data: dict[str, Any]) -> Any:
+            return await self._protocol.apply("promise.create", data, None)
+
+        # Redis' clock as this process keeps it (no TIME round trip per second); the
+        # fence, not the clock, is what keeps each run to one promise.
+        return await self._schedules.fire_due(self.store.clock.now_ms(), create)

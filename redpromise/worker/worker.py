@@ -45,7 +45,7 @@ from redpromise.worker.outcomes import Outcomes
 from redpromise.worker.reads import GroupReads, PartitionReads, StreamReads
 from redpromise.worker.registry import Function, Registry
 from redpromise.worker.supervise import Supervisor
-from redpromise.worker.upkeep import Upkeep
+from redpromise.worker.upkeep import SCHEDULE_TICK, Upkeep
 
 __all__ = ["Worker"]
 
@@ -148,6 +148,7 @@ class Worker:
         sup.spawn("heartbeat", self.heartbeat, s.heartbeat_every.total_seconds())
         sup.spawn("reclaim", self.upkeep.reclaim_round, s.reclaim_every.total_seconds())
         sup.spawn("promote", self.upkeep.promote, s.poll_interval.total_seconds())
+        sup.spawn("schedules", self.upkeep.fire_schedules, SCHEDULE_TICK)
         self.metrics.watch_worker(self)
 
     async def stop(self, grace: float) -> None:

@@ -240,6 +240,17 @@ async function requeue(key) {
   } catch (err) { showError(err); }
 }
 
+async function loadSchedules() {
+  const table = $("schedules").tBodies[0];
+  const data = await api("/schedules");
+  table.replaceChildren();
+  for (const s of data.schedules) {
+    table.append(el("tr", { "data-id": s.id }, el("td", {}, s.id), el("td", {}, s.kind), el("td", {}, el("code", {}, s.cron)),
+      el("td", {}, s.function || ""), el("td", {}, s.group || ""), el("td", {}, fmtTime(s.next_run_at)), el("td", {}, fmtTime(s.last_run_at))));
+  }
+  if (!table.rows.length) table.append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "no schedules")));
+}
+
 async function loadList() {
   $("promises").hidden = state.tab === "dead";
   $("search").hidden = state.tab === "dead";
@@ -348,6 +359,7 @@ async function refreshAll() {
     await loadSession();
     await loadOverview();
     await loadList();
+    await loadSchedules();
     const id = hashPromise();  // the detail's own address: /ui#/promise/<id>
     if (id) await openPromise(id);
     showError(null);
@@ -360,4 +372,6 @@ window.addEventListener("hashchange", () => {
 });
 
 refreshAll();
-setInterval(() => { if (state.session) loadOverview().then(() => showError(null), showError); }, 5000);
+setInterval(() => {
+  if (state.session) loadOverview().then(loadSchedules).then(() => showError(null), showError);
+}, 5000);
