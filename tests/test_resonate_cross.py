@@ -1,0 +1,125 @@
+"""Work crosses languages (issue 21): a promise begun by redpromise runs on a TypeScript
+Resonate worker connected through ``redpromise serve``, and redpromise's workers leave the
+protocol's dispatches alone. Real processes on a real Redis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import test_utils, web
+
+from redpromise import Options, Redpromise, Settings
+from redpromise.aiohttp import add_routes
+from redpromise.core.errors import ConfigurationError, InvalidId, PayloadError, PromiseRejected
+from tests.helpers import assert_eventually
+from tests.resonate.programs import Program, Programs, resonate_programs  # noqa: F401
+from tests.resonate.seed import steps_of
+
+pytestmark = [pytest.mark.resonate, pytest.mark.real]
+
+JSON = Options(target="poll://any@worker", codec="json")
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    return tmp_path / "steps.jsonl"
+
+
+@pytest.fixture
+def serve(resonate_programs: Programs, real_url: str, namespace: str) -> Program:  # noqa: F811
+    """One ``redpromise serve`` on the session's real Redis, in the test's namespace."""
+    return resonate_programs.start_serve(real_url, namespace)
+
+
+@pytest.fixture
+def ts_worker(
+    resonate_programs: Programs,  # noqa: F811
+    serve: Program,
+    ledger: Path,
+) -> Program:
+    """The seed's TypeScript worker (group "worker", ``foo``) on ``serve``."""
+    return resonate_programs.start_ts_worker(serve.url, env={"STEP_LEDGER": str(ledger)})
+
+
+@pytest.fixture
+async def rp(real_url: str, namespace: str) -> AsyncIterator[Redpromise]:
+    """redpromise's own client on the namespace ``serve`` uses."""
+    client = Redpromise(real_url, settings=Settings(namespace=namespace))
+    try:
+        yield client
+    finally:
+        await client.stop(grace=1)
+
+
+async def test_a_json_call_begun_by_redpromise_runs_on_the_typescript_worker(
+    rp: Redpromise, ts_worker: Program, ledger: Path
+) -> None:
+    handle = await rp.begin_rpc("x-1", "foo", {"input": "from python"}, options=JSON)
+    result = await handle.result(timeout=30)
+    assert result == {
+        "result": 'Processed: "from python"',
+        "steps": ["step 1 done", "step 2 done"],
+    }
+    assert steps_of(ledger, "x-1") == [1, 2]
+
+
+async def test_a_typescript_rejection_raises_promise_rejected_with_its_message(
+    rp: Redpromise, ts_worker: Program
+) -> None:
+    handle = await rp.begin_rpc("x-2", "foo", {"fail": "card declined"}, options=JSON)
+    with pytest.raises(PromiseRejected) as info:
+        await handle.result(timeout=30)
+    assert info.value.message == "card declined"
+
+
+async def test_the_same_id_begun_twice_runs_once(
+    rp: Redpromise, ts_worker: Program, ledger: Path
+) -> None:
+    first = await rp.begin_rpc("x-3", "foo", {"input": "a"}, options=JSON)
+    again = await rp.begin_rpc("x-3", "foo", {"input": "b"}, options=JSON)
+    assert await again.result(timeout=30) == await first.result(timeout=30)
+    assert steps_of(ledger, "x-3") == [1, 2]
+
+
+async def test_arguments_json_cannot_carry_are_refused_saying_why(
+    rp: Redpromise, serve: Program
+) -> None:
+    with pytest.raises(PayloadError, match="not JSON"):
+        await rp.begin_rpc("x-4", "foo", b"bytes", options=JSON)
+    with pytest.raises(PayloadError, match="not JSON"):
+        await rp.begin_rpc("x-4", "foo", math.nan, options=JSON)
+    with pytest.raises(PayloadError, match="positional arguments only"):
+        await rp.begin_rpc("x-4", "foo", options=JSON, data=1)
+    with pytest.raises(InvalidId, match="':'"):
+        await rp.begin_rpc("x:4", "foo", 1, options=JSON)
+    with pytest.raises(ConfigurationError, match="codec"):
+        Options(codec="xml")
+
+
+async def test_redpromises_gateway_begins_and_waits_on_the_typescript_worker(
+    real_url: str, namespace: str, ts_worker: Program, ledger: Path
+) -> None:
+    app = web.Application()
+    rp = Redpromise(real_url, group="gateway", settings=Settings(namespace=namespace))
+    add_routes(app, rp, "foo", target="poll://any@worker", codec="json")
+    async with test_utils.TestClient(test_utils.TestServer(app)) as client:
+        begun = await client.post("/begin?id=gw-1", json={"input": "via gateway"})
+        assert begun.status == 200
+        assert (await begun.json())["status"] == "pending"
+
+        async def settled() -> dict[str, object] | None:
+            resp = await client.get("/wait?id=gw-1")
+            body: dict[str, object] = await resp.json()
+            return None if body["status"] == "pending" else body
+
+        outcome = await assert_eventually(settled, timeout=30)
+    assert outcome == {
+        "status": "resolved",
+        "promise_id": "gw-1",
+        "result": {"result": 'Processed: "via gateway"', "steps": ["step 1 done", "step 2 done"]},
+    }
+    assert steps_of(ledger, "gw-1") == [1, 2]
