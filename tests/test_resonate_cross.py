@@ -5,6 +5,7 @@ protocol's dispatches alone. Real processes on a real Redis.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import test_utils, web
 
-from redpromise import Options, Redpromise, Settings
+from redpromise import Context, Options, Redpromise, Settings
 from redpromise.aiohttp import add_routes
 from redpromise.core.errors import ConfigurationError, InvalidId, PayloadError, PromiseRejected
 from tests.helpers import assert_eventually
@@ -123,3 +124,47 @@ async def test_redpromises_gateway_begins_and_waits_on_the_typescript_worker(
         "result": {"result": 'Processed: "via gateway"', "steps": ["step 1 done", "step 2 done"]},
     }
     assert steps_of(ledger, "gw-1") == [1, 2]
+
+
+async def test_a_redpromise_worker_leaves_a_protocol_entry_for_the_resonate_workers(
+    rp: Redpromise,
+    real_url: str,
+    namespace: str,
+    resonate_programs: Programs,  # noqa: F811
+    ledger: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A redpromise worker of the group reads the protocol entry first: it neither runs,
+    drops nor counts it, says why, and a Resonate worker that connects later still gets it
+    (serve claims it from the redpromise worker's pending list)."""
+    caplog.set_level(logging.ERROR, logger="redpromise.worker")
+    ran: list[object] = []
+    worker = Redpromise(real_url, group="worker", settings=Settings(namespace=namespace))
+
+    @worker.register(name="foo")
+    async def foo(ctx: Context, data: object) -> object:
+        ran.append(data)
+        return "python"
+
+    await worker.start()
+    try:
+        handle = await rp.begin_rpc("left-1", "foo", {"input": "for ts"}, options=JSON)
+        stream = worker.keys.stream(worker.keys.family_partition("left-1"), "worker")
+
+        async def held() -> bool:
+            pending = await worker.redis.xpending(stream, "worker")
+            said = "Resonate protocol promise" in caplog.text and "left-1" in caplog.text
+            return pending["pending"] == 1 and said
+
+        await assert_eventually(held, timeout=15)
+        assert await worker.redis.xlen(stream) == 1
+        assert (await handle.state()) == "pending"
+
+        serve = resonate_programs.start_serve(real_url, namespace)
+        resonate_programs.start_ts_worker(serve.url, env={"STEP_LEDGER": str(ledger)})
+        result = await handle.result(timeout=60)
+    finally:
+        await worker.stop(grace=1)
+    assert result["result"] == 'Processed: "for ts"'
+    assert ran == []
+    assert steps_of(ledger, "left-1") == [1, 2]

@@ -130,7 +130,18 @@ class Acquirer:
         poison rejection is only counted."""
         code = int(res[0])
         if code != 1:
-            if code == -7:
+            if code == -9:
+                # One kind of runtime per group: a protocol entry is the Resonate workers'.
+                log.error(
+                    "promise %r of group %r is a Resonate protocol promise (codec "
+                    "resonate): redpromise workers cannot run it; its entry %s is left for "
+                    "the group's Resonate SDK workers (through redpromise serve). A group "
+                    "is served by one kind of runtime at a time",
+                    id,
+                    self.group,
+                    entry,
+                )
+            elif code == -7:
                 log.error("promise %r rejected as poison", id)
                 if len(res) >= 4:
                     self._metrics.completed(self.group, res[1], "rejected", res[2], res[3])

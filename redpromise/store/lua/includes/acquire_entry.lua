@@ -15,13 +15,19 @@ local function drop_entry(keys, argv)
 end
 local function acquire_entry(keys, argv)
   local h = redis.pcall('HMGET', keys[1], 'state', 'group', 'entry', 'deliveries',
-    'version', 'func', 'args', 'attempt', 'timeout_at', 'retry', 'token')
+    'version', 'func', 'args', 'attempt', 'timeout_at', 'retry', 'token', 'codec')
   if h.err then
     return { 0, h.err }
   end
   if not h[1] then
     drop_entry(keys, argv)
     return { -1 }
+  end
+  -- A Resonate protocol promise's entry is a message for the protocol's workers (serve
+  -- offers it to an SDK process): never dropped, counted or fenced here. It stays in the
+  -- caller's pending list, where serve's consumers claim it once idle (XAUTOCLAIM).
+  if h[12] == 'resonate' then
+    return { -9, h[1] }
   end
   if h[1] ~= 'pending' then
     drop_entry(keys, argv)
