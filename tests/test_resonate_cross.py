@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import test_utils, web
 
@@ -17,8 +18,9 @@ from redpromise import Context, Options, Redpromise, Settings
 from redpromise.aiohttp import add_routes
 from redpromise.core.errors import ConfigurationError, InvalidId, PayloadError, PromiseRejected
 from tests.helpers import assert_eventually
+from tests.procs import WorkerProcess
 from tests.resonate.programs import Program, Programs, resonate_programs  # noqa: F401
-from tests.resonate.seed import steps_of
+from tests.resonate.seed import Gateway, entries_of, steps_of, unrepeated_except_in_flight
 
 pytestmark = [pytest.mark.resonate, pytest.mark.real]
 
@@ -168,3 +170,85 @@ async def test_a_redpromise_worker_leaves_a_protocol_entry_for_the_resonate_work
     assert result["result"] == 'Processed: "for ts"'
     assert ran == []
     assert steps_of(ledger, "left-1") == [1, 2]
+
+
+# -- forward: the TypeScript gateway begins, redpromise's Python workers run -----------------
+
+
+@pytest.fixture
+def py_workers(
+    real_url: str, namespace: str, tmp_path: Path, ledger: Path
+) -> Iterator[Callable[[], WorkerProcess]]:
+    """Starts redpromise worker processes of group "worker" with ``foo`` (lease 2 s, the
+    protocol task's ttl too); kills every one at the end."""
+    started: list[WorkerProcess] = []
+
+    def start() -> WorkerProcess:
+        worker = WorkerProcess(
+            real_url,
+            namespace,
+            tmp_path,
+            lease=2.0,
+            target="tests.resonate.py_foo_worker:make",
+            env={"STEP_LEDGER": str(ledger)},
+        )
+        started.append(worker)
+        return worker.start()
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.close()
+
+
+@pytest.fixture
+def ts_gateway(
+    resonate_programs: Programs,  # noqa: F811
+    serve: Program,
+    http: aiohttp.ClientSession,
+) -> Gateway:
+    """The seed's TypeScript gateway on ``serve`` (no TypeScript worker)."""
+    return Gateway(http, resonate_programs.start_ts_gateway(serve.url).url)
+
+
+async def test_a_typescript_begun_promise_runs_on_a_python_worker(
+    ts_gateway: Gateway, py_workers: Callable[[], WorkerProcess], ledger: Path
+) -> None:
+    py_workers()
+    status, _ = await ts_gateway.begin("py-1", {"input": "hello"})
+    assert status == 200
+    outcome = await assert_eventually(lambda: ts_gateway.settled("py-1"), timeout=30)
+    assert outcome == {
+        "status": "resolved",
+        "result": {"result": 'Processed: "hello"', "steps": ["step 1 done", "step 2 done"]},
+    }
+    assert steps_of(ledger, "py-1") == [1, 2]
+
+
+async def test_a_python_exception_rejects_with_its_message_in_typescript(
+    ts_gateway: Gateway, py_workers: Callable[[], WorkerProcess]
+) -> None:
+    py_workers()
+    await ts_gateway.begin("py-2", {"fail": "card declined"})
+    outcome = await assert_eventually(lambda: ts_gateway.settled("py-2"), timeout=30)
+    assert outcome == {"status": "rejected", "error": "card declined"}
+
+
+async def test_a_killed_python_workers_successor_does_not_rerun_completed_steps(
+    ts_gateway: Gateway, py_workers: Callable[[], WorkerProcess], ledger: Path
+) -> None:
+    first = py_workers()
+    await ts_gateway.begin("py-3", {"input": "x", "steps": 4, "stepMs": 600})
+
+    async def two_steps_done() -> bool:
+        return len(entries_of(ledger, "py-3")) >= 2
+
+    await assert_eventually(two_steps_done, timeout=30)
+    killed = first.pid
+    first.kill()
+    py_workers()
+    outcome = await assert_eventually(lambda: ts_gateway.settled("py-3"), timeout=60)
+    assert outcome is not None and outcome["status"] == "resolved", outcome
+    assert unrepeated_except_in_flight(ledger, "py-3", killed, 4)
+    assert {e["pid"] for e in entries_of(ledger, "py-3")} - {killed}

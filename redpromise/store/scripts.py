@@ -45,6 +45,7 @@ SCRIPT_NAMES = (
     "promote",
     "reconcile",
     "retry",
+    "rs_checkpoint",
     "rs_promise_create",
     "rs_promise_get",
     "rs_promise_settle",
