@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -128,7 +129,7 @@ async def test_redpromises_gateway_begins_and_waits_on_the_typescript_worker(
     assert steps_of(ledger, "gw-1") == [1, 2]
 
 
-async def test_a_redpromise_worker_leaves_a_protocol_entry_for_the_resonate_workers(
+async def test_a_worker_without_the_function_leaves_a_protocol_entry_for_resonate_workers(
     rp: Redpromise,
     real_url: str,
     namespace: str,
@@ -136,15 +137,16 @@ async def test_a_redpromise_worker_leaves_a_protocol_entry_for_the_resonate_work
     ledger: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A redpromise worker of the group reads the protocol entry first: it neither runs,
-    drops nor counts it, says why, and a Resonate worker that connects later still gets it
-    (serve claims it from the redpromise worker's pending list)."""
+    """A redpromise worker of the group without the promise's function reads the protocol
+    entry first: it neither runs, drops nor counts it, says why, and a Resonate worker that
+    connects later still gets it (serve claims it from the redpromise worker's pending
+    list)."""
     caplog.set_level(logging.ERROR, logger="redpromise.worker")
     ran: list[object] = []
     worker = Redpromise(real_url, group="worker", settings=Settings(namespace=namespace))
 
-    @worker.register(name="foo")
-    async def foo(ctx: Context, data: object) -> object:
+    @worker.register(name="bar")
+    async def bar(ctx: Context, data: object) -> object:
         ran.append(data)
         return "python"
 
@@ -155,7 +157,7 @@ async def test_a_redpromise_worker_leaves_a_protocol_entry_for_the_resonate_work
 
         async def held() -> bool:
             pending = await worker.redis.xpending(stream, "worker")
-            said = "Resonate protocol promise" in caplog.text and "left-1" in caplog.text
+            said = "function 'foo' is not registered" in caplog.text and "left-1" in caplog.text
             return pending["pending"] == 1 and said
 
         await assert_eventually(held, timeout=15)
@@ -252,3 +254,39 @@ async def test_a_killed_python_workers_successor_does_not_rerun_completed_steps(
     assert outcome is not None and outcome["status"] == "resolved", outcome
     assert unrepeated_except_in_flight(ledger, "py-3", killed, 4)
     assert {e["pid"] for e in entries_of(ledger, "py-3")} - {killed}
+
+
+async def test_serve_leaves_a_redpromise_dispatch_for_redpromise_workers(
+    rp: Redpromise,
+    real_url: str,
+    namespace: str,
+    serve: Program,
+    ts_worker: Program,
+) -> None:
+    """A redpromise (msgpack) promise of a group a Resonate worker is connected for: serve
+    neither offers nor deletes its entry, says why, and a redpromise worker that starts
+    later reclaims and runs it."""
+    handle = await rp.begin_rpc("rp-1", "echo", "hi", target="poll://any@worker")
+    stream = rp.keys.stream(rp.keys.partition("rp-1"), "worker")
+
+    async def refused() -> bool:
+        pending = await rp.redis.xpending(stream, "worker")
+        return pending["pending"] == 1 and "'rp-1'" in serve.output()
+
+    await assert_eventually(refused, timeout=15)
+    assert "is a redpromise promise (msgpack)" in serve.output()
+    assert await rp.redis.xlen(stream) == 1
+
+    worker = Redpromise(
+        real_url, group="worker", settings=Settings(namespace=namespace, lease=timedelta(seconds=1))
+    )
+
+    @worker.register(name="echo")
+    async def echo(ctx: Context, value: object) -> object:
+        return value
+
+    await worker.start()
+    try:
+        assert await handle.result(timeout=30) == "hi"
+    finally:
+        await worker.stop(grace=1)
