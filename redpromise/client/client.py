@@ -12,6 +12,7 @@ from typing import Any
 
 from redpromise.client.children import ClientChildPromises, cancel_children
 from redpromise.client.handle import Handle, seconds
+from redpromise.client.json_calls import begin_json, json_param
 from redpromise.client.namespace import pinned_layout, sharded_pubsub
 from redpromise.client.registration import Registration
 from redpromise.client.schedules import Scheduling
@@ -29,6 +30,7 @@ from redpromise.redis.cluster import cluster_enabled
 from redpromise.redis.connect import connect, connect_cluster_client, decodes, warn_eviction
 from redpromise.redis.kinds import is_cluster
 from redpromise.redis.wire import AnyRedis
+from redpromise.store.protocol import ProtocolStore
 from redpromise.store.queues import queue_state
 from redpromise.store.search import PromiseInfo, SearchPage, counts, search
 from redpromise.store.store import Completion, Record, Store
@@ -92,6 +94,7 @@ class Redpromise(Registration, Scheduling):
         self._worker: Worker | None = None
         self._checked = False
         self._default_timeout_ms = int(self.settings.timeout.total_seconds() * 1000)
+        self._protocol: ProtocolStore | None = None  # made once the key layout is known
 
     @classmethod
     def from_env(cls, *, group: str | None = None, **overrides: Any) -> Redpromise:
@@ -244,6 +247,11 @@ class Redpromise(Registration, Scheduling):
         Returns as soon as the promise is durable in Redis. ``timeout`` is seconds or a
         ``timedelta`` (default ``Settings.timeout``); :class:`ConfigurationError` unless
         positive and finite.
+
+        With ``Options(codec="json")`` the promise is a Resonate protocol promise
+        (:mod:`redpromise.client.json_calls`): a Resonate SDK worker of the target group,
+        connected through ``redpromise serve``, runs ``name(*args)``; the arguments must be
+        JSON (:class:`PayloadError` says why not) and the result is the function's JSON.
         """
         with self.hooks.tracer.begin_span(id, name):
             validate_id(id)
@@ -252,6 +260,8 @@ class Redpromise(Registration, Scheduling):
                 target=target, timeout=timeout, retry=retry, tags=tags
             )
             group = parse_target(opts.target) if opts.target else _DEFAULT_GROUP
+            if opts.codec == "json":
+                return await self._begin_json(id, name, args, kwargs, opts, group)
             limit = self.settings.max_payload_bytes
             call = self.hooks.tracer.with_context({"a": list(args), "k": kwargs})
             payload = encode(call, limit)
@@ -282,6 +292,32 @@ class Redpromise(Registration, Scheduling):
                 created_at = timeout_at - timeout_ms if created else None
                 self._waiter.after_create(id, before, created_at, timeout_at)
             return Handle(self, id)
+
+    async def _begin_json(
+        self,
+        id: str,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        opts: Options,
+        group: str,
+    ) -> Handle:
+        """begin_rpc of a JSON call: one protocol ``promise.create`` (see json_calls)."""
+        if opts.retry is not None:
+            raise ConfigurationError("a JSON call is retried by its Resonate worker: no retry=")
+        param = json_param(name, args, kwargs, self.settings.max_payload_bytes)
+        timeout_ms = (
+            int(opts.timeout.total_seconds() * 1000)
+            if opts.timeout is not None
+            else self._default_timeout_ms
+        )
+        await self._ready()
+        if self._protocol is None:
+            self._protocol = ProtocolStore(self.store)
+        async with translate_errors():
+            now = self.store.clock.now_ms()
+            await begin_json(self._protocol, id, param, group, now + timeout_ms, opts.tags)
+        return Handle(self, id)
 
     async def rpc(self, id: str, name: str, *args: Any, **kwargs: Any) -> Any:
         """:meth:`begin_rpc`, then wait for and return the result."""

@@ -268,6 +268,11 @@ class Keys:
         """Protocol promise ``id``'s hash (the same layout as :meth:`promise`)."""
         return f"{self._tags[self.family_partition(id)]}:p:{id}"
 
+    def rs_steps(self, id: str) -> str:
+        """Steps hash of protocol promise ``id`` run by a redpromise worker (the layout of
+        :meth:`steps`, in the family's partition; settling the promise deletes it)."""
+        return f"{self._tags[self.family_partition(id)]}:s:{id}"
+
     def rs_callbacks(self, id: str) -> str:
         """Set of the promise keys of the tasks awaiting ``id``."""
         return f"{self._tags[self.family_partition(id)]}:rc:{id}"

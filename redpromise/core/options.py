@@ -229,6 +229,10 @@ class Options:
     """Retry policy for this promise, overriding the function's registered policy."""
     tags: dict[str, str] | None = None
     """Free-form string tags stored with the promise."""
+    codec: str | None = None
+    """How the call and its outcome are encoded: ``"msgpack"`` (the default: redpromise's
+    own workers run it) or ``"json"`` (a Resonate protocol promise that Resonate SDK workers
+    connected through ``redpromise serve`` run; see ``docs/resonate.md``)."""
 
     def __init__(
         self,
@@ -237,13 +241,17 @@ class Options:
         timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
         tags: dict[str, str] | None = None,
+        codec: str | None = None,
     ) -> None:
         # A hand-written __init__ so the field keeps its timedelta type while callers may
         # pass seconds; merge() goes through here as well.
+        if codec not in (None, "msgpack", "json"):
+            raise ConfigurationError(f"codec must be 'msgpack' or 'json', not {codec!r}")
         object.__setattr__(self, "target", target)
         object.__setattr__(self, "timeout", as_timeout(timeout))
         object.__setattr__(self, "retry", retry)
         object.__setattr__(self, "tags", tags)
+        object.__setattr__(self, "codec", codec)
 
     def merge(
         self,
@@ -262,6 +270,7 @@ class Options:
             timeout=self.timeout if timeout is None else timeout,
             retry=self.retry if retry is None else retry,
             tags=self.tags if tags is None else tags,
+            codec=self.codec,
         )
 
 

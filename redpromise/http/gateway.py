@@ -113,6 +113,7 @@ class Gateway:
     max_wait: float
     retry_after: int
     default_body: Any
+    codec: str | None = None
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     # begin_rpc's options, built once: passing target= would build a new Options per call
     options: Options = field(init=False)
@@ -130,7 +131,7 @@ class Gateway:
     _wait_json: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.options = Options(target=self.target)
+        self.options = Options(target=self.target, codec=self.codec)
         self._wait_json = dumps(self.path("/wait?id="))[:-1]
 
     # -- plumbing -----------------------------------------------------------------------

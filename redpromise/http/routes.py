@@ -46,6 +46,7 @@ def add_routes(
     default_body: Any = DEFAULT_BODY,
     manage: bool = True,
     ui: bool = True,
+    codec: str | None = None,
 ) -> Gateway:
     """Add ``begin``/``wait``/``resolve``/``reject``/``cancel``/``healthz``/``openapi.json``
     and ``metrics``.
@@ -58,7 +59,9 @@ def add_routes(
     startup runs ``rp.start()`` and its cleanup ``rp.stop()``; Redis being down at startup
     is only a warning (requests answer 503 until it is back), unless ``rp`` has registered
     functions to serve. On shutdown, long-polls return at once. With ``ui`` (the default)
-    the dashboard is served at ``{prefix}/ui`` (redpromise/http/dashboard.py).
+    the dashboard is served at ``{prefix}/ui`` (redpromise/http/dashboard.py). ``codec``
+    ``"json"`` begins Resonate protocol promises, run by Resonate SDK workers of the target
+    group through ``redpromise serve`` (the body is the function's one argument).
 
     Returns the :class:`Gateway` (also listed under ``app[GATEWAYS]``).
     """
@@ -78,6 +81,7 @@ def add_routes(
         max_wait=max_wait,
         retry_after=retry_after,
         default_body=default_body,
+        codec=codec,
     )
     first = GATEWAYS not in app
     if first:

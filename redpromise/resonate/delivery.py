@@ -99,6 +99,7 @@ class GroupFeed:
         self.streams = [keys.stream(k, group) for k in range(keys.partitions)]
         self._grouped = False
         self._backlog = True  # this consumer's entries read earlier and never acknowledged
+        self._refused: set[str] = set()  # redpromise entries already logged (one line each)
 
     async def ensure_groups(self) -> None:
         """Create the consumer group on every stream of the group, from the start of the
@@ -176,6 +177,20 @@ class GroupFeed:
             got += await self._offer(_text(key), entries)
         return got
 
+    def _refuse(self, id: str, entry: str) -> None:
+        """Say once per entry why a redpromise dispatch is not offered."""
+        if entry in self._refused:
+            return
+        if len(self._refused) > 10_000:
+            self._refused.clear()
+        self._refused.add(entry)
+        log.error(
+            "promise %r of group %r is a redpromise promise (msgpack), which Resonate SDK "
+            "workers cannot run: its entry %s is left for the group's redpromise workers. A "
+            "group is served by one kind of runtime at a time",
+            id, self.group, entry,
+        )  # fmt: skip
+
     async def _offer(self, key: str, entries: Sequence[Any]) -> int:
         done: list[Any] = []
         for entry in entries:
@@ -189,6 +204,12 @@ class GroupFeed:
             id = fields.get("id")
             if id is None:
                 done.append(entry_id)  # not a protocol message: nothing to offer
+                continue
+            if "k" not in fields:
+                # redpromise's own dispatch (every protocol message carries k): a Resonate
+                # worker cannot run it. Left in this consumer's pending list, never
+                # acknowledged, so a redpromise worker of the group reclaims it.
+                self._refuse(id, _text(entry_id))
                 continue
             message = await _message_frame(
                 fields.get("k", "e"), id, fields.get("v", "0"), self.record_of

@@ -147,6 +147,16 @@ class ProtocolStore:
             n += await self.schedules.fire_due(now, create)
         return n
 
+    async def checkpoint(self, id: str, version: int, pid: str, seq: int, blob: bytes) -> Any:
+        """Record step ``seq`` (``blob``) of task ``id`` held by ``pid`` at ``version``
+        (rs_checkpoint.lua, redpromise's extension for its own workers): ``[1]``, or the
+        refusal ``[-1]``, ``[-2, state]``, ``[-3]`` (not the holder at that version)."""
+        keys = [self.keys.rs_promise(id), self.keys.rs_steps(id)]
+        reply: Any = await self.store.batch.call(
+            self.store.scripts["rs_checkpoint"], keys, [version, pid, seq, blob]
+        )
+        return reply
+
     async def reset(self) -> None:
         """debug.reset: delete every partition key of the namespace (its meta stays)."""
         await reset_namespace(self.store)

@@ -45,6 +45,7 @@ SCRIPT_NAMES = (
     "promote",
     "reconcile",
     "retry",
+    "rs_checkpoint",
     "rs_promise_create",
     "rs_promise_get",
     "rs_promise_settle",
@@ -78,6 +79,7 @@ CODES: dict[int, str] = {
     -6: "not_owner",
     -7: "poison",
     -8: "not_due",
+    -9: "protocol",
 }
 
 # What each refusal code means, in words for log lines and error messages (the names of
@@ -91,6 +93,7 @@ WORDS: dict[int, str] = {
     -6: "the entry is held by another consumer",
     -7: "rejected as poison (delivered too many times)",
     -8: "not due yet",
+    -9: "a Resonate protocol promise (served by Resonate SDK workers through redpromise serve)",
 }
 
 # A completed state in words, as `already completed (canceled)` names it.

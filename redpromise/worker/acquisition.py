@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redpromise.core.codec import as_text
@@ -21,6 +21,7 @@ from redpromise.redis.classify import cause_of
 from redpromise.redis.replies import error_reply
 from redpromise.store.scripts import CODES
 from redpromise.worker.execution import Execution, Runtime, id_field
+from redpromise.worker.protocol_tasks import Offer
 from redpromise.worker.reads import Delivery, Taken
 
 __all__ = ["Acquirer"]
@@ -41,14 +42,18 @@ class Acquirer:
         consumer: str,
         poison: bytes,
         start: Callable[[Execution], None],
+        offered: Callable[[Sequence[Offer]], Awaitable[None]],
     ) -> None:
-        """``poison``: the error a promise delivered too often is rejected with."""
+        """``poison``: the error a promise delivered too often is rejected with;
+        ``offered`` handles the Resonate protocol entries (acquire's ``-9``: see
+        :mod:`redpromise.worker.protocol_tasks`)."""
         self.runtime = runtime
         self.store = runtime.store
         self.group = runtime.group
         self.consumer = consumer
         self._poison = poison
         self._start = start
+        self._offered = offered
         self._metrics = runtime.hooks.metrics
 
     async def acquire(self, deliveries: Sequence[Delivery]) -> None:
@@ -105,6 +110,7 @@ class Acquirer:
         which stays pending to be acquired again; the first such error is raised last."""
         deferred: BaseException | None = None
         corrupt: list[tuple[int, str, str]] = []
+        offers: list[Offer] = []
         try:
             for (k, entry, id), res in zip(valid, results, strict=True):
                 if isinstance(res, BaseException):
@@ -118,7 +124,12 @@ class Acquirer:
                     else:  # not expected from acquire_entry.lua: left to be reclaimed
                         deferred = deferred or error
                     continue
+                if int(res[0]) == -9:  # a protocol entry: never dropped (see protocol_tasks)
+                    offers.append((k, entry, id, res, sent))
+                    continue
                 self._acquisition(k, entry, id, res, sent)
+            if offers:
+                await self._offered(offers)
         finally:
             await self.bury(corrupt)
         if deferred is not None:

@@ -42,6 +42,7 @@ from redpromise.worker.acquisition import Acquirer
 from redpromise.worker.context import Context, Suspend
 from redpromise.worker.execution import ChildPromises, Execution, Runtime, Slots, worth_waiting_out
 from redpromise.worker.outcomes import Outcomes
+from redpromise.worker.protocol_tasks import ProtocolExecution, ProtocolTasks
 from redpromise.worker.reads import GroupReads, PartitionReads, StreamReads
 from redpromise.worker.registry import Function, Registry
 from redpromise.worker.supervise import Supervisor
@@ -103,8 +104,15 @@ class Worker:
             self.redis, head, self.streams, block_ms, self._take_call
         )
         self.reads.use(range(self.keys.partitions))
+        self.protocol_tasks = ProtocolTasks(
+            self.runtime, registry, consumer=consumer, start=self._begin
+        )
         self.acquirer = Acquirer(
-            self.runtime, consumer=consumer, poison=self._poison, start=self._begin
+            self.runtime,
+            consumer=consumer,
+            poison=self._poison,
+            start=self._begin,
+            offered=self.protocol_tasks.offered,
         )
         self.outcomes = Outcomes(self.runtime)
         self.supervisor = Supervisor(log, hooks.metrics)
@@ -305,6 +313,8 @@ class Worker:
     def _start(self, ex: Execution) -> Awaitable[None]:
         """What runs ``ex`` (its function, or the write that settles why it cannot run),
         returned to be awaited by :meth:`_execute`: one coroutine less per execution."""
+        if isinstance(ex, ProtocolExecution):
+            return self.protocol_tasks.run(ex)
         func = self.registry.get(ex.func)
         if func is None:
             return self._unknown(ex)
@@ -393,6 +403,10 @@ class Worker:
     async def heartbeat(self) -> None:
         """Renew every in-flight lease once; cancel executions whose renewal is refused."""
         items = list(self._inflight.values())
+        protocol = [ex for ex in items if isinstance(ex, ProtocolExecution)]
+        if protocol:
+            items = [ex for ex in items if not isinstance(ex, ProtocolExecution)]
+            await self.protocol_tasks.heartbeat(protocol)
         if not items:
             return
         sent = time.monotonic()

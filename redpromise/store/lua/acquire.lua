@@ -39,6 +39,13 @@ acquire: take ownership of one delivered stream entry (by XREADGROUP or XAUTOCLA
                  delivered more than ARGV[5] times: promise rejected as poison, entry
                  moved to the dead stream (with the function and arguments); the
                  record's function and Redis timestamps are returned for metrics
+    { -9, state, t_state, t_version, rs_param, timeout_at, k, v }
+                 a Resonate protocol promise (its hash's codec is 'resonate'): its entry
+                 is the protocol's message (kind k, version v: see docs/resonate.md), for
+                 Resonate workers through redpromise serve, or for a redpromise worker to
+                 acquire through the protocol (task.acquire); with the promise's state,
+                 its task's state and version, its param (JSON text) and timeout.
+                 Nothing written, the entry left in the caller's pending list
       { -6 }       another consumer holds the entry (it reclaimed it after the caller's
                  delivery had lapsed): nothing written, the entry left to its holder
     { 0, error } the promise hash could not be read (a key of another type: the text

@@ -52,6 +52,13 @@ take: read one partition's new entries for a consumer and acquire each, in one c
     { -5 }       the promise targets another group: acked and deleted
     { -7, func, created_at, completed_at }
                  delivered more than ARGV[4] times: rejected as poison, dead record kept
+    { -9, state, t_state, t_version, rs_param, timeout_at, k, v }
+                 a Resonate protocol promise (its hash's codec is 'resonate'): its entry
+                 is the protocol's message (kind k, version v: see docs/resonate.md), for
+                 Resonate workers through redpromise serve, or for a redpromise worker to
+                 acquire through the protocol (task.acquire); with the promise's state,
+                 its task's state and version, its param (JSON text) and timeout.
+                 Nothing written, the entry left in the caller's pending list
     { 0, error } the promise hash could not be read (a key of another type): left in
                  the consumer's pending list, for the caller to bury (bury.lua)
   An entry without a promise id is left in the pending list too, for the caller to bury:

@@ -15,13 +15,34 @@ local function drop_entry(keys, argv)
 end
 local function acquire_entry(keys, argv)
   local h = redis.pcall('HMGET', keys[1], 'state', 'group', 'entry', 'deliveries',
-    'version', 'func', 'args', 'attempt', 'timeout_at', 'retry', 'token')
+    'version', 'func', 'args', 'attempt', 'timeout_at', 'retry', 'token', 'codec')
   if h.err then
     return { 0, h.err }
   end
   if not h[1] then
     drop_entry(keys, argv)
     return { -1 }
+  end
+  -- A Resonate protocol promise's entry is a message for the protocol's workers (serve
+  -- offers it to an SDK process): never dropped, counted or fenced here. It stays in the
+  -- caller's pending list, where serve's consumers claim it once idle (XAUTOCLAIM).
+  -- The reply carries what a worker that serves protocol tasks needs to decide whether to
+  -- acquire it through the protocol (redpromise/worker/protocol_tasks.py).
+  if h[12] == 'resonate' then
+    local t = redis.call('HMGET', keys[1], 't_state', 't_version', 'rs_param')
+    local kind, v = '', ''
+    local e = redis.call('XRANGE', keys[3], argv[2], argv[2])
+    if e[1] then
+      local f = e[1][2]
+      for j = 1, #f - 1, 2 do
+        if f[j] == 'k' then
+          kind = f[j + 1]
+        elseif f[j] == 'v' then
+          v = f[j + 1]
+        end
+      end
+    end
+    return { -9, h[1], t[1] or '', t[2] or '', t[3] or '', h[9] or '', kind, v }
   end
   if h[1] ~= 'pending' then
     drop_entry(keys, argv)
