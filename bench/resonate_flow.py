@@ -1,7 +1,8 @@
 """One command for the Resonate face's benchmark (issue 20).
 
     python bench/resonate_flow.py [--quick] [--rounds R] [--count N] [--latency-count M]
-                                  [--only serve,oracle,python,pg] [--cases w100,w100s2,w1]
+                                  [--only serve,oracle,python,pg,ts-py,py-ts]
+                                  [--cases w100,w100s2,w1]
 
 The seed's flow (a gateway-like driver: ``beginRpc("foo")`` to ``poll://any@worker`` then
 ``result()``, ``window`` promises in flight; a worker process runs ``foo`` with 0 or 2
@@ -13,6 +14,10 @@ The seed's flow (a gateway-like driver: ``beginRpc("foo")`` to ``poll://any@work
             the ceiling of the SDK itself, the reference every ratio is taken to;
 ``python``  the same shape on redpromise's own Python client and worker, no protocol
             (bench/resonate/py_flow.py);
+``ts-py``   across languages through ``redpromise serve``: the TypeScript driver begins,
+            redpromise's Python worker runs ``foo`` (a protocol task: issue 21);
+``py-ts``   the other way: redpromise's Python driver begins with ``Options(codec="json")``, the
+            TypeScript SDK's worker runs it;
 ``pg``      optional: Resonate's Postgres connector (resonate-pg) on the local PostgreSQL via
             ``@resonatehq/sdk/postgres``; skipped with a line saying why unless its SQL file
             (``--pg-sql``, default $RESONATE_PG_SQL) and the npm package ``pg`` are present.
@@ -76,7 +81,8 @@ ORACLE = NODE_DIR / "oracle_server.mjs"
 CASES: dict[str, tuple[int, int]] = {"w100": (100, 0), "w100s2": (100, 2), "w1": (1, 0)}
 CASE_TITLES = {"w100": "window 100, no steps", "w100s2": "window 100, two steps",
                "w1": "window 1 (one in flight)"}
-SYSTEMS = ("serve", "oracle", "python", "pg")
+SYSTEMS = ("serve", "oracle", "python", "pg", "ts-py", "py-ts")
+CROSS = ("ts-py", "py-ts")  # serve between the two languages
 
 
 class Unavailable(Exception):
@@ -192,7 +198,7 @@ class Bench:
         try:
             server, worker, driver, env = self._start(system, procs)
             worker.wait_for(b"READY")
-            is_redis = system in ("serve", "python")
+            is_redis = system in ("serve", "python", *CROSS)
             stats0 = commandstats(self.r) if is_redis else {}
             db0 = proc_cpu(self.redis_pid) if is_redis else postgres_cpu()
             s0 = server.cpu() if server else 0.0
@@ -226,6 +232,17 @@ class Bench:
     def _start(self, system: str, procs: list[Proc]
                ) -> tuple[Proc | None, Proc, list[str], dict[str, str] | None]:
         node, env = self.node, py_env()
+        if system in CROSS:
+            base, ns, server = self._serve(procs, env)
+            if system == "ts-py":  # the TypeScript driver, redpromise's Python worker
+                worker = Proc("pyworker", [sys.executable, str(RES / "py_flow.py"), "worker",
+                                           self.url, ns], self.logdir, env=env)
+                procs.append(worker)
+                return server, worker, [node, str(RES / "flow.mjs"), base], None
+            worker = Proc("worker", [node, str(RES / "worker.mjs"), base], self.logdir, cwd=RES)
+            procs.append(worker)  # redpromise's Python driver, the TypeScript SDK's worker
+            return server, worker, [sys.executable, str(RES / "py_flow.py"), "flow-json",
+                                    self.url, ns], env
         if system == "serve":
             port = free_port()
             ns = f"rsb{uuid.uuid4().hex[:10]}"
@@ -254,6 +271,17 @@ class Bench:
         worker = Proc("worker", [node, str(RES / "worker.mjs"), base], self.logdir, cwd=RES)
         procs.append(worker)
         return server, worker, [node, str(RES / "flow.mjs"), base], None
+
+    def _serve(self, procs: list[Proc], env: dict[str, str]) -> tuple[str, str, Proc]:
+        """A `redpromise serve` on a fresh namespace: (its URL, the namespace, its process)."""
+        port = free_port()
+        ns = f"rsb{uuid.uuid4().hex[:10]}"
+        server = Proc("serve", [sys.executable, "-m", "redpromise", "serve", "--port",
+                                str(port), "--url", self.url, "--namespace", ns],
+                      self.logdir, env=env, cwd=ROOT)
+        procs.append(server)
+        server.wait_for(b"listening on")
+        return f"http://127.0.0.1:{port}", ns, server
 
     def _drive(self, cmd: list[str], env: dict[str, str] | None, count: int, window: int,
                steps: int, warmup: int) -> dict[str, Any]:
@@ -427,7 +455,7 @@ def main() -> int:
     p.add_argument("--count", type=int, default=None, help="promises per window-100 run (3,000)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up promises per run (200)")
     p.add_argument("--latency-count", type=int, default=None, help="promises per w1 run (500)")
-    p.add_argument("--only", default=",".join(SYSTEMS), help="systems (serve,oracle,python,pg)")
+    p.add_argument("--only", default=",".join(SYSTEMS), help="systems: " + ",".join(SYSTEMS))
     p.add_argument("--cases", default=",".join(CASES), help="cases (w100,w100s2,w1)")
     p.add_argument("--timeout", type=float, default=300, help="per driver run, s")
     p.add_argument("--pg-sql", default=os.environ.get("RESONATE_PG_SQL", ""),

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from redpromise import Redpromise
+from redpromise import Redpromise, Settings, StoreUnavailable
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
 from tests.procs import ROOT, WorkerProcess
@@ -340,3 +340,17 @@ def test_worker_refuses_a_metrics_port_without_prometheus_client(real_url: str) 
     )
     assert proc.returncode == 2, proc.stderr
     assert b"pip install redpromise[metrics]" in proc.stderr
+
+
+@pytest.mark.real
+async def test_a_stopped_client_opens_no_connection_for_the_metrics(
+    real_url: str, namespace: str
+) -> None:
+    # The process's metrics keep watching a group whose client stopped (its worker ended):
+    # a scrape must not reopen a connection on that client (nobody would close it again).
+    rp = Redpromise(real_url, settings=Settings(namespace=namespace))
+    await rp.start()
+    assert await rp.queue_state("worker") == (0, 0, 0.0)
+    await rp.stop()
+    with pytest.raises(StoreUnavailable):
+        await rp.queue_state("worker")

@@ -110,17 +110,20 @@ async def test_redpromises_gateway_begins_and_waits_on_the_typescript_worker(
     app = web.Application()
     rp = Redpromise(real_url, group="gateway", settings=Settings(namespace=namespace))
     add_routes(app, rp, "foo", target="poll://any@worker", codec="json")
-    async with test_utils.TestClient(test_utils.TestServer(app)) as client:
-        begun = await client.post("/begin?id=gw-1", json={"input": "via gateway"})
-        assert begun.status == 200
-        assert (await begun.json())["status"] == "pending"
+    try:
+        async with test_utils.TestClient(test_utils.TestServer(app)) as client:
+            begun = await client.post("/begin?id=gw-1", json={"input": "via gateway"})
+            assert begun.status == 200
+            assert (await begun.json())["status"] == "pending"
 
-        async def settled() -> dict[str, object] | None:
-            resp = await client.get("/wait?id=gw-1")
-            body: dict[str, object] = await resp.json()
-            return None if body["status"] == "pending" else body
+            async def settled() -> dict[str, object] | None:
+                resp = await client.get("/wait?id=gw-1")
+                body: dict[str, object] = await resp.json()
+                return None if body["status"] == "pending" else body
 
-        outcome = await assert_eventually(settled, timeout=30)
+            outcome = await assert_eventually(settled, timeout=30)
+    finally:
+        await rp.stop()  # the routes leave their client to its owner
     assert outcome == {
         "status": "resolved",
         "promise_id": "gw-1",

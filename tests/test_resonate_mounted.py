@@ -39,9 +39,13 @@ async def client(real_url: str, namespace: str) -> AsyncIterator[test_utils.Test
         Redpromise(real_url, settings=settings),
         ServeOptions(prefix="/resonate", tick_every=0.2),
     )
-    add_routes(app, Redpromise(real_url, settings=settings), "foo", target="poll://any@w")
-    async with test_utils.TestClient(test_utils.TestServer(app)) as c:
-        yield c
+    gateway = Redpromise(real_url, settings=settings)  # the gateway routes' own client
+    add_routes(app, gateway, "foo", target="poll://any@w")
+    try:
+        async with test_utils.TestClient(test_utils.TestServer(app)) as c:
+            yield c
+    finally:
+        await gateway.stop()  # the routes leave their client to its owner
 
 
 async def post(c: test_utils.TestClient[Any, Any], kind: str, data: dict[str, Any]) -> Any:

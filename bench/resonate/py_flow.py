@@ -5,6 +5,9 @@
     python py_flow.py flow <redis-url> <namespace> <count> <window> <steps> [<warmup>]
         ``window`` lanes, each begin_rpc("foo") then result() in turn; one JSON line
         {count, window, steps, seconds, per_second, p50_ms, p99_ms} like flow.mjs.
+    python py_flow.py flow-json …the same arguments…
+        the same driver, beginning Resonate protocol promises (``Options(codec="json")``
+        to ``poll://any@worker``): the work crosses to the TypeScript SDK's workers.
 
 Needs the repo on PYTHONPATH. Percentiles are taken as flow.mjs takes them (the sample at
 floor(p/100 * n) of the sorted latencies), so the two drivers' figures compare.
@@ -20,8 +23,10 @@ import sys
 import time
 from typing import Any
 
-from redpromise import Redpromise, Settings
+from redpromise import Options, Redpromise, Settings
 from redpromise.cli.runner import event_loop_factory
+
+CROSS = Options(target="poll://any@worker", codec="json")
 
 
 def make(url: str, namespace: str, group: str) -> Redpromise:
@@ -50,14 +55,19 @@ async def worker(url: str, namespace: str) -> None:
     await rp.stop(grace=0)
 
 
-async def flow(url: str, namespace: str, count: int, window: int, steps: int, warmup: int) -> None:
+async def flow(
+    url: str, namespace: str, count: int, window: int, steps: int, warmup: int, json_codec: bool
+) -> None:
     rp = make(url, namespace, "gateway")  # never started: a driver is not a worker
     run = f"{os.getpid()}-{time.time_ns()}"
 
     async def one(i: int, latencies: list[float] | None) -> None:
         started = time.perf_counter()
-        handle = await rp.begin_rpc(f"bench-{run}-{i}", "foo", {"steps": steps, "i": i},
-                                    target="worker")
+        id, data = f"bench-{run}-{i}", {"steps": steps, "i": i}
+        if json_codec:
+            handle = await rp.begin_rpc(id, "foo", data, options=CROSS)
+        else:
+            handle = await rp.begin_rpc(id, "foo", data, target="worker")
         await handle.result()
         if latencies is not None:
             latencies.append((time.perf_counter() - started) * 1000)
@@ -96,7 +106,7 @@ def main() -> None:
         else:
             count, window, steps = (int(x) for x in rest[:3])
             warmup = int(rest[3]) if len(rest) > 3 else 200
-            runner.run(flow(url, namespace, count, window, steps, warmup))
+            runner.run(flow(url, namespace, count, window, steps, warmup, role == "flow-json"))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from redpromise.client.registration import Registration
 from redpromise.client.schedules import Scheduling
 from redpromise.client.waiter import Waiter
 from redpromise.core.codec import encode, encode_error, error_of
-from redpromise.core.errors import ConfigurationError, PromiseNotFound
+from redpromise.core.errors import ConfigurationError, PromiseNotFound, StoreUnavailable
 from redpromise.core.hooks import Hooks
 from redpromise.core.keys import Keys, validate_group, validate_id
 from redpromise.core.options import Options, RetryPolicy, Settings, Timeout, parse_target
@@ -76,6 +76,7 @@ class Redpromise(Registration, Scheduling):
         self.settings = settings or Settings()
         self.url = url or DEFAULT_URL
         self._own_redis = redis is None
+        self._stopped = False  # stop() closed the connections this client owns
         if redis is not None and decodes(redis):
             raise ConfigurationError(
                 "the Redis client decodes responses (decode_responses=True); redpromise "
@@ -118,6 +119,7 @@ class Redpromise(Registration, Scheduling):
         later) and :class:`ConfigurationError` when the settings or the Redis user's
         rights are wrong. Once started, a worker rides out Redis outages by itself.
         """
+        self._stopped = False
         await self._ready()
         await self._warn_eviction()
         if self.registry and self._worker is None:
@@ -156,6 +158,7 @@ class Redpromise(Registration, Scheduling):
         await self.store.clock.close()
         if self._own_redis:
             await self.redis.aclose()
+            self._stopped = True
 
     async def __aenter__(self) -> Redpromise:
         await self.start()
@@ -423,7 +426,10 @@ class Redpromise(Registration, Scheduling):
     async def queue_state(self, group: str) -> tuple[int, int, float]:
         """``(depth, in_flight, oldest_age_seconds)`` of ``group``'s queue over every
         partition (the metrics' queue gauges; depth as :mod:`redpromise.store.queues`
-        defines it)."""
+        defines it). A client that was stopped answers :class:`StoreUnavailable` instead of
+        opening a connection again (the process's metrics may still watch it)."""
+        if self._stopped:
+            raise StoreUnavailable("this client was stopped", "stopped")
         await self._ready()  # the key layout is known only once the namespace was read
         return await queue_state(self.redis, self.keys, group)
 

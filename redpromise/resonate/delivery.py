@@ -236,9 +236,13 @@ class UnicastFeed:
     async def listen_once(self) -> None:
         """Wait up to a second for one message and offer it; (re)subscribes as needed."""
         if self._pubsub is None:
-            pubsub = self.redis.pubsub()
-            await pubsub.subscribe(self.channel)
-            self._pubsub = pubsub
+            # Kept before subscribing: a stop that cancels the subscribe still closes it.
+            self._pubsub = self.redis.pubsub()
+            try:
+                await self._pubsub.subscribe(self.channel)
+            except BaseException:
+                await self.close()
+                raise
         try:
             msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
         except Exception:
