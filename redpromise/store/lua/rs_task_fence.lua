@@ -26,12 +26,10 @@ local now = rs_clock()
 local pkey = KEYS[1]
 rs_eager(pkey, now)
 rs_eager(KEYS[2], now)
-local t = redis.call('HMGET', pkey, 't_state', 't_version')
-if not t[1] then
+local why = rs_unheld(pkey, now, ARGV[6])
+if why == 404 then
   return { 404 }
-end
-if t[1] ~= 'acquired' or not rs_logically_pending(pkey, now)
-    or tonumber(t[2]) ~= tonumber(ARGV[6]) then
+elseif why then
   return { 409 }
 end
 if ARGV[7] == 'create' then

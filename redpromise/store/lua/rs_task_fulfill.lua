@@ -8,8 +8,7 @@ rs_task_fulfill: the Resonate protocol's task.fulfill: settle the task's own pro
   ARGV[9] the redpromise value (msgpack, made in Python from ARGV[8])
 
   Returns
-    { 200, record }   settled (awaiters resumed, listeners unblocked) and fulfilled; a
-                      promise already settled is returned as it is (its task fulfilled)
+    { 200, record }   settled (awaiters resumed, listeners unblocked) and fulfilled
     { 404 }           no such task
     { 409, what }     'state': not acquired (or its promise settled); 'version'
   Fence rule: only the holder of the acquired task at exactly ARGV[6] settles.
@@ -22,19 +21,9 @@ rs_task_fulfill: the Resonate protocol's task.fulfill: settle the task's own pro
 local now = rs_clock()
 local pkey = KEYS[1]
 rs_eager(pkey, now)
-local t = redis.call('HMGET', pkey, 't_state', 't_version', 'state')
-if not t[1] then
-  return { 404 }
-end
-if t[1] ~= 'acquired' or not rs_logically_pending(pkey, now) then
-  return { 409, 'state' }
-end
-if tonumber(t[2]) ~= tonumber(ARGV[6]) then
-  return { 409, 'version' }
-end
-if t[3] ~= 'pending' then
-  rs_fulfill(pkey)
-  return { 200, rs_raw(pkey) }
+local why = rs_unheld(pkey, now, ARGV[6])
+if why then
+  return rs_unheld_reply(why)
 end
 local _, raw = rs_settle_req(pkey, now, 7)
 return { 200, raw }

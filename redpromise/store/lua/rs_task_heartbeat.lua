@@ -19,9 +19,8 @@ rs_task_heartbeat: the Resonate protocol's task.heartbeat: renew the leases of t
 local now = rs_clock()
 for i = 1, #KEYS do
   local pkey = KEYS[i]
-  local h = redis.call('HMGET', pkey, 't_state', 't_version', 't_pid', 't_ttl')
-  if h[1] == 'acquired' and tonumber(h[2]) == tonumber(ARGV[6 + i]) and h[3] == ARGV[6]
-      and rs_logically_pending(pkey, now) then
+  local why, h = rs_unheld(pkey, now, ARGV[6 + i], 't_pid', 't_ttl')
+  if not why and h[3] == ARGV[6] then
     redis.call('ZADD', rs_tag(pkey) .. ':rtt', int_text(now + (tonumber(h[4]) or RS_RETRY_MS)),
       rs_id(pkey))
     redis.call('HSET', pkey, 't_tt', '1')

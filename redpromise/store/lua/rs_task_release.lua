@@ -19,15 +19,9 @@ rs_task_release: the Resonate protocol's task.release: acquired -> pending, offe
 local now = rs_clock()
 local pkey = KEYS[1]
 rs_eager(pkey, now)
-local t = redis.call('HMGET', pkey, 't_state', 't_version', 'rs_target')
-if not t[1] then
-  return { 404 }
-end
-if t[1] ~= 'acquired' or not rs_logically_pending(pkey, now) then
-  return { 409, 'state' }
-end
-if tonumber(t[2]) ~= tonumber(ARGV[6]) then
-  return { 409, 'version' }
+local why, t = rs_unheld(pkey, now, ARGV[6], 'rs_target')
+if why then
+  return rs_unheld_reply(why)
 end
 redis.call('HSET', pkey, 't_state', 'pending', 't_tt', '0')
 redis.call('HDEL', pkey, 't_pid', 't_ttl')

@@ -26,15 +26,9 @@ local pkey = KEYS[1]
 for i = 1, #KEYS do
   rs_eager(KEYS[i], now)
 end
-local t = redis.call('HMGET', pkey, 't_state', 't_version')
-if not t[1] then
-  return { 404 }
-end
-if t[1] ~= 'acquired' or not rs_logically_pending(pkey, now) then
-  return { 409, 'state' }
-end
-if tonumber(t[2]) ~= tonumber(ARGV[6]) then
-  return { 409, 'version' }
+local why = rs_unheld(pkey, now, ARGV[6])
+if why then
+  return rs_unheld_reply(why)
 end
 local settled = false
 for i = 2, #KEYS do

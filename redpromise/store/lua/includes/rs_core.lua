@@ -183,3 +183,30 @@ local function rs_logically_pending(pkey, now)
   local h = redis.call('HMGET', pkey, 'state', 'timeout_at')
   return h[1] == 'pending' and now < tonumber(h[2])
 end
+
+-- The fence of every request made under an acquired task: nil when pkey's task is
+-- acquired at exactly `version` and its promise is pending and not past its timeout;
+-- otherwise why not: 404 (no task), 'state' (not acquired, or its promise settled or
+-- timed out), 'version' (acquired at another version). Second result: the HMGET of
+-- t_state, t_version and the extra fields asked for, in that order.
+local function rs_unheld(pkey, now, version, ...)
+  local t = redis.call('HMGET', pkey, 't_state', 't_version', ...)
+  if not t[1] then
+    return 404, t
+  end
+  if t[1] ~= 'acquired' or not rs_logically_pending(pkey, now) then
+    return 'state', t
+  end
+  if tonumber(t[2]) ~= tonumber(version) then
+    return 'version', t
+  end
+  return nil, t
+end
+
+-- A request's reply for a task not held (rs_unheld's first result).
+local function rs_unheld_reply(why)
+  if why == 404 then
+    return { 404 }
+  end
+  return { 409, why }
+end
