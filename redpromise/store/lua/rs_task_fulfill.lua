@@ -22,8 +22,10 @@ local now = rs_clock()
 local pkey = KEYS[1]
 rs_eager(pkey, now)
 local why = rs_unheld(pkey, now, ARGV[6])
-if why then
-  return rs_unheld_reply(why)
+if why == 404 then
+  return { 404 }
+elseif why then
+  return { 409, why }
 end
 local _, raw = rs_settle_req(pkey, now, 7)
 return { 200, raw }

@@ -20,8 +20,10 @@ local now = rs_clock()
 local pkey = KEYS[1]
 rs_eager(pkey, now)
 local why, t = rs_unheld(pkey, now, ARGV[6], 'rs_target')
-if why then
-  return rs_unheld_reply(why)
+if why == 404 then
+  return { 404 }
+elseif why then
+  return { 409, why }
 end
 redis.call('HSET', pkey, 't_state', 'pending', 't_tt', '0')
 redis.call('HDEL', pkey, 't_pid', 't_ttl')

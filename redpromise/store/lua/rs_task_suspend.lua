@@ -27,8 +27,10 @@ for i = 1, #KEYS do
   rs_eager(KEYS[i], now)
 end
 local why = rs_unheld(pkey, now, ARGV[6])
-if why then
-  return rs_unheld_reply(why)
+if why == 404 then
+  return { 404 }
+elseif why then
+  return { 409, why }
 end
 local settled = false
 for i = 2, #KEYS do

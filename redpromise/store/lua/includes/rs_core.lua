@@ -202,11 +202,3 @@ local function rs_unheld(pkey, now, version, ...)
   end
   return nil, t
 end
-
--- A request's reply for a task not held (rs_unheld's first result).
-local function rs_unheld_reply(why)
-  if why == 404 then
-    return { 404 }
-  end
-  return { 409, why }
-end
