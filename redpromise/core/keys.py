@@ -249,7 +249,7 @@ class Keys:
 
     # -- the Resonate protocol's keys (docs/resonate.md, redpromise/store/protocol.py) ----
     # A protocol promise lives in its family's partition: the family is the id up to its
-    # first dot, so a root, its `.n` children, their callbacks and its task share a slot.
+    # first `:`, so a root, its `:n` children, their callbacks and its task share a slot.
     # The scripts derive per-promise keys from a promise key's tag; these builders are the
     # one place Python spells them.
 
