@@ -180,27 +180,13 @@ class ResonateFace:
         return _reply(kind, head, status, data)
 
     async def _apply(self, env: Envelope) -> tuple[int, Any]:
-        if env.kind in DEBUG_KINDS:
-            if not self.options.debug:
-                return 403, "debug kinds need redpromise serve --debug"
-            return await self._debug(env)
+        # The store answers every kind, debug ones included; this face only decides
+        # whether a caller may use them (and whether a request may bring its own clock).
+        if env.kind in DEBUG_KINDS and not self.options.debug:
+            return 403, "debug kinds need redpromise serve --debug"
         now = env.debug_time() if self.options.debug else None
         async with translate_errors():
             return await self.protocol.apply(env.kind, env.data, now)
-
-    async def _debug(self, env: Envelope) -> tuple[int, Any]:
-        async with translate_errors():
-            if env.kind == "debug.reset":
-                await self.protocol.reset()
-            elif env.kind == "debug.snap":
-                return 200, await self.protocol.snap()
-            elif env.kind == "debug.tick":
-                t = env.data.get("time")
-                if isinstance(t, bool) or not isinstance(t, int):
-                    return 400, "debug.tick needs data.time (ms, an integer)"
-                await self.protocol.tick(t)
-                return 200, []
-        return 200, {}
 
     async def poll(self, request: web.Request) -> web.StreamResponse:
         """``GET /poll/{group}/{pid}``: the SSE stream of one process."""
