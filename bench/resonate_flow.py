@@ -244,14 +244,7 @@ class Bench:
             return server, worker, [sys.executable, str(RES / "py_flow.py"), "flow-json",
                                     self.url, ns], env
         if system == "serve":
-            port = free_port()
-            ns = f"rsb{uuid.uuid4().hex[:10]}"
-            server = Proc("serve", [sys.executable, "-m", "redpromise", "serve", "--port",
-                                    str(port), "--url", self.url, "--namespace", ns],
-                          self.logdir, env=env, cwd=ROOT)
-            procs.append(server)
-            server.wait_for(b"listening on")
-            base = f"http://127.0.0.1:{port}"
+            base, _ns, server = self._serve(procs, env)
         elif system == "oracle":
             server = Proc("oracle", [node, str(ORACLE), "--port", "0"], self.logdir)
             procs.append(server)
