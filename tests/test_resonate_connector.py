@@ -18,22 +18,13 @@ from redpromise.core.keys import Keys
 from redpromise.core.options import Settings
 from redpromise.resonate.connector import RedisNetwork, RedisSource, redis_connections
 from tests.helpers import assert_eventually
-from tests.resonate.programs import (
-    Programs,
-    connector_env,
-    resonate_programs,  # noqa: F401  (fixture)
-)
+from tests.resonate.fixtures import ledger, resonate_programs  # noqa: F401  (fixtures)
+from tests.resonate.programs import Programs, connector_env
 from tests.resonate.seed import entries_of, steps_of, unrepeated_except_in_flight
 
 pytestmark = [pytest.mark.resonate, pytest.mark.real]
 
 VERSION = "2026-04-01"
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    """The file every worker step appends ``{"id", "step", "pid"}`` to."""
-    return tmp_path / "steps.jsonl"
 
 
 @pytest.fixture
@@ -43,7 +34,7 @@ def on_redis(real_url: str, namespace: str) -> dict[str, str]:
 
 
 async def test_a_connector_worker_and_client_resolve_and_reject_foo_without_a_server(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     on_redis: dict[str, str],
     ledger: Path,
     real_url: str,
@@ -75,7 +66,7 @@ async def test_a_connector_worker_and_client_resolve_and_reject_foo_without_a_se
 
 
 async def test_a_killed_connector_workers_function_finishes_on_another_connector_worker(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     on_redis: dict[str, str],
     ledger: Path,
 ) -> None:
@@ -99,7 +90,7 @@ async def test_a_killed_connector_workers_function_finishes_on_another_connector
 
 
 async def test_a_python_sdk_schedule_fires_on_connector_processes_alone(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     on_redis: dict[str, str],
     ledger: Path,
 ) -> None:
@@ -131,7 +122,7 @@ async def test_a_python_sdk_schedule_fires_on_connector_processes_alone(
 
 
 async def test_a_ts_worker_on_serve_runs_the_promise_a_connector_client_began(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     real_url: str,
     namespace: str,
     on_redis: dict[str, str],

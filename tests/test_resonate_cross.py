@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +20,8 @@ from redpromise.aiohttp import add_routes
 from redpromise.core.errors import ConfigurationError, InvalidId, PayloadError, PromiseRejected
 from tests.helpers import assert_eventually
 from tests.procs import WorkerProcess
-from tests.resonate.programs import Program, Programs, resonate_programs  # noqa: F401
+from tests.resonate.fixtures import ledger, resonate_programs, rp, serve  # noqa: F401  (fixtures)
+from tests.resonate.programs import Program, Programs
 from tests.resonate.seed import Gateway, entries_of, steps_of, unrepeated_except_in_flight
 
 pytestmark = [pytest.mark.resonate, pytest.mark.real]
@@ -29,34 +30,13 @@ JSON = Options(target="poll://any@worker", codec="json")
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "steps.jsonl"
-
-
-@pytest.fixture
-def serve(resonate_programs: Programs, real_url: str, namespace: str) -> Program:  # noqa: F811
-    """One ``redpromise serve`` on the session's real Redis, in the test's namespace."""
-    return resonate_programs.start_serve(real_url, namespace)
-
-
-@pytest.fixture
 def ts_worker(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     serve: Program,
     ledger: Path,
 ) -> Program:
     """The seed's TypeScript worker (group "worker", ``foo``) on ``serve``."""
     return resonate_programs.start_ts_worker(serve.url, env={"STEP_LEDGER": str(ledger)})
-
-
-@pytest.fixture
-async def rp(real_url: str, namespace: str) -> AsyncIterator[Redpromise]:
-    """redpromise's own client on the namespace ``serve`` uses."""
-    client = Redpromise(real_url, settings=Settings(namespace=namespace))
-    try:
-        yield client
-    finally:
-        await client.stop(grace=1)
 
 
 async def test_a_json_call_begun_by_redpromise_runs_on_the_typescript_worker(
@@ -136,7 +116,7 @@ async def test_a_worker_without_the_function_leaves_a_protocol_entry_for_resonat
     rp: Redpromise,
     real_url: str,
     namespace: str,
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     ledger: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -209,7 +189,7 @@ def py_workers(
 
 @pytest.fixture
 def ts_gateway(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     serve: Program,
     http: aiohttp.ClientSession,
 ) -> Gateway:

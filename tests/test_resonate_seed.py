@@ -15,12 +15,8 @@ import aiohttp
 import pytest
 
 from tests.helpers import assert_eventually
-from tests.resonate.programs import (
-    OracleStdio,
-    Programs,
-    oracle_stdio,  # noqa: F401  (fixture)
-    resonate_programs,  # noqa: F401  (fixture)
-)
+from tests.resonate.fixtures import ledger, resonate_programs  # noqa: F401  (fixtures)
+from tests.resonate.programs import OracleStdio, Programs, oracle_stdio  # noqa: F401
 from tests.resonate.seed import Gateway, entries_of, steps_of, unrepeated_except_in_flight
 
 pytestmark = pytest.mark.resonate
@@ -31,7 +27,7 @@ VERSION = "2026-04-01"
 @pytest.fixture(params=["reference", pytest.param("redpromise", marks=pytest.mark.real)])
 def server_url(
     request: pytest.FixtureRequest,
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     namespace: str,
 ) -> str:
     """The protocol server under test: the reference oracle over HTTP + SSE, or
@@ -43,14 +39,8 @@ def server_url(
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    """The file every worker step appends ``{"id", "step", "pid"}`` to."""
-    return tmp_path / "steps.jsonl"
-
-
-@pytest.fixture
 def seed(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     server_url: str,
     ledger: Path,
     http: aiohttp.ClientSession,
@@ -107,7 +97,7 @@ async def test_wait_on_an_unknown_id_answers_404(seed: Gateway) -> None:
 
 
 async def test_a_killed_workers_function_finishes_on_another_worker(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     server_url: str,
     ledger: Path,
     http: aiohttp.ClientSession,
@@ -129,7 +119,7 @@ async def test_a_killed_workers_function_finishes_on_another_worker(
 
 
 async def test_the_python_sdk_worker_and_client_resolve_foo(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     server_url: str,
     ledger: Path,
 ) -> None:
@@ -146,7 +136,7 @@ async def test_the_python_sdk_worker_and_client_resolve_foo(
 
 
 def test_the_stdio_oracle_answers_each_request_at_the_time_given(
-    oracle_stdio: OracleStdio,  # noqa: F811
+    oracle_stdio: OracleStdio,
 ) -> None:
     def req(kind: str, data: dict[str, Any]) -> dict[str, Any]:
         return {"kind": kind, "head": {"corrId": kind, "version": VERSION}, "data": data}
@@ -179,7 +169,7 @@ def test_the_stdio_oracle_answers_each_request_at_the_time_given(
 
 
 async def test_a_killed_python_workers_function_finishes_on_another_python_worker(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     server_url: str,
     ledger: Path,
 ) -> None:

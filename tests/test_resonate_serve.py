@@ -12,7 +12,6 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,8 @@ from aiohttp import test_utils, web
 from redpromise import Redpromise, Settings
 from redpromise.aiohttp import add_routes
 from tests.helpers import assert_eventually
-from tests.resonate.programs import Program, Programs, resonate_programs  # noqa: F401
+from tests.resonate.fixtures import ledger, resonate_programs, rp, serve  # noqa: F401  (fixtures)
+from tests.resonate.programs import Program, Programs
 from tests.resonate.seed import Gateway, entries_of, steps_of
 
 pytestmark = [pytest.mark.resonate, pytest.mark.real]
@@ -31,27 +31,6 @@ pytestmark = [pytest.mark.resonate, pytest.mark.real]
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = "2026-04-01"
 FOO_2_STEPS = {"result": 'Processed: "x"', "steps": ["step 1 done", "step 2 done"]}
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "steps.jsonl"
-
-
-@pytest.fixture
-def serve(resonate_programs: Programs, real_url: str, namespace: str) -> Program:  # noqa: F811
-    """One ``redpromise serve`` on the session's real Redis, in the test's namespace."""
-    return resonate_programs.start_serve(real_url, namespace)
-
-
-@pytest.fixture
-async def rp(real_url: str, namespace: str) -> AsyncIterator[Redpromise]:
-    """redpromise's own client on the namespace ``serve`` uses."""
-    client = Redpromise(real_url, settings=Settings(namespace=namespace))
-    try:
-        yield client
-    finally:
-        await client.stop(grace=1)
 
 
 def request(kind: str, data: Any, corr: str = "c1") -> dict[str, Any]:
@@ -89,7 +68,7 @@ async def settle_all(gateway: Gateway, ids: list[str], timeout: float = 60) -> d
 
 
 async def test_a_gateway_killed_between_begin_and_wait_is_answered_by_its_restart(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     serve: Program,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -106,7 +85,7 @@ async def test_a_gateway_killed_between_begin_and_wait_is_answered_by_its_restar
 
 
 async def test_serve_killed_mid_run_and_restarted_on_its_port_loses_nothing(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     real_url: str,
     namespace: str,
     ledger: Path,
@@ -141,7 +120,7 @@ async def test_serve_killed_mid_run_and_restarted_on_its_port_loses_nothing(
 
 
 async def test_a_message_for_a_group_nobody_is_connected_to_waits_for_its_first_member(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     serve: Program,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -168,7 +147,7 @@ async def test_a_message_for_a_group_nobody_is_connected_to_waits_for_its_first_
 
 
 async def test_a_worker_on_one_replica_serves_a_gateway_and_a_client_on_another(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     real_url: str,
     namespace: str,
     http: aiohttp.ClientSession,
@@ -194,7 +173,7 @@ async def test_a_worker_on_one_replica_serves_a_gateway_and_a_client_on_another(
 
 
 async def test_two_replicas_share_the_workers_and_gateways_of_one_run(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     real_url: str,
     namespace: str,
     ledger: Path,
@@ -226,7 +205,7 @@ async def test_two_replicas_share_the_workers_and_gateways_of_one_run(
 
 
 async def test_with_a_token_only_healthz_is_open_and_the_sdks_carrying_it_work(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     real_url: str,
     namespace: str,
     http: aiohttp.ClientSession,
@@ -407,7 +386,7 @@ async def test_debug_kinds_are_forbidden_without_debug(
 
 
 async def test_a_promise_begun_by_the_typescript_gateway_is_read_by_redpromise(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     serve: Program,
     rp: Redpromise,
     real_url: str,
@@ -458,7 +437,7 @@ async def test_a_promise_begun_by_the_typescript_gateway_is_read_by_redpromise(
 
 
 async def test_a_python_sdk_schedule_fires_foo_on_the_python_worker_every_second(
-    resonate_programs: Programs,  # noqa: F811
+    resonate_programs: Programs,
     serve: Program,
     rp: Redpromise,
     ledger: Path,
