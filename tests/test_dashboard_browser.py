@@ -5,7 +5,8 @@ Debian's chromium, driven by Playwright's Python package, against a real gateway
 most one delivery per dispatch) and a real redis-server: the page loads without a console
 error, search finds a promise begun by the test, and a poison (dead) promise is requeued
 from the page and then resolves; with the token required the page shows nothing before
-it is given, and without one it says, visibly, that it is unprotected. Screenshots go to
+it is given, and without one it says, visibly, that it is unprotected; the schedules table
+shows each schedule with every column on screen. Screenshots go to
 the test's tmp dir and to ``$REDPROMISE_SCREENS`` (default /work/screens when that
 directory's parent exists).
 """
@@ -19,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,57 @@ def test_without_a_token_the_page_says_it_is_unprotected_in_a_real_browser(
             assert not page.is_visible("#token-form") and not page.is_visible("#locked")
             page.wait_for_selector("#groups tbody tr[data-group='worker']")
             page.screenshot(path=str(screens / "5-unprotected.png"), full_page=True)
+            browser.close()
+        assert errors == []
+    finally:
+        gateway.close()
+
+
+def test_the_schedules_table_shows_each_schedule_and_its_next_run_in_a_real_browser(
+    real_url: str, tmp_path: Path, screens: Path
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    namespace = f"ui{uuid.uuid4().hex[:10]}"
+    lib = Library(real_url, namespace)
+    # No worker runs: the schedules keep their first next run, so the page must show it.
+    made = lib.call(
+        lambda rp: asyncio.gather(
+            rp.schedule("nightly-report", "0 3 * * *", "report", "eu", target="reports"),
+            rp.schedule("every-minute", "* * * * *", "ping"),
+        )
+    )
+    gateway = GatewayProcess(real_url, namespace, tmp_path)
+    errors: list[str] = []
+    try:
+        gateway.start()
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{gateway.base}/ui")
+            page.wait_for_selector("#schedules tbody tr[data-id='nightly-report']")
+            rows = {
+                row.get_attribute("data-id"): [c.inner_text() for c in row.query_selector_all("td")]
+                for row in page.query_selector_all("#schedules tbody tr")
+            }
+            assert set(rows) == {"nightly-report", "every-minute"}
+            nightly = rows["nightly-report"]
+            assert nightly[2:5] == ["0 3 * * *", "report", "reports"], nightly
+            assert nightly[6] == "", nightly  # never ran
+            # The next run as the page writes it: the record's time in UTC, zone shown.
+            next_run = made[0]["next_run_at"]
+            at = datetime.fromtimestamp(next_run / 1000, UTC)
+            assert at.hour == 3 and at.minute == 0, at
+            assert nightly[5] == f"{at:%Y-%m-%d %H:%M:%S}.{next_run % 1000:03d}Z", nightly
+            # Every column is on screen, not scrolled out of its section.
+            box = page.locator("#schedules-section").bounding_box()
+            last = page.locator("#schedules thead th").last.bounding_box()
+            assert box is not None and last is not None
+            assert last["x"] + last["width"] <= box["x"] + box["width"], (last, box)
+            page.screenshot(path=str(screens / "7-schedules.png"), full_page=True)
             browser.close()
         assert errors == []
     finally:
