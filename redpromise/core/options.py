@@ -22,6 +22,7 @@ __all__ = [
     "Timeout",
     "as_timeout",
     "parse_target",
+    "policy_from_sdk",
 ]
 
 Timeout = float | int | timedelta
@@ -193,6 +194,37 @@ def _policy_from_wire(data: Any) -> RetryPolicy | None:
         if kind == "constant":
             return Constant(delay=delay, max_retries=mr, non_retryable_names=names)
     except (KeyError, TypeError, ValueError):
+        return None
+    return None
+
+
+def policy_from_sdk(data: Any) -> RetryPolicy | None:
+    """The policy a Resonate SDK put in a protocol promise's param (``retry``: ``{type,
+    data}`` with times in ms), as the SDKs apply it (retry n of ``exponential`` waits
+    ``delay * factor ** n``); ``None`` when absent or of a type we do not know."""
+    if not isinstance(data, dict):
+        return None
+    kind, d = data.get("type"), data.get("data") or {}
+    if not isinstance(d, dict):
+        return None
+    try:
+        mr = int(d["maxRetries"]) if d.get("maxRetries") is not None else None
+        if kind == "never":
+            return Never()
+        delay = timedelta(milliseconds=float(d.get("delay", 1000)))
+        if kind == "exponential":
+            factor = float(d.get("factor", 2))
+            return Exponential(
+                delay=delay * factor,
+                factor=factor,
+                max_delay=timedelta(milliseconds=float(d.get("maxDelay", 30000))),
+                max_retries=mr,
+            )
+        if kind == "linear":
+            return Linear(delay=delay, max_retries=mr)
+        if kind == "constant":
+            return Constant(delay=delay, max_retries=mr)
+    except (TypeError, ValueError, OverflowError):
         return None
     return None
 

@@ -21,9 +21,35 @@ from redpromise.store.scripts import CODES, refusal, reply_code
 from redpromise.worker.execution import Execution, Runtime
 from redpromise.worker.registry import Function
 
-__all__ = ["Outcomes"]
+__all__ = ["Outcomes", "retry_delay_ms"]
 
 log = logging.getLogger("redpromise.worker")
+
+
+def retry_delay_ms(
+    runtime: Runtime,
+    ex: Execution,
+    func: Function,
+    exc: Exception,
+    *,
+    caller: RetryPolicy | None,
+    fallback: RetryPolicy,
+) -> int | None:
+    """The delay (ms) before ``ex`` runs again after its function raised ``exc``, or
+    ``None`` to reject now. The policy is the caller's (``begin_rpc(retry=)``, or the one
+    a Resonate SDK put in the param), else the function's, else ``fallback``; no retry for
+    an exception that policy or the function names non-retryable, past ``max_retries``,
+    or when the retry would come after the promise's timeout. The one retry decision of
+    every kind of execution."""
+    policy = caller or func.retry or fallback
+    retryable = policy.retries(exc) and (func.retry is None or func.retry.retries(exc))
+    delay = policy.next_delay(ex.attempt + 1) if retryable else None
+    if delay is None:
+        return None
+    delay_ms = int(delay.total_seconds() * 1000)
+    if runtime.store.clock.now_ms() + delay_ms >= ex.timeout_at:
+        return None
+    return delay_ms
 
 
 class Outcomes:
@@ -55,38 +81,33 @@ class Outcomes:
         info = error_of(exc)
         if isinstance(exc, TimeoutError) and func.timeout is not None:
             info = {"type": "TimeoutError", "message": f"attempt exceeded {func.timeout}"}
-        policy: RetryPolicy = (
-            (_policy_from_wire(decode(ex.retry)) if ex.retry else None)
-            or func.retry
-            or self.settings.retry
+        caller = _policy_from_wire(decode(ex.retry)) if ex.retry else None
+        delay_ms = retry_delay_ms(
+            self.runtime, ex, func, exc, caller=caller, fallback=self.settings.retry
         )
-        retryable = policy.retries(exc) and (func.retry is None or func.retry.retries(exc))
-        delay = policy.next_delay(ex.attempt + 1) if retryable else None
         error = encode_error(info["type"], info["message"], self.settings.max_payload_bytes)
-        if delay is not None:
-            delay_ms = int(delay.total_seconds() * 1000)
-            if self.store.clock.now_ms() + delay_ms < ex.timeout_at:
-                log.info(
-                    "%r failed at attempt=%d (%s: %s); retry in %s",
-                    ex.id,
-                    ex.attempt,
-                    info["type"],
-                    info["message"],
-                    delay,
+        if delay_ms is not None:
+            log.info(
+                "%r failed at attempt=%d (%s: %s); retry in %.3fs",
+                ex.id,
+                ex.attempt,
+                info["type"],
+                info["message"],
+                delay_ms / 1000,
+            )
+            ex.finishing = True
+            reply = await self.runtime.retry_through_outage(
+                lambda: self.store.retry_reply(
+                    ex.id, self.group, ex.version, delay_ms, error, entry=ex.entry
                 )
-                ex.finishing = True
-                reply = await self.runtime.retry_through_outage(
-                    lambda: self.store.retry_reply(
-                        ex.id, self.group, ex.version, delay_ms, error, entry=ex.entry
-                    )
-                )
-                code, state = reply_code(reply)
-                if code == 1:
-                    self._metrics.retried(self.group, ex.func)
-                elif code is not None and code < 0:
-                    self._metrics.refused(self.group, "retry", CODES.get(code, str(code)))
-                    log.warning("retry of %r refused: %s", ex.id, refusal(code, state))
-                return
+            )
+            code, state = reply_code(reply)
+            if code == 1:
+                self._metrics.retried(self.group, ex.func)
+            elif code is not None and code < 0:
+                self._metrics.refused(self.group, "retry", CODES.get(code, str(code)))
+                log.warning("retry of %r refused: %s", ex.id, refusal(code, state))
+            return
         log.info("%r rejected at attempt=%d: %s", ex.id, ex.attempt, info["type"])
         await self.complete(ex, "rejected", error)
 

@@ -38,10 +38,12 @@ from typing import Any
 
 from redpromise.core.codec import as_text
 from redpromise.core.errors import LeaseLost, PayloadError
+from redpromise.core.options import Never, RetryPolicy, policy_from_sdk
 from redpromise.store.protocol import ProtocolStore
 from redpromise.store.scripts import refusal
 from redpromise.worker.context import Context, Suspend
 from redpromise.worker.execution import Execution, Runtime
+from redpromise.worker.outcomes import retry_delay_ms
 from redpromise.worker.registry import Registry
 
 __all__ = ["Offer", "ProtocolExecution", "ProtocolTasks", "error_value", "json_value"]
@@ -52,6 +54,7 @@ Offer = tuple[int, str, str, Any, float]
 """(partition, entry id, promise id, acquire's ``-9`` reply, when acquire was sent)."""
 
 PROTOCOL_VERSION = "2026-04-01"
+NO_RETRY = Never()
 
 
 def json_value(value: Any) -> dict[str, Any]:
@@ -71,9 +74,10 @@ def error_value(exc: BaseException) -> dict[str, Any]:
     return json_value({"__type": "error", "name": type(exc).__name__, "message": message})
 
 
-def call_of(param: str) -> tuple[str, list[Any]]:
-    """(function name, arguments) of a protocol ``param`` (its JSON text): ``data`` is
-    base64 of JSON ``{func, args, version}``. Raises ValueError saying what is wrong."""
+def call_of(param: str) -> tuple[str, list[Any], Any]:
+    """(function name, arguments, the caller's retry policy as the SDK wrote it or None)
+    of a protocol ``param`` (its JSON text): ``data`` is base64 of JSON ``{func, args,
+    version, retry?}``. Raises ValueError saying what is wrong."""
     try:
         outer = json.loads(param)
         data = outer.get("data") if isinstance(outer, dict) else None
@@ -87,7 +91,7 @@ def call_of(param: str) -> tuple[str, list[Any]]:
     args = call.get("args", [])
     if not isinstance(args, list):
         raise ValueError("the param's args are not a list")
-    return call["func"], args
+    return call["func"], args, call.get("retry")
 
 
 @dataclass(eq=False, slots=True)
@@ -97,6 +101,7 @@ class ProtocolExecution(Execution):
 
     pid: str = ""
     protocol: ProtocolStore | None = None
+    caller_retry: RetryPolicy | None = None
 
     async def checkpoint(self, seq: int, blob: bytes) -> int:
         """Record step ``seq`` (rs_checkpoint.lua); the reply code, as Execution's."""
@@ -142,10 +147,14 @@ class ProtocolTasks:
     async def _offer(self, k: int, entry: str, id: str, fields: list[str]) -> None:
         state, t_state, t_version, param, timeout_at, kind, v = fields
         try:
-            func, args = call_of(param)
+            func, args, retry = call_of(param)
             why = "" if self.registry.get(func) else f"its function {func!r} is not registered"
         except ValueError as exc:
-            func, args, why = "", [], str(exc)
+            func, args, retry, why = "", [], None, str(exc)
+        caller_retry = policy_from_sdk(retry)
+        if retry is not None and caller_retry is None:
+            log.warning("promise %r: retry policy %r not understood; the function's applies",
+                        id, retry)  # fmt: skip
         if why:
             log.error(
                 "promise %r of group %r is a Resonate protocol promise that this worker "
@@ -190,43 +199,63 @@ class ProtocolTasks:
                 last_hb=sent,
                 pid=self.consumer,
                 protocol=self.protocol,
+                caller_retry=caller_retry,
             )
         )
 
     async def run(self, ex: ProtocolExecution) -> None:
-        """Run ``ex``'s function and fulfil the task with its outcome."""
+        """Run ``ex``'s function and fulfil the task with its outcome. A failed attempt is
+        retried in this process, holding the task (as the SDKs' workers do), after the
+        delay of the function's retry policy (:func:`retry_delay_ms`, the one retry
+        decision): the caller's policy (the SDK's ``retry`` in the param), else the
+        function's, else none. Recorded steps are replayed, not run again."""
         func = self.registry.get(ex.func)
         assert func is not None  # checked when offered
-        ex.ensure_alive()
-        started = time.monotonic()
         metrics = self.runtime.hooks.metrics
-        try:
+        while True:
+            ex.ensure_alive()
+            started = time.monotonic()
             try:
-                call = func.invoke(Context(ex), json.loads(ex.args), {})
-                if func.timeout is not None:
-                    value = await asyncio.wait_for(call, func.timeout.total_seconds())
-                else:
-                    value = await call
-            finally:
-                metrics.executed(self.runtime.group, ex.func, time.monotonic() - started)
-        except (asyncio.CancelledError, LeaseLost):
-            raise
-        except Suspend:
-            error = RuntimeError("a protocol task cannot suspend (a long ctx.sleep or timer)")
-            await self.fulfill(ex, "rejected", error_value(error))
+                try:
+                    call = func.invoke(Context(ex), json.loads(ex.args), {})
+                    if func.timeout is not None:
+                        value = await asyncio.wait_for(call, func.timeout.total_seconds())
+                    else:
+                        value = await call
+                finally:
+                    metrics.executed(self.runtime.group, ex.func, time.monotonic() - started)
+            except (asyncio.CancelledError, LeaseLost):
+                raise
+            except Suspend:
+                error = RuntimeError("a protocol task cannot suspend (a long ctx.sleep or timer)")
+                await self.fulfill(ex, "rejected", error_value(error))
+                return
+            except Exception as exc:
+                if ex.lost is not None:
+                    raise LeaseLost(f"execution of {ex.id!r} lost its lease: {ex.lost}") from exc
+                # No policy from the caller or the function: none, as the SDKs run a
+                # durable function (one that takes a context).
+                delay_ms = retry_delay_ms(
+                    self.runtime, ex, func, exc, caller=ex.caller_retry, fallback=NO_RETRY
+                )
+                if delay_ms is None:
+                    log.info("%r rejected at attempt=%d: %s: %s", ex.id, ex.attempt,
+                             type(exc).__name__, exc)  # fmt: skip
+                    await self.fulfill(ex, "rejected", error_value(exc))
+                    return
+                log.info("%r failed at attempt=%d (%s: %s); retry in %.3fs", ex.id,
+                         ex.attempt, type(exc).__name__, exc, delay_ms / 1000)  # fmt: skip
+                metrics.retried(self.runtime.group, ex.func)
+                await asyncio.sleep(delay_ms / 1000)
+                ex.attempt += 1
+                continue
+            try:
+                encoded = json_value(value)
+            except PayloadError as exc:
+                await self.fulfill(ex, "rejected", error_value(exc))
+                return
+            await self.fulfill(ex, "resolved", encoded)
             return
-        except Exception as exc:
-            if ex.lost is not None:
-                raise LeaseLost(f"execution of {ex.id!r} lost its lease: {ex.lost}") from exc
-            log.info("%r rejected: %s: %s", ex.id, type(exc).__name__, exc)
-            await self.fulfill(ex, "rejected", error_value(exc))
-            return
-        try:
-            encoded = json_value(value)
-        except PayloadError as exc:
-            await self.fulfill(ex, "rejected", error_value(exc))
-            return
-        await self.fulfill(ex, "resolved", encoded)
 
     async def fulfill(self, ex: ProtocolExecution, state: str, value: dict[str, Any]) -> None:
         """``task.fulfill`` at ``ex``'s version (refused unless this worker still holds the
