@@ -220,6 +220,21 @@ async def test_a_python_exception_rejects_with_its_message_in_typescript(
     assert outcome == {"status": "rejected", "error": "card declined"}
 
 
+async def test_a_typescript_callers_retry_policy_retries_the_python_workers_failures(
+    ts_gateway: Gateway, py_workers: Callable[[], WorkerProcess], ledger: Path
+) -> None:
+    py_workers()  # foo is registered without a policy: the caller's must be the one applied
+    retry = {"type": "constant", "data": {"delay": 50, "maxRetries": 2}}
+    status, _ = await ts_gateway.begin("py-5", {"input": "again", "failUntilAttempt": 2}, retry)
+    assert status == 200
+    outcome = await assert_eventually(lambda: ts_gateway.settled("py-5"), timeout=30)
+    assert outcome == {
+        "status": "resolved",
+        "result": {"result": 'Processed: "again"', "steps": ["step 1 done", "step 2 done"]},
+    }
+    assert steps_of(ledger, "py-5") == [1, 2]  # three attempts, each step run once
+
+
 async def test_a_killed_python_workers_successor_does_not_rerun_completed_steps(
     ts_gateway: Gateway, py_workers: Callable[[], WorkerProcess], ledger: Path
 ) -> None:

@@ -5,7 +5,9 @@ cross-language tests: ``python -m redpromise worker tests.resonate.py_foo_worker
 ``{"id", "step", "pid"}`` to the file in env ``STEP_LEDGER`` (when set) before it returns
 (``data.stepMs`` ms of sleep first), then returns ``{"result": "Processed: <JSON of
 data.input>", "steps": [...]}``, or raises ``ValueError(data.fail)`` after the steps: what
-the TypeScript seed worker (tests/resonate/node/seed_worker.mjs) does.
+the TypeScript seed worker (tests/resonate/node/seed_worker.mjs) does. With
+``data.failUntilAttempt`` = n, attempts before the n-th retry raise ``RuntimeError`` after
+the steps.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ async def foo(ctx: Context, data: Any) -> Any:
     steps = [await ctx.run(step, ctx.id, k, step_ms) for k in range(1, n + 1)]
     if isinstance(d.get("fail"), str):
         raise ValueError(d["fail"])
+    if isinstance(d.get("failUntilAttempt"), int) and ctx.attempt < d["failUntilAttempt"]:
+        raise RuntimeError(f"attempt {ctx.attempt} failed")
     return {"result": f"Processed: {json.dumps(d.get('input', data))}", "steps": steps}
 
 

@@ -47,8 +47,11 @@ class Gateway:
         self.http = http
         self.url = url
 
-    async def begin(self, id: str, data: Any) -> tuple[int, Any]:
+    async def begin(self, id: str, data: Any, retry: Any = None) -> tuple[int, Any]:
+        """``/begin``; ``retry``: an SDK retry policy ``{type, data}`` for the call."""
         params = {"id": id, "data": json.dumps(data)}
+        if retry is not None:
+            params["retry"] = json.dumps(retry)
         async with self.http.post(f"{self.url}/begin", params=params) as resp:
             return resp.status, await resp.json()
 

@@ -1,6 +1,8 @@
 // The seed's gateway (group "gateway"): an Express 5 app that starts `foo` on the worker
 // group and reports its state, holding no state of its own between requests.
-//   GET|POST /begin?id=<id>&data=<json>  beginRpc(id, "foo", data, target poll://any@worker)
+//   GET|POST /begin?id=<id>&data=<json>[&retry=<json>]  beginRpc(id, "foo", data, target
+//        poll://any@worker; retry {type, data} as the SDK's retry policies take it, e.g.
+//        {"type": "constant", "data": {"delay": 50, "maxRetries": 2}})
 //        -> 200 {promise, status: "pending", wait: "/wait?id=<id>"} (a repeated id attaches)
 //   GET /wait?id=<id>  -> {status: "pending"} | {status: "resolved", result}
 //        | {status: "rejected", error: <message>}; 404 {error: "<id> not found"}
@@ -8,7 +10,9 @@
 // Prints `READY <port>` once listening.
 import { randomUUID } from "node:crypto";
 import express from "express";
-import { Resonate } from "@resonatehq/sdk";
+import { Constant, Exponential, Linear, Never, Resonate } from "@resonatehq/sdk";
+
+const POLICIES = { constant: Constant, exponential: Exponential, linear: Linear, never: Never };
 
 const resonate = new Resonate({
   url: process.env.RESONATE_URL,
@@ -33,8 +37,19 @@ async function begin(req, res) {
       return res.status(400).json({ error: "data is not JSON" });
     }
   }
+  let retryPolicy;
+  const retry = param(req, "retry");
+  if (retry !== undefined) {
+    try {
+      const r = typeof retry === "string" ? JSON.parse(retry) : retry;
+      retryPolicy = new POLICIES[r.type](r.data ?? {});
+    } catch {
+      return res.status(400).json({ error: "retry is not one of the SDK's retry policies" });
+    }
+  }
+  const opts = { target: "poll://any@worker", ...(retryPolicy ? { retryPolicy } : {}) };
   try {
-    const handle = await resonate.beginRpc(id, "foo", data, resonate.options({ target: "poll://any@worker" }));
+    const handle = await resonate.beginRpc(id, "foo", data, resonate.options(opts));
     res.status(200).json({ promise: handle.id, status: "pending", wait: `/wait?id=${encodeURIComponent(handle.id)}` });
   } catch (e) {
     res.status(500).json({ error: e instanceof Error ? e.message : String(e) });
