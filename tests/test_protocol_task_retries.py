@@ -2,12 +2,14 @@
 the worker's process while it holds the task (as the SDKs' workers retry): the caller's
 (the ``retry`` a Resonate SDK puts in the param), else the function's ``register(retry=)``;
 with neither, the first exception rejects, as the SDKs run a durable function. Recorded
-steps are replayed on a retry, not run again. Both backends."""
+steps are replayed on a retry, not run again, and a sleep waits in the worker (a task is
+held until fulfilled) with its wake-up time recorded. Both backends."""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -135,3 +137,28 @@ def test_the_sdks_policies_read_as_the_sdks_apply_them() -> None:
         {"type": "constant", "data": {"delay": "soon"}},
     ):
         assert policy_from_sdk(unknown) is None, unknown
+
+
+async def test_a_long_sleep_waits_in_the_worker_holding_the_task_and_keeps_its_clock(
+    make_rp: MakeRp,
+) -> None:
+    # A sleep far over the worker's suspension threshold: a redpromise promise would be
+    # handed back; a protocol task waits here, and a retry replays the recorded wake-up.
+    rp = await make_rp(suspend_after=timedelta(milliseconds=50))
+    slept: list[float] = []
+
+    @rp.register(retry=FAST)
+    async def naps(ctx: Context, data: Any) -> Any:
+        started = time.monotonic()
+        await ctx.sleep(0.6)
+        slept.append(time.monotonic() - started)
+        if ctx.attempt == 0:
+            raise RuntimeError("fails after its sleep")
+        return "awake"
+
+    await rp.start()
+    handle = await rp.begin_rpc("pr-5", "naps", {}, options=JSON)
+    assert await handle.result(timeout=10) == "awake"
+    first, replayed = slept
+    assert first >= 0.55, slept  # the whole sleep, in the worker
+    assert replayed < first / 2, slept  # the wake-up time was recorded, not slept again

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import math
 import random as _random
 import time
 from collections.abc import Callable, Generator
@@ -114,7 +115,10 @@ class Context:
         self._children = rt.children
         self._clock = rt.store.clock
         self._tracer = rt.hooks.tracer
-        self._suspend_after = rt.settings.suspend_after.total_seconds()
+        # An execution that cannot hand itself back waits out every sleep (math.inf).
+        self._suspend_after = (
+            rt.settings.suspend_after.total_seconds() if execution.suspends else math.inf
+        )
 
     @property
     def id(self) -> str:
@@ -232,7 +236,8 @@ class Context:
 
         Short sleeps wait in the worker. A sleep longer than the worker's suspension
         threshold hands the promise back to the delayed set and frees the worker; it is
-        dispatched again when due and replays to here.
+        dispatched again when due and replays to here. A Resonate protocol task waits out
+        every sleep in the worker, holding its task (its wake-up time recorded all the same).
         """
         secs = seconds.total_seconds() if isinstance(seconds, timedelta) else float(seconds)
         seq = self._next()

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from redpromise.core.backoff import Backoff
 from redpromise.core.errors import LeaseLost
@@ -131,6 +131,9 @@ class Execution:
     lost: str | None = None
     finishing: bool = False
     task: asyncio.Task[None] | None = None
+
+    # Whether a long sleep may hand the promise back (Suspend) instead of waiting here.
+    suspends: ClassVar[bool] = True
 
     @property
     def limit(self) -> int:

@@ -34,14 +34,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from redpromise.core.codec import as_text
 from redpromise.core.errors import LeaseLost, PayloadError
 from redpromise.core.options import Never, RetryPolicy, policy_from_sdk
 from redpromise.store.protocol import ProtocolStore
 from redpromise.store.scripts import refusal
-from redpromise.worker.context import Context, Suspend
+from redpromise.worker.context import Context
 from redpromise.worker.execution import Execution, Runtime
 from redpromise.worker.outcomes import retry_delay_ms
 from redpromise.worker.registry import Registry
@@ -102,6 +102,9 @@ class ProtocolExecution(Execution):
     pid: str = ""
     protocol: ProtocolStore | None = None
     caller_retry: RetryPolicy | None = None
+
+    # A task is held until fulfilled: a sleep waits here, with the task's lease renewed.
+    suspends: ClassVar[bool] = False
 
     async def checkpoint(self, seq: int, blob: bytes) -> int:
         """Record step ``seq`` (rs_checkpoint.lua); the reply code, as Execution's."""
@@ -226,10 +229,6 @@ class ProtocolTasks:
                     metrics.executed(self.runtime.group, ex.func, time.monotonic() - started)
             except (asyncio.CancelledError, LeaseLost):
                 raise
-            except Suspend:
-                error = RuntimeError("a protocol task cannot suspend (a long ctx.sleep or timer)")
-                await self.fulfill(ex, "rejected", error_value(error))
-                return
             except Exception as exc:
                 if ex.lost is not None:
                     raise LeaseLost(f"execution of {ex.id!r} lost its lease: {ex.lost}") from exc
