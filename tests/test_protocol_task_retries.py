@@ -162,3 +162,26 @@ async def test_a_long_sleep_waits_in_the_worker_holding_the_task_and_keeps_its_c
     first, replayed = slept
     assert first >= 0.55, slept  # the whole sleep, in the worker
     assert replayed < first / 2, slept  # the wake-up time was recorded, not slept again
+
+
+async def test_a_replay_that_diverges_rejects_at_once_whatever_the_policy(
+    make_rp: MakeRp,
+) -> None:
+    rp = await make_rp()
+    attempts: list[int] = []
+
+    def step(name: str) -> str:
+        return name
+
+    @rp.register(retry=FAST)
+    async def wanders(ctx: Context, data: Any) -> Any:
+        attempts.append(ctx.attempt)
+        # The first attempt records step "a" at seq 1; the retry asks for "b" there.
+        await ctx.run(step, "a" if ctx.attempt == 0 else "b", name="a" if ctx.attempt == 0 else "b")
+        raise RuntimeError("fails after its step")
+
+    await rp.start()
+    handle = await rp.begin_rpc("pr-6", "wanders", {}, options=JSON)
+    with pytest.raises(PromiseRejected, match="replays as run .b., but the recorded step 1"):
+        await handle.result(timeout=10)
+    assert attempts == [0, 1]

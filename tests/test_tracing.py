@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
-from redpromise import Redpromise
+from redpromise import Context, Options, Redpromise
 from redpromise.aiohttp import add_routes
 from tests.conftest import fast_settings
 from tests.helpers import assert_eventually
@@ -28,6 +28,7 @@ from tests.procs import WorkerProcess
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.real
+
 
 @pytest.fixture
 def exporter(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
@@ -109,6 +110,37 @@ async def test_worker_spans_join_the_gateway_requests_trace(
         assert execute["attributes"]["redpromise.promise_id"] == "traced-1"
     finally:
         wp.close()
+
+
+async def test_a_protocol_task_run_by_a_python_worker_is_an_execute_span_with_its_steps(
+    exporter: InMemorySpanExporter, real_url: str, namespace: str
+) -> None:
+    rp = Redpromise(real_url, settings=fast_settings(namespace))
+
+    @rp.register
+    async def traced(ctx: Context, data: Any) -> Any:
+        return await ctx.run(lambda: data["n"] + 1, name="add")
+
+    try:
+        await rp.start()
+        handle = await rp.begin_rpc(
+            "tr-1", "traced", {"n": 41}, options=Options(target="poll://any@worker", codec="json")
+        )
+        assert await handle.result(timeout=10) == 42
+
+        def spans() -> list[ReadableSpan] | None:
+            found = [s for s in exporter.get_finished_spans() if s.name == "execute traced"]
+            return list(exporter.get_finished_spans()) if found else None
+
+        finished = await assert_eventually(spans, timeout=10)
+    finally:
+        await rp.stop()
+    [execute] = [s for s in finished if s.name == "execute traced"]
+    assert execute.attributes is not None
+    assert execute.attributes["redpromise.promise_id"] == "tr-1"
+    assert execute.attributes["redpromise.protocol"] == "resonate"
+    steps = [s for s in finished if s.name == "step add"]
+    assert [s.parent.span_id for s in steps if s.parent] == [execute.context.span_id]
 
 
 def test_without_a_configured_provider_no_span_and_no_context_is_added() -> None:

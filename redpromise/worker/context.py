@@ -180,9 +180,10 @@ class Context:
         tracer = self._tracer
         if not tracer.active() or seq in self._ex.steps:
             return await self._run_step(seq, fn, args, kwargs, step_name)
-        qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "step")
+        # The span is named as the step is recorded when the caller named it (name=).
+        label = step_name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "step")
         attributes = {"redpromise.promise_id": self.id, "redpromise.step": seq}
-        with tracer.span(f"step {qualname}", "internal", attributes):
+        with tracer.span(f"step {label}", "internal", attributes):
             return await self._run_step(seq, fn, args, kwargs, step_name)
 
     async def _run_step(

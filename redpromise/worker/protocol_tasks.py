@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from redpromise.core.codec import as_text
-from redpromise.core.errors import LeaseLost, PayloadError
+from redpromise.core.errors import LeaseLost, NondeterminismError, PayloadError
 from redpromise.core.options import Never, RetryPolicy, policy_from_sdk
 from redpromise.store.protocol import ProtocolStore
 from redpromise.store.scripts import refusal
@@ -207,6 +207,21 @@ class ProtocolTasks:
         )
 
     async def run(self, ex: ProtocolExecution) -> None:
+        """Run ``ex`` (in an ``execute <function>`` span while tracing)."""
+        tracer = self.runtime.hooks.tracer
+        if not tracer.active():
+            await self._run(ex)
+            return
+        attributes = {
+            "redpromise.promise_id": ex.id,
+            "redpromise.group": self.runtime.group,
+            "redpromise.version": ex.version,
+            "redpromise.protocol": "resonate",
+        }
+        with tracer.span(f"execute {ex.func}", "consumer", attributes):
+            await self._run(ex)
+
+    async def _run(self, ex: ProtocolExecution) -> None:
         """Run ``ex``'s function and fulfil the task with its outcome. A failed attempt is
         retried in this process, holding the task (as the SDKs' workers do), after the
         delay of the function's retry policy (:func:`retry_delay_ms`, the one retry
@@ -229,7 +244,12 @@ class ProtocolTasks:
                     metrics.executed(self.runtime.group, ex.func, time.monotonic() - started)
             except (asyncio.CancelledError, LeaseLost):
                 raise
+            except NondeterminismError as exc:  # a replay that diverged: no retry helps
+                self.runtime.hooks.tracer.failed(exc)
+                await self.fulfill(ex, "rejected", error_value(exc))
+                return
             except Exception as exc:
+                self.runtime.hooks.tracer.failed(exc)
                 if ex.lost is not None:
                     raise LeaseLost(f"execution of {ex.id!r} lost its lease: {ex.lost}") from exc
                 # No policy from the caller or the function: none, as the SDKs run a
