@@ -182,6 +182,60 @@ async def test_a_replay_that_diverges_rejects_at_once_whatever_the_policy(
 
     await rp.start()
     handle = await rp.begin_rpc("pr-6", "wanders", {}, options=JSON)
-    with pytest.raises(PromiseRejected, match="replays as run .b., but the recorded step 1"):
+    with pytest.raises(PromiseRejected, match=r"replays as run .b., but the recorded step 1"):
         await handle.result(timeout=10)
     assert attempts == [0, 1]
+
+
+async def test_ctx_rpc_in_a_task_makes_a_protocol_child_that_a_replay_does_not_run_again(
+    make_rp: MakeRp,
+) -> None:
+    rp = await make_rp()
+    doubled: list[int] = []
+
+    @rp.register
+    async def double(ctx: Context, n: int) -> int:
+        doubled.append(n)
+        return 2 * n
+
+    @rp.register(retry=FAST)
+    async def parent(ctx: Context, data: Any) -> Any:
+        child = await ctx.rpc("double", data["n"])
+        if ctx.attempt == 0:
+            raise RuntimeError("fails after its child")
+        return {"child": child, "key": ctx.idempotency_key()}
+
+    await rp.start()
+    handle = await rp.begin_rpc("pr-7", "parent", {"n": 21}, options=JSON)
+    assert await handle.result(timeout=10) == {"child": 42, "key": "pr-7:2"}
+    assert doubled == [21]  # the child ran once: the retry replayed its recorded outcome
+    status, body = await ProtocolStore(rp.store).apply("promise.get", {"id": "pr-7:1"}, None)
+    assert status == 200
+    tags = body["promise"]["tags"]
+    assert (tags["resonate:parent"], tags["resonate:origin"], tags["resonate:branch"]) == (
+        "pr-7", "pr-7", "pr-7:1"
+    )
+    assert tags["resonate:target"] == "poll://any@worker"
+    assert body["promise"]["state"] == "resolved"
+
+
+async def test_a_protocol_childs_rejection_raises_in_the_parent_with_its_message(
+    make_rp: MakeRp,
+) -> None:
+    rp = await make_rp()
+
+    @rp.register
+    async def refuse(ctx: Context, why: str) -> None:
+        raise ValueError(why)
+
+    @rp.register
+    async def asks(ctx: Context, data: Any) -> Any:
+        try:
+            await ctx.rpc("refuse", "no stock")
+        except PromiseRejected as exc:
+            return f"child said: {exc.message}"
+        return "child resolved"
+
+    await rp.start()
+    handle = await rp.begin_rpc("pr-8", "asks", {}, options=JSON)
+    assert await handle.result(timeout=10) == "child said: no stock"

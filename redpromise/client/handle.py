@@ -6,9 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Protocol
 
-from redpromise.core.codec import decode, decode_error
-from redpromise.core.errors import PromiseCanceled, PromiseRejected, PromiseTimedOut
-from redpromise.store.store import Completion, Record
+from redpromise.store.store import Completion, Record, outcome
 
 __all__ = ["Handle", "outcome", "seconds"]
 
@@ -16,20 +14,6 @@ __all__ = ["Handle", "outcome", "seconds"]
 def seconds(t: float | timedelta | None) -> float | None:
     """``t`` in seconds (``None`` stays ``None``)."""
     return t.total_seconds() if isinstance(t, timedelta) else t
-
-
-def outcome(rec: Record | Completion) -> Any:
-    """The value of a completed promise, or its rejection raised: :class:`PromiseRejected`
-    (with the remote error's type and message), :class:`PromiseCanceled` or
-    :class:`PromiseTimedOut`."""
-    if rec.state == "resolved":
-        return decode(rec.value) if rec.value is not None else None
-    if rec.state == "rejected_canceled":
-        raise PromiseCanceled(rec.id)
-    if rec.state == "rejected_timedout":
-        raise PromiseTimedOut(rec.id)
-    type_name, message = decode_error(rec.value) if rec.value is not None else ("", "")
-    raise PromiseRejected(rec.id, type_name, message)
 
 
 class PromiseReader(Protocol):

@@ -9,48 +9,18 @@ connected through ``redpromise serve`` runs it, and redpromise's handle reads it
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from redpromise.core.errors import (
     ConfigurationError,
     InvalidId,
-    PayloadError,
-    PayloadTooLarge,
     RedpromiseError,
 )
 from redpromise.store.protocol import ProtocolStore
+from redpromise.store.protocol_records import json_param
 
 __all__ = ["begin_json", "json_param"]
-
-
-def json_param(
-    name: str, args: Sequence[Any], kwargs: Mapping[str, Any], limit: int
-) -> dict[str, Any]:
-    """The protocol ``param`` of the call ``name(*args)``: ``{headers: {}, data:
-    base64(JSON {func, args, version: 1})}``, what the SDKs' ``beginRpc`` stores. Raises
-    :class:`PayloadError` naming why when the call is not JSON (keyword arguments, a value
-    JSON cannot carry, NaN or an infinity) and :class:`PayloadTooLarge` over ``limit``."""
-    if kwargs:
-        raise PayloadError(
-            f"a JSON call takes positional arguments only (Resonate functions have no keyword "
-            f"arguments): got {', '.join(sorted(kwargs))}"
-        )
-    try:
-        text = json.dumps(
-            {"func": name, "args": list(args), "version": 1},
-            allow_nan=False,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(f"the arguments of {name!r} are not JSON: {exc}") from exc
-    data = base64.b64encode(text.encode("utf-8")).decode("ascii")
-    if len(data) > limit:
-        raise PayloadTooLarge(f"encoded payload is {len(data)} bytes; the limit is {limit}")
-    return {"headers": {}, "data": data}
 
 
 async def begin_json(

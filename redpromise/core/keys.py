@@ -195,6 +195,10 @@ class Keys:
     def steps(self, id: str) -> str:
         return f"{self._tags[crc32(id.encode()) % self.partitions]}:s:{id}"
 
+    def steps_in(self, k: int, id: str) -> str:
+        """:meth:`steps` for a caller that has the id's partition ``k`` already."""
+        return f"{self._tags[k]}:s:{id}"
+
     def children(self, id: str) -> str:
         """The set of child promise ids a promise's executions created."""
         return f"{self._tags[crc32(id.encode()) % self.partitions]}:k:{id}"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redpromise.core.codec import as_text, encode, encode_error
-from redpromise.core.errors import InvalidId, PayloadError
+from redpromise.core.errors import InvalidId, PayloadError, PayloadTooLarge
 from redpromise.core.keys import validate_group, validate_id
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "dumps",
     "group_of",
     "js_number",
+    "json_param",
     "promise_record",
     "redpromise_value",
     "task_record",
@@ -233,6 +234,33 @@ def redpromise_value(state: str, value: Mapping[str, Any] | None) -> bytes:
         return encode_error(type_name, message, _NO_LIMIT)
     except PayloadError:  # a lone surrogate: the value's own JSON text is plain ASCII
         return encode_error(type_name, raw, _NO_LIMIT)
+
+
+def json_param(
+    name: str, args: Sequence[Any], kwargs: Mapping[str, Any], limit: int
+) -> dict[str, Any]:
+    """The protocol ``param`` of the call ``name(*args)``: ``{headers: {}, data:
+    base64(JSON {func, args, version: 1})}``, what the SDKs' ``beginRpc`` stores. Raises
+    :class:`PayloadError` naming why when the call is not JSON (keyword arguments, a value
+    JSON cannot carry, NaN or an infinity) and :class:`PayloadTooLarge` over ``limit``."""
+    if kwargs:
+        raise PayloadError(
+            f"a JSON call takes positional arguments only (Resonate functions have no keyword "
+            f"arguments): got {', '.join(sorted(kwargs))}"
+        )
+    try:
+        text = json.dumps(
+            {"func": name, "args": list(args), "version": 1},
+            allow_nan=False,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"the arguments of {name!r} are not JSON: {exc}") from exc
+    data = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    if len(data) > limit:
+        raise PayloadTooLarge(f"encoded payload is {len(data)} bytes; the limit is {limit}")
+    return {"headers": {}, "data": data}
 
 
 @dataclass(frozen=True, slots=True)

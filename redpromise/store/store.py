@@ -8,8 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redpromise.core.codec import as_text, encode_error
-from redpromise.core.errors import CorruptRecord
+from redpromise.core.codec import as_text, decode, decode_error, encode_error
+from redpromise.core.errors import (
+    CorruptRecord,
+    PromiseCanceled,
+    PromiseRejected,
+    PromiseTimedOut,
+)
 from redpromise.core.hooks import NO_HOOKS, Hooks
 from redpromise.core.keys import Keys
 from redpromise.core.options import Settings
@@ -21,7 +26,7 @@ from redpromise.store.scripts import Coalescer, Command, Script, load_scripts, r
 from redpromise.store.states import PENDING, STATES
 
 # PENDING and STATES are re-exported for the callers that read records through this module.
-__all__ = ["PENDING", "STATES", "Call", "Completion", "Record", "Store"]
+__all__ = ["PENDING", "STATES", "Call", "Completion", "Record", "Store", "outcome"]
 
 Call = tuple[Script | Command, Sequence[str], Sequence[Any]]
 
@@ -117,6 +122,20 @@ class Completion:
     @property
     def pending(self) -> bool:
         return False
+
+
+def outcome(rec: Record | Completion) -> Any:
+    """The value of a completed promise, or its rejection raised: :class:`PromiseRejected`
+    (with the remote error's type and message), :class:`PromiseCanceled` or
+    :class:`PromiseTimedOut`."""
+    if rec.state == "resolved":
+        return decode(rec.value) if rec.value is not None else None
+    if rec.state == "rejected_canceled":
+        raise PromiseCanceled(rec.id)
+    if rec.state == "rejected_timedout":
+        raise PromiseTimedOut(rec.id)
+    type_name, message = decode_error(rec.value) if rec.value is not None else ("", "")
+    raise PromiseRejected(rec.id, type_name, message)
 
 
 class Store:
@@ -280,10 +299,13 @@ class Store:
     def acquire_call(
         self, k: int, group: str, entry: str, id: str, consumer: str, poison: bytes
     ) -> Call:
-        """One acquire of one delivery; each call carries a fresh token, so sending the
-        returned call twice acquires once, while calling this again counts a new delivery.
-        """
-        keys = [self.keys.promise(id), self.keys.steps(id), *self._acquire_keys(k, group)]
+        """One acquire of one delivery of partition ``k``'s stream; each call carries a
+        fresh token, so sending the returned call twice acquires once, while calling this
+        again counts a new delivery."""
+        # The promise lives in its entry's partition: for a protocol child ``<root>:<n>``
+        # that is its family's, not the one its id hashes to (Keys.family_partition).
+        keys = [self.keys.promise_in(k, id), self.keys.steps_in(k, id)]
+        keys += self._acquire_keys(k, group)
         args = [id, entry, group, consumer, *self._acquire_args(k, poison)]
         return self.scripts["acquire"], keys, args
 

@@ -112,7 +112,7 @@ class Context:
         self._ex = execution
         self._seq = 0
         rt = execution.runtime
-        self._children = rt.children
+        self._children = execution.children
         self._clock = rt.store.clock
         self._tracer = rt.hooks.tracer
         # An execution that cannot hand itself back waits out every sleep (math.inf).
@@ -140,8 +140,9 @@ class Context:
         return self._ex.version
 
     def idempotency_key(self) -> str:
-        """A key for the *next* step, stable across retries and redeliveries: ``id.seq``."""
-        return f"{self.id}.{self._seq + 1}"
+        """A key for the *next* step, stable across retries and redeliveries: the id a
+        promise made by that step would have (``id.seq``; ``id:seq`` in a Resonate task)."""
+        return self._ex.child_id(self._seq + 1)
 
     # -- steps --------------------------------------------------------------------------
 
@@ -297,7 +298,7 @@ class Context:
         recorded = self._recorded(seq, "rpc", name)
         if recorded is not None:
             return self._replay_outcome(recorded)
-        child = f"{self.id}.{seq}"
+        child = self._ex.child_id(seq)
         self._ex.ensure_alive()
         await self._children.adopt(self.id, child)
         await self._children.begin(
@@ -323,7 +324,7 @@ class Context:
         seq = self._next()
 
         async def create() -> DurablePromise:
-            pid = f"{self.id}.{seq}"
+            pid = self._ex.child_id(seq)
             if self._recorded(seq, "promise", "promise") is None:
                 self._ex.ensure_alive()
                 await self._children.adopt(self.id, pid)

@@ -139,6 +139,15 @@ class Execution:
     def limit(self) -> int:
         return self.runtime.settings.max_payload_bytes
 
+    @property
+    def children(self) -> ChildPromises:
+        """How this execution's ``ctx.rpc`` and ``ctx.promise`` make and await promises."""
+        return self.runtime.children
+
+    def child_id(self, seq: int) -> str:
+        """The id of the promise step ``seq`` makes: ``<id>.<seq>``."""
+        return f"{self.id}.{seq}"
+
     def ensure_alive(self) -> None:
         """Raise :class:`LeaseLost` unless this execution may still start a step."""
         if self.lost is not None:

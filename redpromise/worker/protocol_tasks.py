@@ -34,19 +34,35 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar
 
+from redpromise.core.backoff import Backoff
 from redpromise.core.codec import as_text
-from redpromise.core.errors import LeaseLost, NondeterminismError, PayloadError
-from redpromise.core.options import Never, RetryPolicy, policy_from_sdk
+from redpromise.core.errors import (
+    LeaseLost,
+    NondeterminismError,
+    PayloadError,
+    RedpromiseError,
+)
+from redpromise.core.options import Never, RetryPolicy, parse_target, policy_from_sdk
 from redpromise.store.protocol import ProtocolStore
+from redpromise.store.protocol_records import json_param
 from redpromise.store.scripts import refusal
+from redpromise.store.store import Completion, outcome
 from redpromise.worker.context import Context
-from redpromise.worker.execution import Execution, Runtime
+from redpromise.worker.execution import ChildPromises, Execution, Runtime
 from redpromise.worker.outcomes import retry_delay_ms
 from redpromise.worker.registry import Registry
 
-__all__ = ["Offer", "ProtocolExecution", "ProtocolTasks", "error_value", "json_value"]
+__all__ = [
+    "Offer",
+    "ProtocolChildren",
+    "ProtocolExecution",
+    "ProtocolTasks",
+    "error_value",
+    "json_value",
+]
 
 log = logging.getLogger("redpromise.worker")
 
@@ -106,6 +122,15 @@ class ProtocolExecution(Execution):
     # A task is held until fulfilled: a sleep waits here, with the task's lease renewed.
     suspends: ClassVar[bool] = False
 
+    @property
+    def children(self) -> ChildPromises:
+        """Protocol promises, made under this task's fence (:class:`ProtocolChildren`)."""
+        return ProtocolChildren(self)
+
+    def child_id(self, seq: int) -> str:
+        """``<id>:<seq>``, as the SDKs name children: one family, one partition."""
+        return f"{self.id}:{seq}"
+
     async def checkpoint(self, seq: int, blob: bytes) -> int:
         """Record step ``seq`` (rs_checkpoint.lua); the reply code, as Execution's."""
         rt, protocol = self.runtime, self.protocol
@@ -122,6 +147,90 @@ class ProtocolExecution(Execution):
         elif self.lost is None:
             self.lost = refusal(code, reply[1] if len(reply) > 1 else None)
         return code
+
+
+class ProtocolChildren:
+    """``ctx.rpc`` and ``ctx.promise`` of a protocol task: protocol promises ``<id>:<seq>``
+    created through ``task.fence`` at the task's version (a worker that lost the task
+    creates nothing), tagged as the SDKs tag a child (scope global, branch its own id,
+    parent the task's promise, origin the family's root). ``ctx.rpc`` targets
+    ``poll://any@<group>`` (the task's own group unless ``target=`` names another) with
+    the SDKs' JSON call; whoever serves that group runs it (a Resonate SDK worker, or
+    redpromise's). The task waits for the child in this worker, reading its record with
+    a backoff: a child's completion message goes to its family's partition, not the one
+    redpromise's waiter would listen on for its id."""
+
+    def __init__(self, ex: ProtocolExecution) -> None:
+        self.ex = ex
+        assert ex.protocol is not None
+        self.protocol = ex.protocol
+
+    async def adopt(self, parent: str, child: str) -> None:
+        """Nothing: a protocol child belongs to the protocol (no redpromise cancel set)."""
+
+    async def begin(
+        self,
+        id: str,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        target: str | None,
+        timeout: timedelta,
+    ) -> None:
+        group = parse_target(target) if target else self.ex.runtime.group
+        param = json_param(name, args, kwargs, self.ex.limit)
+        await self._create(id, param, timeout, {"resonate:target": f"poll://any@{group}"})
+
+    async def create_latent(self, id: str, timeout: timedelta) -> None:
+        await self._create(id, {"headers": {}, "data": None}, timeout, {})
+
+    async def _create(
+        self, id: str, param: dict[str, Any], timeout: timedelta, tags: dict[str, str]
+    ) -> None:
+        ex = self.ex
+        now = ex.runtime.store.clock.now_ms()
+        timeout_at = min(now + max(1, int(timeout.total_seconds() * 1000)), ex.timeout_at)
+        create = {
+            "id": id,
+            "timeoutAt": timeout_at,
+            "param": param,
+            "tags": {
+                "resonate:scope": "global",
+                "resonate:branch": id,
+                "resonate:parent": ex.id,
+                "resonate:origin": ex.id.split(":", 1)[0],
+                **tags,
+            },
+        }
+        head = {"corrId": f"{id}:{ex.version}", "version": PROTOCOL_VERSION}
+        data = {"id": ex.id, "version": ex.version,
+                "action": {"kind": "promise.create", "head": head, "data": create}}  # fmt: skip
+        reply = await ex.runtime.retry_through_outage(
+            lambda: self.protocol.apply("task.fence", data, None)
+        )
+        if reply is None:
+            ex.lost = "Redis unavailable for a whole lease"
+            raise LeaseLost(f"execution of {ex.id!r} could not create {id!r}: {ex.lost}")
+        status, body = reply
+        if status == 409 or status == 404:
+            ex.lost = "the protocol task is no longer held by this worker at its version"
+            raise LeaseLost(f"execution of {ex.id!r} could not create {id!r}: {ex.lost}")
+        if status != 200 or body["action"]["head"]["status"] != 200:
+            raise RedpromiseError(f"task.fence creating {id!r} answered {status} {body}")
+
+    async def wait_outcome(self, id: str) -> Any:
+        store = self.ex.runtime.store
+        key = self.protocol.keys.rs_promise(id)
+        backoff = Backoff(base=0.02, cap=1.0)
+        while True:
+            state, value = await self.ex.runtime.retry_through_outage(
+                lambda: store.redis.hmget(key, ["state", "value"])
+            ) or (None, None)
+            text = as_text(state) if state is not None else None
+            if text is not None and text != "pending":
+                return outcome(Completion(id, text, value))
+            self.ex.ensure_alive()
+            await asyncio.sleep(backoff.next())
 
 
 class ProtocolTasks:
