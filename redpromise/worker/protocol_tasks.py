@@ -17,7 +17,10 @@ function (its ``param``'s ``func``) runs it as a protocol task:
 - leases are renewed by ``task.heartbeat``; a task found no longer held is stopped;
 - the outcome is written by ``task.fulfill`` (listeners and callbacks as the protocol
   says): a value as ``{headers: {}, data: base64(JSON)}``, an exception as the SDKs' error
-  value (``{"__type": "error", "name", "message"}``), which the SDKs decode as an Error.
+  value (``{"__type": "error", "name", "message"}``), which the SDKs decode as an Error;
+- a task is held until fulfilled: a failed attempt is retried here under the caller's or
+  the function's policy, ``ctx.sleep`` waits here, and ``ctx.rpc``/``ctx.promise`` make
+  protocol children (:class:`ProtocolChildren`) awaited here.
 
 An entry whose function is not registered here, or whose task is not pending at the
 entry's version, is left alone in the worker's pending list (serve's consumers claim it
