@@ -65,8 +65,9 @@ async def test_without_a_policy_the_first_exception_rejects_the_task(make_rp: Ma
 
     await rp.start()
     handle = await rp.begin_rpc("pr-2", "fails", {}, options=JSON)
-    with pytest.raises(PromiseRejected, match="card declined"):
+    with pytest.raises(PromiseRejected, match="card declined") as info:
         await handle.result(timeout=10)
+    assert (info.value.type, info.value.message) == ("ValueError", "card declined")
     assert attempts == [0]
 
 

@@ -49,6 +49,7 @@ _ERROR_TYPES = {
     "rejected_canceled": "PromiseCanceled",
     "rejected_timedout": "PromiseTimedOut",
 }
+_MAX_TYPE_NAME = 200  # characters of an SDK error's class name kept as redpromise's type
 _ERROR_DEFAULTS = {
     "rejected": "Promise rejected",
     "rejected_canceled": "Promise canceled",
@@ -210,7 +211,8 @@ def call_of_param(param_text: str | bytes | None) -> dict[str, Any] | None:
 def redpromise_value(state: str, value: Mapping[str, Any] | None) -> bytes:
     """redpromise's stored outcome of a protocol value, so ``Redpromise.result()`` reads
     it: resolved -> the decoded JSON; rejected* -> an error whose message is the SDK
-    error's ``message`` (or the JSON's text); undecodable -> the value's JSON text."""
+    error's ``message`` (or the JSON's text) and whose type is the SDK error's ``name``
+    for a plain rejection; undecodable -> the value's JSON text."""
     ok, v = _decoded(value)
     raw = dumps(value) if value is not None else ""
     if state == "resolved":
@@ -219,6 +221,11 @@ def redpromise_value(state: str, value: Mapping[str, Any] | None) -> bytes:
         except PayloadError:
             return encode(raw, _NO_LIMIT)
     type_name = _ERROR_TYPES.get(state, "Error")
+    if state == "rejected" and isinstance(v, dict) and v.get("__type") == "error":
+        # The SDKs' error value names the thrown class: keep it (bounded: remote text).
+        name = v.get("name")
+        if isinstance(name, str) and 0 < len(name) <= _MAX_TYPE_NAME:
+            type_name = name
     if not ok:
         message = raw
     elif v is None:
