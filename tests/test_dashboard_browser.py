@@ -14,6 +14,7 @@ directory's parent exists).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
@@ -86,6 +87,29 @@ class Library:
         return str(self.call(get))
 
 
+def playwright_or_skip() -> Any:
+    """Playwright's sync API; skips the test when it or Debian's chromium is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    return sync_api
+
+
+@contextlib.contextmanager
+def chromium_page(sync_api: Any, height: int, errors: list[str]) -> Iterator[Any]:
+    """A 1280 x ``height`` page of a headless chromium; every console error and page
+    error it reports is appended to ``errors``. The browser is closed on leaving."""
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": height})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page
+        finally:
+            browser.close()
+
+
 @pytest.fixture
 def screens(tmp_path: Path) -> Iterator[Path]:
     out = tmp_path / "screens"
@@ -103,9 +127,7 @@ def screens(tmp_path: Path) -> Iterator[Path]:
 def test_dashboard_search_and_requeue_a_dead_promise_in_a_real_browser(
     real_url: str, tmp_path: Path, screens: Path
 ) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    sync_api = playwright_or_skip()
     namespace = f"ui{uuid.uuid4().hex[:10]}"
     case = uuid.uuid4().hex[:8]
     trap = tmp_path / "trap"
@@ -143,11 +165,7 @@ def test_dashboard_search_and_requeue_a_dead_promise_in_a_real_browser(
         eventually(lambda: lib.state(dead_id) == "rejected", "the poison promise is rejected")
         trap.unlink()  # the operator fixed the cause: a new attempt can succeed
 
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+        with chromium_page(sync_api, 900, errors) as page:
             # With a token the page shows nothing before it is given: only the form.
             page.goto(f"{gateway.base}/ui")
             page.wait_for_selector("#locked", state="visible")
@@ -221,7 +239,6 @@ def test_dashboard_search_and_requeue_a_dead_promise_in_a_real_browser(
             page.reload()
             page.wait_for_selector("#d-state.failing")
             assert page.text_content("#d-id") == failing_id
-            browser.close()
         assert errors == []
     finally:
         gateway.close()
@@ -232,25 +249,18 @@ def test_dashboard_search_and_requeue_a_dead_promise_in_a_real_browser(
 def test_without_a_token_the_page_says_it_is_unprotected_in_a_real_browser(
     real_url: str, tmp_path: Path, screens: Path
 ) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    sync_api = playwright_or_skip()
     gateway = GatewayProcess(real_url, f"ui{uuid.uuid4().hex[:10]}", tmp_path)
     errors: list[str] = []
     try:
         gateway.start()
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 600})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+        with chromium_page(sync_api, 600, errors) as page:
             page.goto(f"{gateway.base}/ui")
             page.wait_for_selector("#unprotected", state="visible")
             assert "anyone who can reach this address" in (page.text_content("#unprotected") or "")
             assert not page.is_visible("#token-form") and not page.is_visible("#locked")
             page.wait_for_selector("#groups tbody tr[data-group='worker']")
             page.screenshot(path=str(screens / "5-unprotected.png"), full_page=True)
-            browser.close()
         assert errors == []
     finally:
         gateway.close()
@@ -259,9 +269,7 @@ def test_without_a_token_the_page_says_it_is_unprotected_in_a_real_browser(
 def test_the_schedules_table_shows_each_schedule_and_its_next_run_in_a_real_browser(
     real_url: str, tmp_path: Path, screens: Path
 ) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    sync_api = playwright_or_skip()
     namespace = f"ui{uuid.uuid4().hex[:10]}"
     lib = Library(real_url, namespace)
     # No worker runs: the schedules keep their first next run, so the page must show it.
@@ -275,11 +283,7 @@ def test_the_schedules_table_shows_each_schedule_and_its_next_run_in_a_real_brow
     errors: list[str] = []
     try:
         gateway.start()
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+        with chromium_page(sync_api, 800, errors) as page:
             page.goto(f"{gateway.base}/ui")
             page.wait_for_selector("#schedules tbody tr[data-id='nightly-report']")
             rows = {
@@ -301,7 +305,6 @@ def test_the_schedules_table_shows_each_schedule_and_its_next_run_in_a_real_brow
             assert box is not None and last is not None
             assert last["x"] + last["width"] <= box["x"] + box["width"], (last, box)
             page.screenshot(path=str(screens / "7-schedules.png"), full_page=True)
-            browser.close()
         assert errors == []
     finally:
         gateway.close()
