@@ -20,6 +20,7 @@ from redpromise.core.options import Settings
 from redpromise.redis.classify import cause_of, retryable
 from redpromise.store.scripts import CODES, refusal
 from redpromise.store.store import Store
+from redpromise.worker.registry import Function
 
 __all__ = ["ChildPromises", "Execution", "Runtime", "Slots", "id_field", "retry_through_outage",
            "worth_waiting_out"]  # fmt: skip
@@ -109,6 +110,21 @@ class Runtime:
     async def retry_through_outage(self, op: Callable[[], Awaitable[Any]]) -> Any:
         """See :func:`retry_through_outage` (bounded by the lease)."""
         return await retry_through_outage(op, self.lease)
+
+    async def attempt(
+        self, func: Function, ctx: Any, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """One attempt of ``func``: its value, or what it raised (``TimeoutError`` past
+        the function's own timeout). Its run time is reported to the metrics either way.
+        Every kind of execution runs its function through here."""
+        started = time.monotonic()
+        try:
+            call = func.invoke(ctx, args, kwargs)
+            if func.timeout is not None:
+                return await asyncio.wait_for(call, func.timeout.total_seconds())
+            return await call
+        finally:
+            self.hooks.metrics.executed(self.group, func.name, time.monotonic() - started)
 
 
 @dataclass(eq=False, slots=True)

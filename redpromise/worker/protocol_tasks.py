@@ -344,16 +344,8 @@ class ProtocolTasks:
         metrics = self.runtime.hooks.metrics
         while True:
             ex.ensure_alive()
-            started = time.monotonic()
             try:
-                try:
-                    call = func.invoke(Context(ex), json.loads(ex.args), {})
-                    if func.timeout is not None:
-                        value = await asyncio.wait_for(call, func.timeout.total_seconds())
-                    else:
-                        value = await call
-                finally:
-                    metrics.executed(self.runtime.group, ex.func, time.monotonic() - started)
+                value = await self.runtime.attempt(func, Context(ex), json.loads(ex.args), {})
             except (asyncio.CancelledError, LeaseLost):
                 raise
             except NondeterminismError as exc:  # a replay that diverged: no retry helps

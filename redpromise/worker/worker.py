@@ -353,17 +353,8 @@ class Worker:
         self, ex: Execution, func: Function, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
         ex.ensure_alive()
-        ctx = Context(ex)
-        started = time.monotonic()
         try:
-            try:
-                call = func.invoke(ctx, args, kwargs)
-                if func.timeout is not None:
-                    value = await asyncio.wait_for(call, func.timeout.total_seconds())
-                else:
-                    value = await call
-            finally:
-                self.metrics.executed(self.group, ex.func, time.monotonic() - started)
+            value = await self.runtime.attempt(func, Context(ex), args, kwargs)
         except (asyncio.CancelledError, LeaseLost):
             raise
         except Suspend as sus:
